@@ -1,0 +1,206 @@
+//! `ddmq.yaml`: the one module that reads and writes the settings files.
+//!
+//! serde_yaml is deprecated upstream; keeping every YAML call here means a maintained fork
+//! replaces it in one place. Files are written the way PyYAML writes them (block style, sorted
+//! keys) so the original can read them, and always through a unique temporary name and a rename
+//! (R4), so a reader sees the old file or the new one, never a torn one.
+
+use super::{io_err, Error, Result};
+use serde_yaml::{Mapping, Value};
+use std::path::Path;
+
+/// The file name of root and queue settings.
+pub const CONFIG_FILE: &str = "ddmq.yaml";
+/// Settings files larger than this are refused before parsing (hostile input).
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Effective settings of a queue: defaults, then ROOT/ddmq.yaml, then QUEUE/ddmq.yaml.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Epoch seconds of the last housekeeping run of the queue (throttles `clean` to once a minute).
+    pub cleaned: u64,
+    /// Seconds a consumed message may stay in `work/` before it expires.
+    pub message_timeout: u64,
+    /// Priority of messages published without one (0 is the most urgent).
+    pub priority: u64,
+    /// Whether messages published without `-r` are requeued on nack and expiry (0.9.10 ignored this key, B14).
+    pub requeue: bool,
+    /// Priority of requeued messages whose `requeue` field is `true` (0 is honoured, B4).
+    pub requeue_prio: u64,
+    /// Addition: at the requeue limit, move the message to `QUEUE/dead/` instead of deleting it.
+    pub dead_letter: bool,
+    /// Addition: fsync each message file and its directory on publish and requeue.
+    pub durable: bool,
+    /// Addition: largest message body accepted by publish, in bytes.
+    pub max_message_bytes: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            cleaned: 0,
+            message_timeout: 600,
+            priority: 999,
+            requeue: true,
+            requeue_prio: 0,
+            dead_letter: false,
+            durable: false,
+            max_message_bytes: 16 << 20,
+        }
+    }
+}
+
+impl Settings {
+    /// The five keys of 0.9.10 with their default values, as written to `ddmq.yaml.example`.
+    pub fn original_defaults_yaml() -> String {
+        "cleaned: 0\nmessage_timeout: 600\npriority: 999\nrequeue: true\nrequeue_prio: 0\n".to_string()
+    }
+
+    /// Applies the layers in order (later wins) over the defaults, checking each known key's type.
+    pub fn resolve(layers: &[(&Path, &Mapping)]) -> Result<Settings> {
+        let mut s = Settings::default();
+        for (path, map) in layers {
+            for (key, value) in map.iter() {
+                let Some(key) = key.as_str() else { continue };
+                let bad = |what: &str| Error::Config {
+                    path: path.to_path_buf(),
+                    reason: format!("{key}: expected {what}, got {}", describe(value)),
+                };
+                match key {
+                    "cleaned" => s.cleaned = as_uint(value).ok_or_else(|| bad("a non-negative integer"))?,
+                    "message_timeout" => s.message_timeout = as_uint(value).ok_or_else(|| bad("a non-negative integer"))?,
+                    "priority" => s.priority = as_uint(value).ok_or_else(|| bad("a non-negative integer"))?,
+                    "requeue_prio" => s.requeue_prio = as_uint(value).ok_or_else(|| bad("a non-negative integer"))?,
+                    "max_message_bytes" => s.max_message_bytes = as_uint(value).ok_or_else(|| bad("a non-negative integer"))?,
+                    "requeue" => s.requeue = as_bool(value).ok_or_else(|| bad("true or false"))?,
+                    "dead_letter" => s.dead_letter = as_bool(value).ok_or_else(|| bad("true or false"))?,
+                    "durable" => s.durable = as_bool(value).ok_or_else(|| bad("true or false"))?,
+                    _ => {} // unknown keys are kept in the file and ignored
+                }
+            }
+        }
+        Ok(s)
+    }
+}
+
+fn describe(v: &Value) -> String {
+    let s = serde_yaml::to_string(v).unwrap_or_default();
+    let s = s.trim();
+    if s.len() > 40 { format!("{}…", &s[..s.char_indices().nth(40).map(|(i, _)| i).unwrap_or(s.len())]) } else { s.to_string() }
+}
+
+fn as_uint(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0 && f.is_finite() && *f < 1.8e19).map(|f| f as u64)),
+        Value::Null => Some(0),
+        _ => None,
+    }
+}
+
+fn as_bool(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => n.as_i64().map(|i| i != 0),
+        Value::Null => Some(false),
+        _ => None,
+    }
+}
+
+/// Parses settings text: empty or `null` is `{}`; anything but a mapping is an error naming `path`.
+pub fn parse_mapping(path: &Path, text: &[u8]) -> Result<Mapping> {
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(Error::Config { path: path.into(), reason: format!("larger than {MAX_CONFIG_BYTES} bytes") });
+    }
+    let text = std::str::from_utf8(text)
+        .map_err(|_| Error::Config { path: path.into(), reason: "not UTF-8".into() })?;
+    if text.trim().is_empty() {
+        return Ok(Mapping::new());
+    }
+    let value: Value = serde_yaml::from_str(text)
+        .map_err(|e| Error::Config { path: path.into(), reason: format!("not valid YAML: {e}") })?;
+    match value {
+        Value::Null => Ok(Mapping::new()),
+        Value::Mapping(m) => Ok(m),
+        other => Err(Error::Config { path: path.into(), reason: format!("expected a mapping of settings, got {}", describe(&other)) }),
+    }
+}
+
+/// Reads a settings file; a missing file is `None`.
+pub fn read_mapping(path: &Path) -> Result<Option<Mapping>> {
+    match std::fs::read(path) {
+        Ok(bytes) => parse_mapping(path, &bytes).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("read settings", path, e)),
+    }
+}
+
+/// Checks that `text` is a settings file we would accept for a queue; returns the mapping.
+pub fn validate(path: &Path, text: &[u8]) -> Result<Mapping> {
+    let map = parse_mapping(path, text)?;
+    Settings::resolve(&[(path, &map)])?;
+    Ok(map)
+}
+
+/// Renders a mapping the way PyYAML's `yaml.dump(d, default_flow_style=False)` does: sorted keys, block style.
+pub fn render(map: &Mapping) -> String {
+    let mut entries: Vec<(&Value, &Value)> = map.iter().collect();
+    entries.sort_by_key(|(k, _)| k.as_str().map(str::to_string).unwrap_or_default());
+    let sorted: Mapping = entries.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    if sorted.is_empty() {
+        return "{}\n".to_string();
+    }
+    serde_yaml::to_string(&sorted).expect("a mapping of plain values always renders")
+}
+
+/// Replaces a settings file atomically with `map`, through a unique temporary name that the
+/// original does not mistake for a message (no `.ddmq` in it).
+pub fn write_mapping(path: &Path, map: &Mapping) -> Result<()> {
+    super::write_atomically(path, render(map).as_bytes(), false)
+}
+
+/// Sets one key of a settings file (read, update, atomic replace).
+pub fn set_key(path: &Path, key: &str, value: Value) -> Result<()> {
+    let mut map = read_mapping(path)?.unwrap_or_default();
+    map.insert(Value::String(key.to_string()), value);
+    write_mapping(path, &map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_override_in_order_and_zero_is_kept() {
+        let p = Path::new("x/ddmq.yaml");
+        let root = parse_mapping(p, b"priority: 5\nrequeue_prio: 3\n").unwrap();
+        let queue = parse_mapping(p, b"requeue_prio: 0\ncleaned: 12\n").unwrap();
+        let s = Settings::resolve(&[(p, &root), (p, &queue)]).unwrap();
+        assert_eq!((s.priority, s.requeue_prio, s.cleaned, s.message_timeout), (5, 0, 12, 600));
+    }
+
+    #[test]
+    fn empty_is_empty_and_broken_names_the_file() {
+        let p = Path::new("/r/q/ddmq.yaml");
+        assert!(parse_mapping(p, b"").unwrap().is_empty());
+        assert!(parse_mapping(p, b"~\n").unwrap().is_empty());
+        let e = parse_mapping(p, b"a: [1\n").unwrap_err().to_string();
+        assert!(e.contains("/r/q/ddmq.yaml"), "{e}");
+        let e = validate(p, b"message_timeout: soon\n").unwrap_err().to_string();
+        assert!(e.contains("message_timeout"), "{e}");
+        assert!(parse_mapping(p, b"- 1\n").is_err());
+    }
+
+    #[test]
+    fn renders_sorted_block_style() {
+        let p = Path::new("x");
+        let m = parse_mapping(p, b"requeue: true\ncleaned: 3\npriority: 9\n").unwrap();
+        assert_eq!(render(&m), "cleaned: 3\npriority: 9\nrequeue: true\n");
+    }
+
+    #[test]
+    fn billion_laughs_is_refused_or_bounded() {
+        let bomb = b"a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\nh: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]\ni: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]\n";
+        // Either an error or a result: what matters is that it returns promptly without exhausting memory.
+        let _ = parse_mapping(Path::new("bomb"), bomb);
+    }
+}

@@ -1,0 +1,9 @@
+//! ddmq: the Dead Drop Messaging Queue, a message queue with no server. Each queue is a
+//! directory, each message a JSON file, shared by any number of processes and hosts.
+//!
+//! Layers, each a module: [`engine`] (the protocol on disk), `fs` (the mount's synthetic tree),
+//! `fuse` (the thin FUSE adapter) and `cli` (the command line).
+
+pub mod engine;
+pub mod cli;
+pub mod mount;
