@@ -163,7 +163,7 @@ enum Handle {
     /// Content fixed at open: status, a message body, ddmq.yaml opened for reading.
     Snapshot(Vec<u8>),
     /// ddmq.yaml opened for writing: the new text, applied on flush or close.
-    Config { queue: String, snapshot: Vec<u8>, text: Vec<u8>, dirty: bool },
+    Config { queue: String, snapshot: Vec<u8>, text: Vec<u8>, dirty: bool, refused: bool },
     /// ack or nack: ids, one a line; an incomplete last line waits here.
     Ids { queue: String, nack: bool, partial: Vec<u8> },
 }
@@ -381,7 +381,10 @@ impl QueueFs {
                         p.checked = 0;
                         p.refused = None;
                     }
-                    Handle::Config { text, .. } => text.clear(),
+                    Handle::Config { text, refused, .. } => {
+                        text.clear();
+                        *refused = false;
+                    }
                     Handle::Ids { partial, .. } => partial.clear(),
                     _ => {}
                 }
@@ -576,7 +579,7 @@ impl QueueFs {
                 let text = self.queue(OP, &node)?.read_config_text().map_err(|e| err(OP, &node, e))?.into_bytes();
                 if access.writes() {
                     self.writable(OP, &node)?;
-                    Handle::Config { queue: q.clone(), snapshot: text, text: Vec::new(), dirty: false }
+                    Handle::Config { queue: q.clone(), snapshot: text, text: Vec::new(), dirty: false, refused: false }
                 } else {
                     Handle::Snapshot(text)
                 }
@@ -680,12 +683,25 @@ impl QueueFs {
                 }
                 Ok(data.len() as u32)
             }
-            Handle::Config { text, dirty, .. } => {
+            Handle::Config { queue, text, dirty, refused, .. } => {
+                if *refused {
+                    return Err(fail(FsErrorKind::Invalid("the settings written are refused".into())));
+                }
                 if offset + data.len() > MAX_CONFIG_BYTES {
+                    *refused = true;
                     return Err(fail(FsErrorKind::TooLarge { limit: MAX_CONFIG_BYTES as u64 }));
                 }
                 place(text, offset, data);
                 *dirty = true;
+                // Shells ignore errors from close(): refuse bad settings here, where `echo` sees
+                // it. Text is judged at line ends only, where a prefix of good YAML is good YAML.
+                if text.ends_with(b"\n") {
+                    let path_on_disk = self.broker.root().join(queue.as_str()).join(engine::config::CONFIG_FILE);
+                    if let Err(e) = engine::config::validate(&path_on_disk, text) {
+                        *refused = true;
+                        return Err(fail(e.into()));
+                    }
+                }
                 Ok(data.len() as u32)
             }
             Handle::Ids { queue, nack, partial } => {
@@ -742,7 +758,10 @@ impl QueueFs {
                 }
                 Ok(())
             }
-            Handle::Config { queue, text, dirty, .. } => {
+            Handle::Config { queue, text, dirty, refused, .. } => {
+                if *refused {
+                    return Err(FsError::new(OP, path, FsErrorKind::Invalid("the settings written were refused".into())));
+                }
                 if !*dirty {
                     return Ok(());
                 }
@@ -795,8 +814,8 @@ impl QueueFs {
                 }
                 Ok(())
             }
-            Handle::Config { queue, text, dirty, .. } => {
-                if dirty && !shutting_down {
+            Handle::Config { queue, text, dirty, refused, .. } => {
+                if dirty && !refused && !shutting_down {
                     let q = self.broker.queue(&queue).map_err(fail)?;
                     q.write_config_text(&text).map_err(fail)?;
                 }

@@ -282,6 +282,13 @@ fn settings_file_refuses_invalid_text_and_changes_nothing() {
     let before = f.cat("q/ddmq.yaml").unwrap();
     assert_eq!(errno(f.write_file("q/ddmq.yaml", b"message_timeout: soon\n")), libc::EINVAL);
     assert_eq!(errno(f.write_file("q/ddmq.yaml", b"- a list\n")), libc::EINVAL);
+    // The write itself fails (shells ignore errors from close), and later writes change nothing.
+    let fh = f.fs.open(f.ino("q/ddmq.yaml"), Access::Write, 1).unwrap();
+    assert_eq!(errno(f.fs.write(fh, 0, b"priority: high\n")), libc::EINVAL);
+    assert_eq!(errno(f.fs.write(fh, 0, b"priority: 1\n")), libc::EINVAL);
+    f.fs.release(fh).unwrap();
+    // Without a final newline it is judged on close.
+    assert_eq!(errno(f.write_file("q/ddmq.yaml", b"priority: high")), libc::EINVAL);
     assert_eq!(f.cat("q/ddmq.yaml").unwrap(), before);
     f.write_file("q/ddmq.yaml", b"priority: 3\n").unwrap();
     assert_eq!(f.other.queue("q").unwrap().settings().unwrap().priority, 3);
