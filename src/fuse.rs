@@ -3,7 +3,7 @@
 //! each failed request is logged once with its operation and errno.
 //!
 //! Opens of `wait` can block for as long as the wait limit: they run on a thread of their own
-//! and reply from there, so the session's worker threads keep serving everybody else.
+//! and reply from there, so the session keeps serving everybody else meanwhile.
 
 use crate::fs::{Access, Attr, FsError, QueueFs, SetAttr};
 use fuser::{

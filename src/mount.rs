@@ -3,10 +3,11 @@
 //! `ddmq mount ROOT MNT` checks the root and the mountpoint (unmounting a stale mount left by a
 //! daemon that died), then by default forks: the parent returns once the child's mount answers,
 //! or prints why it failed. The daemon serves [`crate::fs::QueueFs`] through
-//! [`crate::fuse::DdmqFuse`] on worker threads, runs each queue's housekeeping every ten
-//! seconds, and on SIGINT, SIGTERM or SIGHUP unmounts and gives back the messages its readers
-//! had claimed but not read whole. It is also its own mount(8) helper: `mount.fuse.ddmq ROOT MNT
-//! -o OPTS` (see the README) passes the arguments mount(8) passes.
+//! [`crate::fuse::DdmqFuse`] (requests in order, blocking opens of `wait` on threads of their
+//! own), runs each queue's housekeeping every ten seconds, and on SIGINT, SIGTERM or SIGHUP
+//! unmounts and gives back the messages its readers had claimed but not read whole. It takes
+//! the arguments mount(8) gives a helper, so a two-line `mount.fuse.ddmq` script makes
+//! `mount -t fuse.ddmq` and fstab work (see the README).
 //!
 //! As root the filesystem is mounted with mount(2) as type `fuse.ddmq`; other users go through
 //! `fusermount3`, which gives it the same type.
@@ -38,7 +39,7 @@ pub struct MountArgs {
     /// Where to mount it.
     pub mountpoint: PathBuf,
     /// Mount options, comma-separated: allow_other, allow_root, ro, rw, uid=N, gid=N, umask=OOO,
-    /// wait_limit=SECONDS, threads=N, create, fsname=NAME; options for mount(8) and systemd
+    /// wait_limit=SECONDS, create, fsname=NAME, threads=N; options for mount(8) and systemd
     /// (_netdev, nofail, noauto, auto, user, users, defaults, x-systemd.*) are ignored.
     #[arg(short = 'o', value_name = "OPTIONS", action = clap::ArgAction::Append)]
     pub options: Vec<String>,
@@ -100,6 +101,9 @@ pub struct MountOptions {
     pub gid: Option<u32>,
     pub umask: Option<u32>,
     pub wait_limit: Duration,
+    /// Threads serving requests. One (the default) serves them in the order they came, so a
+    /// message written to `in` is in its queue for any request made after the writer's close
+    /// (the kernel sends RELEASE without waiting for it); `wait` opens run on threads of their own.
     pub threads: usize,
     /// Initialise the root if needed (as the CLI's -f).
     pub create: bool,
@@ -116,7 +120,7 @@ impl Default for MountOptions {
             gid: None,
             umask: None,
             wait_limit: Duration::from_secs(30),
-            threads: 4,
+            threads: 1,
             create: false,
             fsname: None,
         }
@@ -247,7 +251,14 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), MountError> {
 
 /// A mountpoint whose daemon died answers ENOTCONN: detach it so it can be mounted again.
 fn recover_stale_mount(mountpoint: &Path) -> Result<(), MountError> {
-    match std::fs::metadata(mountpoint) {
+    // statfs always reaches a FUSE daemon, where stat may be answered from the kernel's cache.
+    let path = c_path(mountpoint)?;
+    // SAFETY: a valid path and a statfs buffer of the right type.
+    let statfs_result = unsafe {
+        let mut buf: libc::statfs = std::mem::zeroed();
+        if libc::statfs(path.as_ptr(), &mut buf) == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    };
+    match statfs_result.and_then(|()| std::fs::metadata(mountpoint)) {
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)) => {
             log::warn!("{} is a stale mount (its daemon is gone): unmounting it first", mountpoint.display());
             unmount(mountpoint, true)

@@ -191,6 +191,14 @@ fn err(op: &'static str, node: &Node, kind: impl Into<FsErrorKind>) -> FsError {
     FsError::new(op, node.path(), kind)
 }
 
+/// The path of `name` inside `parent`, for messages about names that do not exist.
+fn child_path(parent: &Node, name: &str) -> String {
+    match parent {
+        Node::Root => name.to_string(),
+        other => format!("{}/{name}", other.path()),
+    }
+}
+
 /// The next complete line of `buf`, removed from it.
 fn take_line(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
     let end = buf.iter().position(|b| *b == b'\n')?;
@@ -333,7 +341,7 @@ impl QueueFs {
     /// LOOKUP: finds `name` in `parent` and takes one kernel reference on it.
     pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr> {
         let parent = self.node("lookup", parent)?;
-        let missing = || FsError::new("lookup", format!("{}/{name}", parent.path().trim_start_matches('/')), FsErrorKind::NotFound);
+        let missing = || FsError::new("lookup", child_path(&parent, name), FsErrorKind::NotFound);
         if !parent.is_dir() {
             return Err(err("lookup", &parent, FsErrorKind::NotDir));
         }
@@ -473,7 +481,7 @@ impl QueueFs {
         let parent = self.node(OP, parent)?;
         let node = Node::Queue(name.to_string());
         if parent != Node::Root {
-            return Err(err(OP, &Node::Queue(format!("{}/{name}", parent.path())), FsErrorKind::NotSupported("queues are made in the root only")));
+            return Err(FsError::new(OP, child_path(&parent, name), FsErrorKind::NotSupported("queues are made in the root only")));
         }
         self.writable(OP, &node)?;
         if !self.broker.create_queue(name).map_err(|e| err(OP, &node, e))? {
@@ -487,7 +495,7 @@ impl QueueFs {
     pub fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
         const OP: &str = "rmdir";
         let parent = self.node(OP, parent)?;
-        let node = Self::child(&parent, name).ok_or_else(|| FsError::new(OP, format!("{}/{name}", parent.path()), FsErrorKind::NotFound))?;
+        let node = Self::child(&parent, name).ok_or_else(|| FsError::new(OP, child_path(&parent, name), FsErrorKind::NotFound))?;
         match &node {
             Node::Queue(q) => {
                 self.writable(OP, &node)?;
@@ -505,7 +513,7 @@ impl QueueFs {
     pub fn unlink(&self, parent: u64, name: &str) -> Result<()> {
         const OP: &str = "unlink";
         let parent = self.node(OP, parent)?;
-        let node = Self::child(&parent, name).ok_or_else(|| FsError::new(OP, format!("{}/{name}", parent.path()), FsErrorKind::NotFound))?;
+        let node = Self::child(&parent, name).ok_or_else(|| FsError::new(OP, child_path(&parent, name), FsErrorKind::NotFound))?;
         match &node {
             Node::Entry(_, DirKind::Work, id) => {
                 self.writable(OP, &node)?;
@@ -522,7 +530,7 @@ impl QueueFs {
     /// For operations the tree does not have (create, rename, link, symlink, mknod).
     pub fn refuse(&self, op: &'static str, parent: u64, name: &str) -> FsError {
         let path = match self.node(op, parent) {
-            Ok(p) => format!("{}/{name}", p.path()),
+            Ok(p) => child_path(&p, name),
             Err(_) => name.to_string(),
         };
         FsError::new(op, path, FsErrorKind::NotSupported("the tree has a fixed shape"))
