@@ -208,7 +208,7 @@ impl MountOptions {
 }
 
 fn init_logging(verbose: bool) {
-    let default = if verbose { "debug" } else { "info" };
+    let default = if verbose { "info,ddmq=debug" } else { "info" };
     let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default)).format_timestamp_secs().try_init();
 }
 
