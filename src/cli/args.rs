@@ -78,7 +78,7 @@ pub struct ViewArgs {
     #[arg(short = 'n', long = "names-only")]
     pub names_only: bool,
     /// output format
-    #[arg(long = "format", value_enum, default_value_t = Format::Default)]
+    #[arg(long = "format", value_enum, default_value_t = Format::Default, hide_default_value = true)]
     pub format: Format,
     #[command(flatten)]
     pub log: LogFlags,
@@ -156,7 +156,7 @@ pub struct ConsumeArgs {
     #[arg(short = 'n', long = "number", value_name = "N", default_value_t = 1)]
     pub count: u64,
     /// output format (default: json, one object per line)
-    #[arg(long = "format", value_enum, default_value_t = Format::Default)]
+    #[arg(long = "format", value_enum, default_value_t = Format::Default, hide_default_value = true)]
     pub format: Format,
     /// acknowledge the messages once they are printed (drain the queue)
     #[arg(long = "ack")]

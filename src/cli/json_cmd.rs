@@ -56,8 +56,9 @@ const FLAG_KEYS: &[(&str, &[&str])] = &[
 /// Every key with its default, as printed when the payload is not JSON.
 const EXAMPLE: &str = r#"{"cmd": null, "root": null, "queue": null, "message": null, "msg_files": null, "f": false, "v": false, "d": false, "n": false, "format": "plain", "s": false, "priority": null, "timeout": null, "requeue": false, "no_requeue": false, "requeue_limit": null, "requeue_prio": null, "skip_cleaning": false, "lines": false, "ack": false, "wait": null, "poll_ms": null}"#;
 
-/// The command a payload stands for, parsed exactly as the command line would be.
-pub fn command_from_payload(payload: &str) -> CliResult<Command> {
+/// The command a payload stands for, parsed exactly as the command line would be, and that
+/// command line (for the debug log).
+pub fn command_from_payload(payload: &str) -> CliResult<(Command, Vec<String>)> {
     let not_json = || {
         CliError::failed(format!(
             "unable to load the JSON object (wrong format or missing single quotes?)\n\nExample of structure and all the options that can be set:\n\n'{EXAMPLE}'"
@@ -65,9 +66,8 @@ pub fn command_from_payload(payload: &str) -> CliResult<Command> {
     };
     let Ok(Value::Object(map)) = serde_json::from_str::<Value>(payload) else { return Err(not_json()) };
     let argv = to_argv(&map)?;
-    log::debug!("json payload runs: {argv:?}");
-    match Cli::try_parse_from(argv)?.command {
-        Some(command) if is_runnable(&command) => Ok(command),
+    match Cli::try_parse_from(&argv)?.command {
+        Some(command) if is_runnable(&command) => Ok((command, argv)),
         Some(_) => Err(usage_error("the json command runs only the subcommands of the original ddmq")),
         None => Err(usage_error("the JSON object names no command")),
     }

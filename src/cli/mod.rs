@@ -115,11 +115,17 @@ pub fn main() -> ExitCode {
 
 /// Runs one subcommand of the original (a `json` payload first becomes the command it names).
 fn execute(command: Command) -> CliResult {
-    let command = match command {
-        Command::Json(a) => json_cmd::command_from_payload(&a.json_payload)?,
-        other => other,
+    let (command, from_json) = match command {
+        Command::Json(a) => {
+            let (command, argv) = json_cmd::command_from_payload(&a.json_payload)?;
+            (command, Some(argv))
+        }
+        other => (other, None),
     };
     init_logging(command.log_flags());
+    if let Some(argv) = from_json {
+        log::debug!("json payload runs: {argv:?}");
+    }
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let result = run(&command, &mut out);
