@@ -697,7 +697,7 @@ fn b8_publish_skip_cleaning_is_not_inverted() {
     let expired = expire(&s, m[0]["filename"].as_str().unwrap());
     set_queue_setting(&s, "cleaned: 0\n");
     s.publish("q", "with -C", &["-C"]);
-    assert_eq!(s.in_work(), [expired.clone()], "-C: no cleaning");
+    assert_eq!(s.in_work(), [expired], "-C: no cleaning");
     assert_eq!(fs::read_to_string(s.q().join("ddmq.yaml")).unwrap(), "cleaned: 0\n");
     s.publish("q", "default", &[]);
     assert!(s.in_work().is_empty(), "publish cleans by default: the expired message was requeued");

@@ -227,8 +227,8 @@ pub struct JsonArgs {
 
 fn parse_seconds(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
-        Ok(s) if s.is_finite() && s >= 0.0 && s < 1e9 => Ok(s),
-        Ok(_) => Err("expected a number of seconds, at least 0".to_string()),
+        Ok(s) if (0.0..1e9).contains(&s) => Ok(s),
+        Ok(_) => Err("expected a number of seconds, at least 0 (and below 1e9)".to_string()),
         Err(e) => Err(format!("expected a number of seconds: {e}")),
     }
 }

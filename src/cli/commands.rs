@@ -78,10 +78,11 @@ fn not_a_queue(path: &Path) -> CliError {
 
 /// Housekeeping after ack, nack and del_msg (unless -C): throttled to once a minute per queue.
 fn clean_after(queue: &Queue, skip: bool) {
-    if !skip {
-        if let Err(e) = queue.maybe_clean() {
-            log::warn!("cleaning queue {} failed: {e}", queue.name());
-        }
+    if skip {
+        return;
+    }
+    if let Err(e) = queue.maybe_clean() {
+        log::warn!("cleaning queue {} failed: {e}", queue.name());
     }
 }
 
