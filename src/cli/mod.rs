@@ -83,8 +83,19 @@ pub(crate) fn usage_error(message: &str) -> CliError {
     CliError::Usage(Cli::command().error(clap::error::ErrorKind::ValueValidation, message))
 }
 
+/// mount(8) runs `/sbin/mount.fuse.ddmq ROOT MNT -o OPTS` for `mount -t fuse.ddmq` and fstab
+/// lines: installed as a symlink to `ddmq` under that name, the binary acts as `ddmq mount`.
+fn arguments() -> Vec<OsString> {
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    let invoked_as = args.first().and_then(|a| std::path::Path::new(a).file_name().map(|n| n.to_os_string()));
+    if invoked_as.is_some_and(|n| n == "mount.fuse.ddmq" || n == "mount.ddmq") {
+        args.insert(1, OsString::from("mount"));
+    }
+    args
+}
+
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(arguments()) {
         Ok(cli) => cli,
         Err(e) => return CliError::Usage(e).report(),
     };
