@@ -61,7 +61,7 @@ impl Rates {
             contenders.dedup();
             for c in contenders {
                 if let Some(why) = self.failures.get(&(s, c)) {
-                    let _ = writeln!(out, "| {} | — | not run: {} | | | |", c.label(), why.replace('|', "/"));
+                    let _ = writeln!(out, "| {} | — | not run: {} | | | |", c.label(), one_line(why));
                     continue;
                 }
                 for op in ["publish", "consume+ack"] {
@@ -75,6 +75,12 @@ impl Rates {
         }
         out
     }
+}
+
+/// An error fit for a table cell: its first line, without pipes, at most 120 characters.
+pub fn one_line(text: &str) -> String {
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().replace('|', "/");
+    if first.chars().count() > 120 { format!("{}…", first.chars().take(120).collect::<String>()) } else { first }
 }
 
 pub fn fmt_rate(r: f64) -> String {
@@ -96,7 +102,7 @@ pub fn targets_markdown(targets: &[Target]) -> String {
             Some(false) => "MISS",
             None => "not measured",
         };
-        let _ = writeln!(out, "| {} | {} | {verdict} |", t.what, t.measured);
+        let _ = writeln!(out, "| {} | {} | {verdict} |", t.what, one_line(&t.measured));
     }
     out
 }
