@@ -162,17 +162,22 @@ pub fn publish(c: Contender, place: &Place, tools: &Tools, n: usize, size: usize
         Contender::Mount => {
             let path = place.mount_file("in")?;
             let body = body_text(size);
+            let before = count_waiting(&place.dir())?;
             let started = Instant::now();
             for _ in 0..n {
                 let mut f = OpenOptions::new().write(true).open(&path)?;
                 f.write_all(body.as_bytes())?;
                 drop(f); // close publishes
             }
+            wait_until_published(&place.dir(), before + n)?;
             Ok(started.elapsed())
         }
         Contender::MountPy => {
             let mnt = place.mnt.as_ref().ok_or_else(|| other("no mount".into()))?;
-            peer(tools, &["mount-publish".as_ref(), mnt.as_os_str(), place.queue.as_ref(), n.to_string().as_ref(), size.to_string().as_ref()]).map(|(d, _)| d)
+            let before = count_waiting(&place.dir())?;
+            let (client, _) = peer(tools, &["mount-publish".as_ref(), mnt.as_os_str(), place.queue.as_ref(), n.to_string().as_ref(), size.to_string().as_ref()])?;
+            // The client's own time, plus whatever the daemon still had to publish after it.
+            Ok(client + wait_until_published(&place.dir(), before + n)?)
         }
         Contender::OrigDefaults | Contender::OrigNoClean => {
             let mode = if c == Contender::OrigDefaults { "defaults" } else { "noclean" };
@@ -229,6 +234,25 @@ pub fn consume(c: Contender, place: &Place, tools: &Tools, n: usize) -> io::Resu
             peer(tools, &[cmd.as_ref(), place.dir().as_os_str(), n.to_string().as_ref()])
         }
     }
+}
+
+/// Messages waiting in a queue directory (names the original would take for messages).
+fn count_waiting(dir: &Path) -> io::Result<usize> {
+    Ok(fs::read_dir(dir)?.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".ddmq")).count())
+}
+
+/// FUSE sends RELEASE without waiting for its reply, so `close` on `in` returns before the
+/// daemon has published: the publish is only done when the message is in the queue directory.
+/// Returns how long we waited for that.
+fn wait_until_published(dir: &Path, expected: usize) -> io::Result<Duration> {
+    let started = Instant::now();
+    while count_waiting(dir)? < expected {
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err(other(format!("only {} of {expected} messages reached {} within 60 s", count_waiting(dir)?, dir.display())));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(started.elapsed())
 }
 
 /// One `ddmq publish` process; returns its wall time.
