@@ -7,7 +7,8 @@
 
 use crate::fs::{Access, Attr, FsError, QueueFs, SetAttr};
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner, OpenFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags,
+    ReplyIoctl,
     AccessFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, ReplyXattr, Request,
     TimeOrNow,
 };
@@ -74,7 +75,11 @@ fn name_of(name: &OsStr) -> Result<&str, Errno> {
 const FILE_OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_DIRECT_IO.union(FopenFlags::FOPEN_NONSEEKABLE);
 
 impl Filesystem for DdmqFuse {
-    fn init(&mut self, _req: &Request, _config: &mut KernelConfig) -> std::io::Result<()> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // O_TRUNC arrives with OPEN instead of as a separate SETATTR: one request less per publish.
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC) {
+            log::debug!("kernel lacks {missing:?}: truncation comes as SETATTR");
+        }
         Ok(())
     }
 
@@ -302,12 +307,19 @@ impl Filesystem for DdmqFuse {
 
     // The tree has no extended attributes; answering here keeps `ls` and `cp` from logging
     // "not implemented" for each file they look at.
+    // No extended attributes. ENOSYS (not ENODATA) makes the kernel stop asking: otherwise every
+    // write asks for security.capability first, a round trip per publish.
     fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::NO_XATTR);
+        reply.error(Errno::ENOSYS);
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
-        if size == 0 { reply.size(0) } else { reply.data(&[]) }
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    /// No file here is a terminal or a device: what `isatty` (Python's open) asks gets ENOTTY.
+    fn ioctl(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _flags: IoctlFlags, _cmd: u32, _in_data: &[u8], _out_size: u32, reply: ReplyIoctl) {
+        reply.error(Errno::ENOTTY);
     }
 
     fn setxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _value: &[u8], _flags: i32, _position: u32, reply: ReplyEmpty) {
