@@ -43,7 +43,8 @@ impl Run {
             .env("DDMQ_TEST_ID", id)
             .env("DDMQ_TEST_ROOT", &self.root)
             .env("DDMQ_TEST_COORD", &self.coord)
-            .stdout(std::process::Stdio::null());
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
         for (k, v) in params {
             c.env(k, v);
         }
@@ -69,9 +70,15 @@ impl Run {
 }
 
 fn wait_all(children: Vec<(String, Child)>) {
-    for (id, mut c) in children {
-        let status = c.wait().unwrap();
-        assert!(status.success(), "worker {id} failed: {status}");
+    for (id, c) in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "worker {id} failed: {}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
