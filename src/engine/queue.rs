@@ -448,11 +448,17 @@ impl Queue {
                 }
                 std::thread::sleep(poll.min(deadline.saturating_duration_since(Instant::now())));
                 let now_sig = DirSignature::of(&self.dir).map_err(|e| self.missing_queue_or("stat", &self.dir, e))?;
-                if Some(now_sig) != seen {
+                // A deferred (young, unreadable) file may be complete now, with no directory change to show it.
+                if Some(now_sig) != seen || self.deferral_ended() {
                     break;
                 }
             }
         }
+    }
+
+    fn deferral_ended(&self) -> bool {
+        let now = Instant::now();
+        self.listing.lock().unwrap().deferred.values().any(|until| *until <= now)
     }
 
     // ---------------------------------------------------------------- ack, nack, touch
@@ -550,6 +556,11 @@ impl Queue {
         let bytes = match read_message_file(claim) {
             Ok((b, _)) => b,
             Err(e) if is_not_found(&e) => return Ok(RequeueOutcome::NotFound),
+            // A symlink, directory or huge file planted in work/: set aside, or every clean would fail on it.
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::EISDIR) || e.kind() == io::ErrorKind::InvalidData => {
+                self.quarantine_as(claim, original_name, &e.to_string());
+                return Ok(RequeueOutcome::Quarantined);
+            }
             Err(e) => return Err(io_err("read", claim, e)),
         };
         let msg = match Message::from_json(&bytes) {
