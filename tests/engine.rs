@@ -746,7 +746,7 @@ fn r4_r5_concurrent_cleaners_requeue_each_message_exactly_once() {
     assert_eq!(requeued, 300, "each expired message requeued by exactly one cleaner");
     let waiting = q.waiting().unwrap();
     assert_eq!(waiting.len(), 300);
-    assert_eq!(waiting.iter().map(|w| w.id.clone()).collect::<BTreeSet<_>>(), ids);
+    assert_eq!(waiting.iter().map(|w| w.id.to_string()).collect::<BTreeSet<_>>(), ids);
     assert!(entries(&q.dir().join("work")).is_empty(), "{:?}", entries(&q.dir().join("work")));
     assert!(q.read_config_text().unwrap().contains("cleaned:"));
     assert!(!q.dir().join("ddmq.yaml.intermediate").exists());

@@ -265,7 +265,8 @@ impl Broker {
             return Ok(false);
         }
         if dir.symlink_metadata().is_ok() && std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
-            return Err(Error::NotAQueue(dir));
+            // Another creator's rename may have landed between the two looks.
+            return if Self::is_queue_dir(&dir) { Ok(false) } else { Err(Error::NotAQueue(dir)) };
         }
         let tmp = self.root.join(temp_name("queue"));
         let build = || -> Result<()> {

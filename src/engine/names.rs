@@ -7,13 +7,96 @@
 use std::cmp::Ordering;
 use std::fmt;
 
+/// A message id: the 32 lowercase hex digits of a uuid, as everyone writes them, kept inline
+/// (a 100k-message listing makes no allocation for them); any other ASCII alphanumeric run, as
+/// the original's own regex accepts, kept as text.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum MessageId {
+    Hex(u128),
+    Other(Box<str>),
+}
+
+impl MessageId {
+    pub fn parse(id: &str) -> Option<MessageId> {
+        Self::parse_bytes(id.as_bytes())
+    }
+
+    fn parse_bytes(id: &[u8]) -> Option<MessageId> {
+        // One pass for the usual 32 lowercase hex digits: this runs for every entry of a listing.
+        if id.len() == 32 {
+            let mut value: u128 = 0;
+            let all_hex = id.iter().all(|&b| {
+                let nibble = match b {
+                    b'0'..=b'9' => b - b'0',
+                    b'a'..=b'f' => b - b'a' + 10,
+                    _ => return false,
+                };
+                value = value << 4 | u128::from(nibble);
+                true
+            });
+            if all_hex {
+                return Some(MessageId::Hex(value));
+            }
+        }
+        if !is_valid_id_bytes(id) {
+            return None;
+        }
+        Some(MessageId::Other(std::str::from_utf8(id).ok()?.into()))
+    }
+
+    /// A new random id (uuid v4).
+    pub fn new_random() -> MessageId {
+        MessageId::Hex(uuid::Uuid::new_v4().as_u128())
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MessageId::Hex(v) => write!(f, "{v:032x}"),
+            MessageId::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+impl PartialEq<str> for MessageId {
+    fn eq(&self, other: &str) -> bool {
+        match self {
+            MessageId::Hex(v) => MessageId::parse(other) == Some(MessageId::Hex(*v)),
+            MessageId::Other(s) => &**s == other,
+        }
+    }
+}
+
+impl PartialEq<String> for MessageId {
+    fn eq(&self, other: &String) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl Ord for MessageId {
+    // The order of the texts: for two hex ids of one width, the order of their numbers.
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self, other) {
+            (MessageId::Hex(a), MessageId::Hex(b)) => a.cmp(b),
+            _ => self.to_string().cmp(&other.to_string()),
+        }
+    }
+}
+
+impl PartialOrd for MessageId {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 /// The name of a waiting message file, parsed. Ordered for delivery: priority ascending
 /// (0 first), then queue_number ascending (FIFO), then id to break ties deterministically.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct WaitingName {
     pub priority: u64,
     pub queue_number: u64,
-    pub id: String,
+    pub id: MessageId,
 }
 
 /// The name of an in-flight message file in `work/`, parsed.
@@ -24,32 +107,40 @@ pub struct WorkName {
     pub waiting: WaitingName,
 }
 
-fn parse_number(s: &str) -> Option<u64> {
-    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+/// Reads a run of decimal digits (at most 20, no sign) up to `stop`; returns it and the rest.
+fn take_number(s: &[u8]) -> Option<(u64, &[u8])> {
+    let mut value: u64 = 0;
+    for (i, &b) in s.iter().enumerate() {
+        match b {
+            b'0'..=b'9' if i < 20 => value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?,
+            b'.' if i > 0 => return Some((value, &s[i + 1..])),
+            _ => return None,
+        }
     }
-    s.parse().ok()
+    None
+}
+
+fn is_valid_id_bytes(id: &[u8]) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.iter().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// Ids are the 32-hex uuid the original writes; any ASCII alphanumeric run is accepted,
 /// as the original's own regex does, but nothing that could name another path.
 pub fn is_valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+    is_valid_id_bytes(id.as_bytes())
 }
 
 impl WaitingName {
     pub fn parse(name: &str) -> Option<WaitingName> {
-        let (priority, rest) = name.split_once('.')?;
-        let (queue_number, rest) = rest.split_once('.')?;
-        let id = rest.strip_prefix("ddmq")?;
-        if !is_valid_id(id) {
-            return None;
-        }
-        Some(WaitingName {
-            priority: parse_number(priority)?,
-            queue_number: parse_number(queue_number)?,
-            id: id.to_string(),
-        })
+        Self::parse_bytes(name.as_bytes())
+    }
+
+    /// Parses a directory entry's name in one pass, without allocating for uuid ids.
+    pub fn parse_bytes(name: &[u8]) -> Option<WaitingName> {
+        let (priority, rest) = take_number(name)?;
+        let (queue_number, rest) = take_number(rest)?;
+        let id = rest.strip_prefix(b"ddmq")?;
+        Some(WaitingName { priority, queue_number, id: MessageId::parse_bytes(id)? })
     }
 }
 
@@ -61,11 +152,7 @@ impl fmt::Display for WaitingName {
 
 impl Ord for WaitingName {
     fn cmp(&self, other: &Self) -> Ordering {
-        (self.priority, self.queue_number, &self.id).cmp(&(
-            other.priority,
-            other.queue_number,
-            &other.id,
-        ))
+        (self.priority, self.queue_number, &self.id).cmp(&(other.priority, other.queue_number, &other.id))
     }
 }
 
@@ -77,8 +164,12 @@ impl PartialOrd for WaitingName {
 
 impl WorkName {
     pub fn parse(name: &str) -> Option<WorkName> {
-        let (expiry, rest) = name.split_once('.')?;
-        Some(WorkName { expiry: parse_number(expiry)?, waiting: WaitingName::parse(rest)? })
+        Self::parse_bytes(name.as_bytes())
+    }
+
+    pub fn parse_bytes(name: &[u8]) -> Option<WorkName> {
+        let (expiry, rest) = take_number(name)?;
+        Some(WorkName { expiry, waiting: WaitingName::parse_bytes(rest)? })
     }
 }
 
@@ -108,7 +199,7 @@ mod tests {
     #[test]
     fn parses_and_formats_round_trip() {
         let w = WaitingName::parse("999.12.ddmqabc123").unwrap();
-        assert_eq!((w.priority, w.queue_number, w.id.as_str()), (999, 12, "abc123"));
+        assert_eq!((w.priority, w.queue_number, w.id.to_string().as_str()), (999, 12, "abc123"));
         assert_eq!(w.to_string(), "999.12.ddmqabc123");
         let k = WorkName::parse("1700000000.0.3.ddmqff").unwrap();
         assert_eq!(k.expiry, 1_700_000_000);
@@ -121,6 +212,21 @@ mod tests {
             assert!(WaitingName::parse(bad).is_none(), "{bad}");
         }
         assert!(WorkName::parse("1.2.ddmqff").is_none());
+    }
+
+    #[test]
+    fn uuid_ids_are_kept_inline_and_print_back() {
+        let hex = "0123456789abcdef0123456789abcdef";
+        let w = WaitingName::parse(&format!("1.2.ddmq{hex}")).unwrap();
+        assert!(matches!(w.id, MessageId::Hex(_)));
+        assert_eq!(w.id.to_string(), hex);
+        assert!(w.id == *hex);
+        let upper = WaitingName::parse("1.2.ddmqABC").unwrap();
+        assert!(matches!(upper.id, MessageId::Other(_)));
+        assert!(WaitingName::parse("1.99999999999999999999999.ddmqab").is_none());
+        let mut ids = vec![MessageId::parse("b").unwrap(), MessageId::parse(hex).unwrap(), MessageId::parse("A").unwrap()];
+        ids.sort();
+        assert_eq!(ids.iter().map(|i| i.to_string()).collect::<Vec<_>>(), [hex, "A", "b"]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use super::config::{self, Settings};
 use super::message::{Message, Requeue};
-use super::names::{is_valid_id, WaitingName, WorkName};
+use super::names::{is_valid_id, MessageId, WaitingName, WorkName};
 use super::{io_err, next_queue_number, now_secs, sync_dir, temp_name, Error, Result};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
@@ -120,6 +120,18 @@ impl DirSignature {
     }
 }
 
+impl Listing {
+    fn next_random(&mut self) -> u64 {
+        if self.rng == 0 {
+            self.rng = (std::process::id() as u64) << 32 | SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.subsec_nanos() as u64).unwrap_or(1) | 1;
+        }
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+}
+
 /// The sorted listing of waiting messages that consume works from.
 #[derive(Default)]
 struct Listing {
@@ -130,6 +142,12 @@ struct Listing {
     known: Option<DirSignature>,
     /// Unreadable young files, not to be retried before the instant.
     deferred: HashMap<String, Instant>,
+    /// Recent claims lost to other consumers (decays on success). While it is above zero,
+    /// candidates are drawn at random from the head of the listing instead of taking the head
+    /// itself, so consumers working from the same listing stop colliding on every message.
+    contention: u32,
+    /// State of a small xorshift generator for that draw.
+    rng: u64,
 }
 
 pub struct Queue {
@@ -236,12 +254,12 @@ impl Queue {
         }
         let priority = opts.priority.unwrap_or(settings.priority);
         let requeue = opts.requeue.unwrap_or(if settings.requeue { Requeue::QueuePriority } else { Requeue::Drop });
-        let name = WaitingName { priority, queue_number: next_queue_number(), id: uuid::Uuid::new_v4().simple().to_string() };
+        let name = WaitingName { priority, queue_number: next_queue_number(), id: MessageId::new_random() };
         let msg = Message {
             message: body,
             queue: self.name.clone(),
             timeout: opts.timeout.filter(|t| *t > 0),
-            id: name.id.clone(),
+            id: name.id.to_string(),
             priority,
             queue_number: name.queue_number,
             filename: name.to_string(),
@@ -256,7 +274,8 @@ impl Queue {
 
     /// Writes a waiting message under a temporary name, then renames it into place.
     fn store_waiting(&self, name: &WaitingName, msg: &Message, durable: bool) -> Result<()> {
-        let tmp = self.dir.join(temp_name("msg"));
+        // The message's name is unique already; the temporary one derives from it (no `.ddmq` in it).
+        let tmp = self.dir.join(format!(".tmp-msg-{}-{}-{}", std::process::id(), name.queue_number, name.id));
         let target = self.dir.join(name.to_string());
         let result = (|| {
             let mut f = std::fs::OpenOptions::new()
@@ -298,20 +317,21 @@ impl Queue {
     fn refresh(&self, listing: &mut Listing) -> Result<()> {
         let started = Instant::now();
         let signature = DirSignature::of(&self.dir).map_err(|e| self.missing_queue_or("stat", &self.dir, e))?;
-        let entries = std::fs::read_dir(&self.dir).map_err(|e| self.missing_queue_or("list", &self.dir, e))?;
         let now = Instant::now();
         listing.deferred.retain(|_, until| *until > now);
-        let mut pending = BTreeSet::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| io_err("list", &self.dir, e))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if let Some(w) = WaitingName::parse(name) {
-                if !listing.deferred.contains_key(name) {
-                    pending.insert(w);
-                }
+        let mut names = Vec::new();
+        for_each_entry(&self.dir, |name| {
+            if let Some(w) = WaitingName::parse_bytes(name) {
+                names.push(w);
             }
+        })
+        .map_err(|e| self.missing_queue_or("list", &self.dir, e))?;
+        if !listing.deferred.is_empty() {
+            names.retain(|w| !listing.deferred.contains_key(&w.to_string()));
         }
+        names.sort_unstable();
+        // From sorted input the set is built in bulk, not entry by entry.
+        let pending: BTreeSet<WaitingName> = names.into_iter().collect();
         listing.pending = pending;
         listing.known = Some(signature);
         listing.listed_at = Some(started);
@@ -338,7 +358,16 @@ impl Queue {
             self.refresh(&mut listing)?;
             *fresh_listing = true;
         }
-        Ok(listing.pending.pop_first())
+        if listing.contention == 0 || listing.pending.len() < 2 {
+            return Ok(listing.pending.pop_first());
+        }
+        let window = listing.pending.len().min(4usize << listing.contention.min(5));
+        let pick = (listing.next_random() % window as u64) as usize;
+        let chosen = listing.pending.iter().nth(pick).cloned();
+        if let Some(c) = &chosen {
+            listing.pending.remove(c);
+        }
+        Ok(chosen)
     }
 
     /// Claims up to `n` messages in delivery order. Lost races are skipped silently; an empty
@@ -372,17 +401,30 @@ impl Queue {
             let work_name = WorkName { expiry: now_secs() + settings.message_timeout, waiting: candidate };
             let from = self.dir.join(work_name.waiting.to_string());
             let to = self.work.join(work_name.to_string());
-            match std::fs::rename(&from, &to) {
-                Ok(()) => {}
+            // Under contention most candidates are gone already: a lookup is much cheaper than a
+            // rename, which takes the filesystem-wide rename lock even when it fails.
+            let contended = self.listing.lock().unwrap().contention > 0;
+            let claimed = if contended && matches!(std::fs::symlink_metadata(&from), Err(e) if is_not_found(&e)) {
+                Err(io::Error::from(io::ErrorKind::NotFound))
+            } else {
+                std::fs::rename(&from, &to)
+            };
+            match claimed {
+                Ok(()) => {
+                    let mut listing = self.listing.lock().unwrap();
+                    listing.contention /= 2;
+                    self.note_own_change(&mut listing);
+                }
                 Err(e) if is_not_found(&e) => {
                     if !self.dir.is_dir() {
                         return Err(Error::NoSuchQueue(self.dir.clone()));
                     }
+                    let mut listing = self.listing.lock().unwrap();
+                    listing.contention = (listing.contention + 1).min(8);
                     continue; // another consumer was first
                 }
                 Err(e) => return Err(io_err("claim", &from, e)),
             }
-            self.note_own_change(&mut self.listing.lock().unwrap());
             match self.read_claimed(&to, work_name, &settings)? {
                 Some(d) => return Ok(Some(d)),
                 None => continue,
@@ -473,7 +515,7 @@ impl Queue {
             return self.find_in_flight(|c| c.waiting == w.waiting);
         }
         if is_valid_id(name_or_id) {
-            return self.find_in_flight(|c| c.waiting.id == name_or_id);
+            return self.find_in_flight(|c| c.waiting.id == *name_or_id);
         }
         Err(Error::InvalidMessageName(name_or_id.to_string()))
     }
@@ -484,6 +526,15 @@ impl Queue {
 
     /// Acknowledges: deletes the in-flight message (B1: whatever its requeue flag).
     pub fn ack(&self, name_or_id: &str) -> Result<AckOutcome> {
+        // The common case, a current work/ name, is one unlink; only a miss searches.
+        if WorkName::parse(name_or_id).is_some() {
+            let path = self.work.join(name_or_id);
+            match std::fs::remove_file(&path) {
+                Ok(()) => return Ok(AckOutcome::Acked(name_or_id.to_string())),
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(io_err("ack", &path, e)),
+            }
+        }
         let Some(w) = self.resolve_in_flight(name_or_id)? else { return Ok(AckOutcome::NotFound) };
         let path = self.work.join(w.to_string());
         match std::fs::remove_file(&path) {
@@ -594,13 +645,13 @@ impl Queue {
         let name = WaitingName {
             priority,
             queue_number: next_queue_number(),
-            id: if is_valid_id(&msg.id) { msg.id.clone() } else { uuid::Uuid::new_v4().simple().to_string() },
+            id: MessageId::parse(&msg.id).unwrap_or_else(MessageId::new_random),
         };
         let mut again = msg;
         again.queue = self.name.clone();
         again.priority = priority;
         again.queue_number = name.queue_number;
-        again.id = name.id.clone();
+        again.id = name.id.to_string();
         again.filename = name.to_string();
         again.requeue_counter += 1;
         self.store_waiting(&name, &again, settings.durable)?;
@@ -708,14 +759,14 @@ impl Queue {
 
     /// Waiting messages in delivery order (a fresh listing).
     pub fn waiting(&self) -> Result<Vec<WaitingName>> {
-        let mut names = list_names(&self.dir, WaitingName::parse).map_err(|e| self.missing_queue_or("list", &self.dir, e))?;
+        let mut names = list_names(&self.dir, WaitingName::parse_bytes).map_err(|e| self.missing_queue_or("list", &self.dir, e))?;
         names.sort();
         Ok(names)
     }
 
     /// In-flight messages, soonest expiry first.
     pub fn in_flight(&self) -> Result<Vec<WorkName>> {
-        let mut names = list_names(&self.work, WorkName::parse).map_err(|e| self.missing_queue_or("list", &self.work, e))?;
+        let mut names = list_names(&self.work, WorkName::parse_bytes).map_err(|e| self.missing_queue_or("list", &self.work, e))?;
         names.sort_by(|a, b| (a.expiry, &a.waiting).cmp(&(b.expiry, &b.waiting)));
         Ok(names)
     }
@@ -741,7 +792,7 @@ impl Queue {
     /// Counts of waiting and in-flight messages, and the oldest waiting message's age.
     pub fn status(&self, with_age: bool) -> Result<QueueStatus> {
         let waiting = self.waiting()?;
-        let in_flight = list_names(&self.work, WorkName::parse).map_err(|e| self.missing_queue_or("list", &self.work, e))?.len();
+        let in_flight = list_names(&self.work, WorkName::parse_bytes).map_err(|e| self.missing_queue_or("list", &self.work, e))?.len();
         let oldest_waiting_age = if with_age {
             let now = SystemTime::now();
             waiting
@@ -835,17 +886,30 @@ fn is_stale(path: &Path, now: u64) -> bool {
     std::fs::symlink_metadata(path).map(|m| (m.mtime().max(0) as u64) + STALE_TEMP_SECS < now).unwrap_or(false)
 }
 
-fn list_names<T>(dir: &Path, parse: fn(&str) -> Option<T>) -> io::Result<Vec<T>> {
+fn list_names<T>(dir: &Path, parse: fn(&[u8]) -> Option<T>) -> io::Result<Vec<T>> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if let Some(name) = entry.file_name().to_str() {
-            if let Some(parsed) = parse(name) {
-                out.push(parsed);
-            }
+    for_each_entry(dir, |name| {
+        if let Some(parsed) = parse(name) {
+            out.push(parsed);
+        }
+    })?;
+    Ok(out)
+}
+
+/// Calls `f` with each entry name of `dir` (not `.` and `..`), borrowing it: std's ReadDir
+/// allocates a name per entry, which dominates listing a deep queue.
+fn for_each_entry(dir: &Path, mut f: impl FnMut(&[u8])) -> io::Result<()> {
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode;
+    let mut d = nix::dir::Dir::open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).map_err(io::Error::from)?;
+    for entry in d.iter() {
+        let entry = entry.map_err(io::Error::from)?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            f(name);
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Reads a message file without following symlinks (a planted link never leads out of ROOT).

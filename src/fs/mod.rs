@@ -431,12 +431,12 @@ impl QueueFs {
             Node::Dir(q, DirKind::Work) => {
                 let queue = self.queue(OP, node)?;
                 let names = queue.in_flight().map_err(|e| err(OP, node, e))?;
-                Ok(ids(names.into_iter().map(|w| w.waiting.id).collect(), DirKind::Work, q))
+                Ok(ids(names.into_iter().map(|w| w.waiting.id.to_string()).collect(), DirKind::Work, q))
             }
             Node::Dir(q, DirKind::Messages) => {
                 let queue = self.queue(OP, node)?;
                 let names = queue.waiting().map_err(|e| err(OP, node, e))?;
-                Ok(ids(names.into_iter().map(|w| w.id).collect(), DirKind::Messages, q))
+                Ok(ids(names.into_iter().map(|w| w.id.to_string()).collect(), DirKind::Messages, q))
             }
             Node::File(..) | Node::Entry(..) => Err(err(OP, node, FsErrorKind::NotDir)),
         }

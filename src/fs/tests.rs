@@ -216,9 +216,9 @@ fn nack_requeues_and_rm_acks_and_touch_extends_the_lease() {
     f.fs.setattr(entry, None, &SetAttr { times: true, ..SetAttr::default() }).unwrap();
     let after = q.in_flight().unwrap()[0].clone();
     assert!(after.expiry >= before.expiry + 400, "{before} -> {after}");
-    f.fs.unlink(f.ino("q/work"), &before.waiting.id).unwrap();
+    f.fs.unlink(f.ino("q/work"), &before.waiting.id.to_string()).unwrap();
     assert_eq!(f.counts("q"), (1, 0));
-    assert_eq!(errno(f.fs.unlink(f.ino("q/work"), &before.waiting.id)), libc::ENOENT);
+    assert_eq!(errno(f.fs.unlink(f.ino("q/work"), &before.waiting.id.to_string())), libc::ENOENT);
     assert_eq!(errno(f.fs.unlink(f.ino("q"), "next")), libc::EPERM);
 }
 
