@@ -48,8 +48,11 @@
 //!
 //! Publish writes one file: no listing. Consume works from a sorted in-memory listing of the queue
 //! directory, refreshed when it runs out, or when the directory changed behind our back and the
-//! last listing is older than four times what a listing costs. So each message costs O(log n),
-//! whatever the depth, and a long-lived caller sees other clients' messages promptly.
+//! last listing is older than 50 ms and four times what a listing costs. So each message costs
+//! O(log n) whatever the depth, a long-lived caller sees a more urgent message from another client
+//! within that bound (at once when its listing runs out), and an empty answer is only given by a
+//! listing made during that call. Consumers that lose claims to each other draw candidates at
+//! random from the head of the listing, so they stop colliding on the same message.
 
 pub mod config;
 pub mod message;

@@ -15,6 +15,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// How long settings read from disk are trusted before they are read again.
 const SETTINGS_TTL: Duration = Duration::from_secs(1);
+/// A listing that still holds candidates is not refreshed more often than this (nor more often
+/// than four times what it costs): the bound on how late a long-lived consumer sees a more
+/// urgent message published by another client. Concurrent consumers change the directory all
+/// the time; re-listing on every change would spend their time listing.
+const MIN_RELIST_INTERVAL: Duration = Duration::from_millis(50);
 /// Minimum seconds between two housekeeping runs of one queue (as the original).
 const CLEAN_INTERVAL_SECS: u64 = 60;
 /// A claim file older than this belongs to a client that died mid-requeue.
@@ -346,7 +351,7 @@ impl Queue {
             None => true,
             Some(at) => {
                 listing.pending.is_empty()
-                    || (at.elapsed() >= listing.cost * 4
+                    || (at.elapsed() >= (listing.cost * 4).max(MIN_RELIST_INTERVAL)
                         && listing.known != DirSignature::of(&self.dir).ok())
             }
         };
