@@ -138,132 +138,102 @@ pub fn view(a: &ViewArgs, out: &mut dyn Write) -> CliResult {
 
 // ------------------------------------------------------------------------------------ create, delete, purge, clean
 
-pub fn create(a: &QueuesArgs, out: &mut dyn Write) -> CliResult {
+/// What one named queue of a create, delete, purge or clean came to.
+enum QueueOutcome {
+    /// It was done: counted, and said unless silent.
+    Done(String),
+    /// Nothing to do: said unless silent.
+    Nothing(String),
+    /// Said even when silent.
+    Notice(String),
+}
+
+/// Runs `op` on each queue of a comma-separated list: names are checked first (B11: -s silences
+/// the message, never the check), errors are reported per queue, and `total` words the count
+/// of queues done when there was more than one.
+fn for_each_queue(
+    a: &QueuesArgs,
+    out: &mut dyn Write,
+    total: fn(usize) -> String,
+    op: impl Fn(&Broker, &str) -> Result<QueueOutcome, Error>,
+) -> CliResult {
     let broker = open_broker(&a.root.root, Some(a.force.force))?;
     let silent = a.silent.silent;
     let names = split_list(&a.queues);
-    let (mut created, mut failed) = (0, 0);
+    let (mut done, mut failed) = (0, 0);
     for name in &names {
-        // B11: -s silences the message, never the check.
         if !is_valid_queue_name(name) {
             say!(out, silent, "Skipping {name}, invalid name");
             continue;
         }
-        match broker.create_queue(name) {
-            Ok(true) => {
-                created += 1;
-                say!(out, silent, "Created new queue: {name}");
+        match op(&broker, name) {
+            Ok(QueueOutcome::Done(text)) => {
+                done += 1;
+                say!(out, silent, "{text}");
             }
-            Ok(false) => say!(out, silent, "Already existing: {name}"),
-            Err(Error::NotAQueue(path)) => {
-                // B17: the original advised -f, which cannot help.
-                writeln!(
-                    out,
-                    "A directory with the same name as the requested queue ({}) already exists but is not a ddmq queue \
-                     (no ddmq.yaml or no work/ directory in it). Move it out of the way or choose another queue name.",
-                    path.display()
-                )
-                .map_err(CliError::stdout)?;
-            }
+            Ok(QueueOutcome::Nothing(text)) => say!(out, silent, "{text}"),
+            Ok(QueueOutcome::Notice(text)) => writeln!(out, "{text}").map_err(CliError::stdout)?,
             Err(e) => {
                 failed += 1;
                 eprintln!("Error: {e}");
             }
         }
     }
-    if created > 1 {
-        say!(out, silent, "Created {created} new queues");
+    if done > 1 {
+        say!(out, silent, "{}", total(done));
     }
     finish("queues", failed, names.len())
+}
+
+pub fn create(a: &QueuesArgs, out: &mut dyn Write) -> CliResult {
+    for_each_queue(a, out, |n| format!("Created {n} new queues"), |broker, name| {
+        Ok(match broker.create_queue(name) {
+            Ok(true) => QueueOutcome::Done(format!("Created new queue: {name}")),
+            Ok(false) => QueueOutcome::Nothing(format!("Already existing: {name}")),
+            // B17: the original advised -f, which cannot help.
+            Err(Error::NotAQueue(path)) => QueueOutcome::Notice(format!(
+                "A directory with the same name as the requested queue ({}) already exists but is not a ddmq queue \
+                 (no ddmq.yaml or no work/ directory in it). Move it out of the way or choose another queue name.",
+                path.display()
+            )),
+            Err(e) => return Err(e),
+        })
+    })
 }
 
 pub fn delete(a: &QueuesArgs, out: &mut dyn Write) -> CliResult {
-    let broker = open_broker(&a.root.root, Some(a.force.force))?;
-    let silent = a.silent.silent;
-    let names = split_list(&a.queues);
-    let (mut deleted, mut failed) = (0, 0);
-    for name in &names {
-        if !is_valid_queue_name(name) {
-            say!(out, silent, "Skipping {name}, invalid name");
-            continue;
-        }
-        match broker.delete_queue(name, false) {
-            Ok(()) => {
-                deleted += 1;
-                say!(out, silent, "Deleted queue: {name}");
-            }
-            Err(Error::NoSuchQueue(_)) | Err(Error::NotAQueue(_)) => say!(out, silent, "Queue not existing: {name}"),
-            Err(e) => {
-                failed += 1;
-                eprintln!("Error: {e}");
-            }
-        }
-    }
-    if deleted > 1 {
-        say!(out, silent, "Deleted {deleted} queues");
-    }
-    finish("queues", failed, names.len())
+    for_each_queue(a, out, |n| format!("Deleted {n} queues"), |broker, name| {
+        Ok(match broker.delete_queue(name, false) {
+            Ok(()) => QueueOutcome::Done(format!("Deleted queue: {name}")),
+            Err(Error::NoSuchQueue(_)) | Err(Error::NotAQueue(_)) => QueueOutcome::Nothing(format!("Queue not existing: {name}")),
+            Err(e) => return Err(e),
+        })
+    })
 }
 
 pub fn purge(a: &QueuesArgs, out: &mut dyn Write) -> CliResult {
-    let broker = open_broker(&a.root.root, Some(a.force.force))?;
-    let silent = a.silent.silent;
-    let names = split_list(&a.queues);
-    let (mut purged, mut failed) = (0, 0);
-    for name in &names {
-        if !is_valid_queue_name(name) {
-            say!(out, silent, "Skipping {name}, invalid name");
-            continue;
-        }
-        match broker.queue(name).and_then(|q| q.purge()) {
-            Ok((waiting, work)) => {
-                purged += 1;
-                say!(out, silent, "Purged queue: {name}\t({waiting} messages in queue, {work} messages in work)");
-            }
-            Err(Error::NoSuchQueue(_)) | Err(Error::NotAQueue(_)) => {
-                say!(out, silent, "Queue does not exist: {}", a.root.root.join(name).display())
-            }
-            Err(e) => {
-                failed += 1;
-                eprintln!("Error: {e}");
-            }
-        }
-    }
-    if purged > 1 {
-        say!(out, silent, "Purged {purged} queues");
-    }
-    finish("queues", failed, names.len())
+    let root = a.root.root.clone();
+    for_each_queue(a, out, |n| format!("Purged {n} queues"), move |broker, name| {
+        Ok(match broker.queue(name).and_then(|q| q.purge()) {
+            Ok((waiting, work)) => QueueOutcome::Done(format!("Purged queue: {name}\t({waiting} messages in queue, {work} messages in work)")),
+            Err(Error::NoSuchQueue(_)) | Err(Error::NotAQueue(_)) => QueueOutcome::Nothing(format!("Queue does not exist: {}", root.join(name).display())),
+            Err(e) => return Err(e),
+        })
+    })
 }
 
 pub fn clean(a: &QueuesArgs, out: &mut dyn Write) -> CliResult {
-    let broker = open_broker(&a.root.root, Some(a.force.force))?;
-    let silent = a.silent.silent;
-    let names = split_list(&a.queues);
-    let (mut cleaned, mut failed) = (0, 0);
-    for name in &names {
-        if !is_valid_queue_name(name) {
-            say!(out, silent, "Skipping {name}, invalid name");
-            continue;
-        }
-        match broker.queue(name).and_then(|q| q.clean()) {
+    let root = a.root.root.clone();
+    for_each_queue(a, out, |n| format!("Cleaned {n} queues"), move |broker, name| {
+        Ok(match broker.queue(name).and_then(|q| q.clean()) {
             Ok(report) => {
-                cleaned += 1;
                 log::info!("queue {name}: {report:?}");
-                say!(out, silent, "Cleaned queue: {name}");
+                QueueOutcome::Done(format!("Cleaned queue: {name}"))
             }
-            Err(Error::NoSuchQueue(_)) | Err(Error::NotAQueue(_)) => {
-                say!(out, silent, "Queue does not exist: {}", a.root.root.join(name).display())
-            }
-            Err(e) => {
-                failed += 1;
-                eprintln!("Error: {e}");
-            }
-        }
-    }
-    if cleaned > 1 {
-        say!(out, silent, "Cleaned {cleaned} queues");
-    }
-    finish("queues", failed, names.len())
+            Err(Error::NoSuchQueue(_)) | Err(Error::NotAQueue(_)) => QueueOutcome::Nothing(format!("Queue does not exist: {}", root.join(name).display())),
+            Err(e) => return Err(e),
+        })
+    })
 }
 
 // ------------------------------------------------------------------------------------ publish
