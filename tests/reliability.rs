@@ -479,7 +479,7 @@ fn corrupt_empty_truncated_huge_and_special_files_at_the_head_do_not_stop_the_qu
     let quarantined = names_in(&qdir.join("quarantine"));
     assert_eq!(quarantined.len(), bad.len(), "quarantine holds {quarantined:?}");
     for b in &bad {
-        assert!(quarantined.iter().any(|n| n.starts_with(b.as_str())), "{b} not quarantined");
+        assert!(quarantined.iter().any(|n| n.contains(b.as_str())), "{b} not quarantined");
     }
     assert!(qdir.join(&young).exists(), "the young file was not given back");
     assert!(!Path::new("/tmp/pwned").exists());
@@ -552,8 +552,8 @@ fn yaml_bombs_and_huge_values_are_refused_clearly() {
     for (what, text) in [("billion laughs", laughs.to_string()), ("deep nesting", deep), ("2 MiB file", big), ("not a mapping", "- 1\n- 2\n".into()), ("1e400", "message_timeout: 1e400\n".into()), ("too big", "message_timeout: 99999999999999999999999\n".into()), ("negative", "priority: -1\n".into()), ("string", "requeue: sometimes\n".into())] {
         assert!(q.write_config_text(text.as_bytes()).is_err(), "{what} accepted by write_config_text");
         std::fs::write(&qconf, &text).unwrap();
-        std::thread::sleep(Duration::from_millis(1100)); // settings are cached for a second
-        let e = q.consume_one().expect_err(what).to_string();
+        broker.forget_queue("q"); // a fresh handle: settings are cached for a second
+        let e = broker.queue("q").unwrap().consume_one().expect_err(what).to_string();
         assert!(e.contains("ddmq.yaml"), "{what}: {e}");
         std::fs::write(root.join("ddmq.yaml"), &text).unwrap();
         let e = Broker::open(&root).err().expect(what).to_string();

@@ -68,7 +68,9 @@ impl Sshd {
 
     /// Mounts `remote` (a path on this same machine) at `at` with sshfs. `dir_cache=no`: a host
     /// must see another host's new files at once, as with NFS `lookupcache=positive`/`actimeo`
-    /// kept low; no rename workaround is needed (OpenSSH's sftp server does POSIX rename).
+    /// kept low; `hard_remove`: a file removed or renamed over while open elsewhere is removed at
+    /// once instead of being hidden as `.fuse_hidden*` (which libfuse then leaves behind in the
+    /// queue); no rename workaround is needed (OpenSSH's sftp server does POSIX rename).
     pub fn mount(&mut self, remote: &Path, at: &Path) {
         std::fs::create_dir_all(at).unwrap();
         run(Command::new("sshfs")
@@ -76,7 +78,7 @@ impl Sshd {
             .arg(at)
             .args(["-p", &self.port.to_string(), "-o"])
             .arg(format!(
-                "IdentityFile={}/client_key,StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,LogLevel=ERROR,BatchMode=yes,dir_cache=no",
+                "IdentityFile={}/client_key,StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,LogLevel=ERROR,BatchMode=yes,dir_cache=no,hard_remove",
                 self.dir.display()
             )));
         self.mounts.push(at.to_path_buf());
