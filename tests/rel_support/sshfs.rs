@@ -78,7 +78,7 @@ impl Sshd {
             .arg(at)
             .args(["-p", &self.port.to_string(), "-o"])
             .arg(format!(
-                "IdentityFile={}/client_key,StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,LogLevel=ERROR,BatchMode=yes,dir_cache=no,hard_remove",
+                "IdentityFile={}/client_key,StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,LogLevel=ERROR,BatchMode=yes,dir_cache=no",
                 self.dir.display()
             )));
         self.mounts.push(at.to_path_buf());
