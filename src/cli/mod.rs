@@ -1,35 +1,178 @@
-//! The command line: a drop-in for the original `ddmq` command, plus `mount` and `umount`.
-//! (Skeleton: the subcommands of the original are filled in by the CLI work.)
+//! The command line: a drop-in for the original `ddmq` 0.9.10 command (view, create, delete,
+//! publish, consume, ack, nack, del_msg, purge, clean, json) with its bugs fixed, plus `mount`
+//! and `umount`. Parsing is clap's; each subcommand lives in [`commands`], outputs in [`output`],
+//! and every outcome becomes an exit code in [`error`].
 
-use clap::{Parser, Subcommand};
+pub mod args;
+mod commands;
+pub mod error;
+mod json_cmd;
+pub mod output;
+
+use args::{AckArgs, ConsumeArgs, DelMsgArgs, JsonArgs, LogFlags, PublishArgs, QueuesArgs, ViewArgs};
+use clap::{CommandFactory, Parser, Subcommand};
+use error::{CliError, CliResult};
+use std::ffi::OsString;
+use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "ddmq", about = "Dead Drop Messaging Queue: a message queue with no server")]
-struct Cli {
+#[command(
+    name = "ddmq",
+    about = "Dead Drop Messaging Queue: a message queue with no server (each queue a directory, each message a file)",
+    disable_version_flag = true,
+    after_help = "For more info about the commands, run\n  ddmq <command> -h"
+)]
+pub(crate) struct Cli {
+    /// print version
+    #[arg(short = 'v', long = "version")]
+    version: bool,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
-enum Command {
+pub(crate) enum Command {
+    /// List queues and number of messages
+    View(ViewArgs),
+    /// Create queue(s)
+    Create(QueuesArgs),
+    /// Delete queue(s), with their messages
+    Delete(QueuesArgs),
+    /// Publish a message to a queue
+    Publish(PublishArgs),
+    /// Consume message(s) from a queue
+    Consume(ConsumeArgs),
+    /// Positively acknowledge consumed message(s): delete them
+    Ack(AckArgs),
+    /// Negatively acknowledge consumed message(s): requeue or drop, as each message says
+    Nack(AckArgs),
+    /// Delete the specified message(s), waiting or consumed
+    #[command(name = "del_msg", visible_alias = "del-msg")]
+    DelMsg(DelMsgArgs),
+    /// Purge all messages from queue(s)
+    Purge(QueuesArgs),
+    /// Clean out expired messages from queue(s) now
+    Clean(QueuesArgs),
+    /// Run a command packaged as a JSON object
+    Json(JsonArgs),
     /// Serve ROOT as a filesystem at MOUNTPOINT.
     Mount(crate::mount::MountArgs),
     /// Unmount a ddmq mount.
     Umount(crate::mount::UmountArgs),
+    #[command(external_subcommand)]
+    Unknown(Vec<OsString>),
+}
+
+impl Command {
+    fn log_flags(&self) -> LogFlags {
+        match self {
+            Command::View(a) => a.log,
+            Command::Create(a) | Command::Delete(a) | Command::Purge(a) | Command::Clean(a) => a.log,
+            Command::Publish(a) => a.log,
+            Command::Consume(a) => a.log,
+            Command::Ack(a) | Command::Nack(a) => a.log,
+            Command::DelMsg(a) => a.log,
+            Command::Json(_) | Command::Mount(_) | Command::Umount(_) | Command::Unknown(_) => LogFlags::default(),
+        }
+    }
+}
+
+/// A usage error found after parsing (exit 2, rendered by clap like its own).
+pub(crate) fn usage_error(message: &str) -> CliError {
+    CliError::Usage(Cli::command().error(clap::error::ErrorKind::ValueValidation, message))
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Mount(args) => crate::mount::run_mount(args),
-        Command::Umount(args) => crate::mount::run_umount(args),
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return CliError::Usage(e).report(),
+    };
+    if cli.version {
+        println!("ddmq version {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let Some(command) = cli.command else {
+        eprint!("{}", Cli::command().render_help());
+        return ExitCode::from(1);
+    };
+    let result = match command {
+        Command::Mount(args) => crate::mount::run_mount(args).map_err(CliError::Mount),
+        Command::Umount(args) => crate::mount::run_umount(args).map_err(CliError::Mount),
+        Command::Unknown(words) => {
+            let name = words.first().map(|w| w.to_string_lossy().into_owned()).unwrap_or_default();
+            eprintln!("Unrecognized command: {name}");
+            eprint!("{}", Cli::command().render_help());
+            return ExitCode::from(1);
+        }
+        other => execute(other),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("Error: {e}");
-            ExitCode::from(1)
+        Err(e) => e.report(),
+    }
+}
+
+/// Runs one subcommand of the original (a `json` payload first becomes the command it names).
+fn execute(command: Command) -> CliResult {
+    let (command, from_json) = match command {
+        Command::Json(a) => {
+            let (command, argv) = json_cmd::command_from_payload(&a.json_payload)?;
+            (command, Some(argv))
+        }
+        other => (other, None),
+    };
+    init_logging(command.log_flags());
+    if let Some(argv) = from_json {
+        log::debug!("json payload runs: {argv:?}");
+    }
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let result = run(&command, &mut out);
+    let flushed = out.flush().map_err(CliError::stdout);
+    result.and(flushed)
+}
+
+fn run(command: &Command, out: &mut dyn Write) -> CliResult {
+    match command {
+        Command::View(a) => commands::view(a, out),
+        Command::Create(a) => commands::create(a, out),
+        Command::Delete(a) => commands::delete(a, out),
+        Command::Publish(a) => commands::publish(a, out),
+        Command::Consume(a) => commands::consume(a, out),
+        Command::Ack(a) => commands::ack_or_nack(a, false, out),
+        Command::Nack(a) => commands::ack_or_nack(a, true, out),
+        Command::DelMsg(a) => commands::del_msg(a, out),
+        Command::Purge(a) => commands::purge(a, out),
+        Command::Clean(a) => commands::clean(a, out),
+        Command::Json(_) | Command::Mount(_) | Command::Umount(_) | Command::Unknown(_) => {
+            Err(usage_error("this command cannot be run from here"))
         }
     }
+}
+
+/// Logging to stderr as the original formats it (`LEVEL:\tmessage`): warnings by default,
+/// RUST_LOG honoured, `-v` raises to info and `-d` to debug. No timestamps, no colour probing
+/// beyond env_logger's own: publish must stay a few milliseconds.
+fn init_logging(flags: LogFlags) {
+    use log::LevelFilter;
+    let flag_level = if flags.debug {
+        LevelFilter::Debug
+    } else if flags.verbose {
+        LevelFilter::Info
+    } else {
+        LevelFilter::Warn
+    };
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(flag_level);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&spec);
+        if flags.verbose || flags.debug {
+            // The flags raise the level, never lower one RUST_LOG asked for.
+            let env_level = spec.parse::<LevelFilter>().unwrap_or(LevelFilter::Off);
+            builder.filter_level(env_level.max(flag_level));
+        }
+    }
+    builder.format(|buf, record| writeln!(buf, "{}:\t{}", record.level(), record.args()));
+    let _ = builder.try_init();
 }

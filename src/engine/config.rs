@@ -178,6 +178,12 @@ pub fn render(map: &Mapping) -> String {
     serde_yaml::to_string(&sorted).expect("a mapping of plain values always renders")
 }
 
+/// Renders any value as one YAML document, block style with the keys in the value's own order
+/// (what PyYAML >= 5.1's `yaml.dump` prints for sorted input). Used by the CLI's `--format yaml`.
+pub fn to_yaml_document<T: serde::Serialize + ?Sized>(value: &T) -> Result<String> {
+    serde_yaml::to_string(value).map_err(|e| Error::Invalid(format!("cannot render as YAML: {e}")))
+}
+
 /// Replaces a settings file atomically with `map`, through a unique temporary name that the
 /// original does not mistake for a message (no `.ddmq` in it).
 pub fn write_mapping(path: &Path, map: &Mapping) -> Result<()> {
@@ -233,6 +239,15 @@ mod tests {
         assert!(parse_mapping(Path::new("q"), quoted.as_bytes()).unwrap_err().to_string().contains("levels deep"));
         let ok = "a: '[[['\nc: [1, {d: [2]}]\n";
         assert_eq!(parse_mapping(Path::new("ok"), ok.as_bytes()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn yaml_document_is_block_style_and_reads_back() {
+        let v = serde_json::json!({"a": [5, 0], "b": null, "m": "hello: world"});
+        let text = to_yaml_document(&v).unwrap();
+        assert_eq!(text, "a:\n- 5\n- 0\nb: null\nm: 'hello: world'\n");
+        let back: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(back, v);
     }
 
     #[test]

@@ -1,0 +1,528 @@
+//! The subcommands of the original `ddmq`, on top of the engine. Each takes its parsed arguments
+//! and the (buffered) stdout; errors go back as [`CliError`], soft outcomes are printed lines.
+
+use super::args::{split_list, AckArgs, ConsumeArgs, DelMsgArgs, Format, PublishArgs, QueuesArgs, ViewArgs};
+use super::error::{CliError, CliResult};
+use super::output::{self, ViewRow};
+use crate::engine::{
+    is_valid_queue_name, AckOutcome, Broker, ConsumeOptions, Delivery, Error, PublishOptions, Queue, Requeue, RequeueOutcome, WaitingName,
+    WorkName,
+};
+use serde_json::Value;
+use std::io::{self, BufRead, Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Writes one line to stdout unless silenced.
+macro_rules! say {
+    ($out:expr, $silent:expr, $($fmt:tt)*) => {
+        if !$silent {
+            writeln!($out, $($fmt)*).map_err(CliError::stdout)?;
+        }
+    };
+}
+
+/// Opens ROOT. `force`: `Some(true)` creates it if needed; `None` for commands without `-f`,
+/// whose error then carries no advice to use it (B9: friendly errors, not tracebacks).
+fn open_broker(root: &Path, force: Option<bool>) -> CliResult<Broker> {
+    if force == Some(true) {
+        return Ok(Broker::open_or_init(root)?);
+    }
+    let hint = |what: &str| if force.is_some() { format!(" (use -f to {what} it)") } else { String::new() };
+    match Broker::open(root) {
+        Ok(b) => Ok(b),
+        Err(Error::RootMissing(p)) => Err(CliError::failed(format!("root folder missing: {}{}", p.display(), hint("create")))),
+        Err(Error::RootUninitiated(p)) => {
+            Err(CliError::failed(format!("root folder uninitiated: {} has no ddmq.yaml{}", p.display(), hint("initiate"))))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A handle on queue `name`; with `force`, the queue is created first if missing (after the
+/// name is validated, B17), and `Created new queue: …` is printed unless `silent`.
+fn queue_for(broker: &Broker, name: &str, force: bool, silent: bool, out: &mut dyn Write) -> CliResult<Arc<Queue>> {
+    if !is_valid_queue_name(name) {
+        return Err(CliError::failed(format!("invalid queue name ({name}): use letters, digits, '_' and '-' only (at most 255)")));
+    }
+    match broker.queue(name) {
+        Ok(q) => Ok(q),
+        Err(Error::NoSuchQueue(path)) if force => {
+            match broker.create_queue(name) {
+                Ok(true) => say!(out, silent, "Created new queue: {name}"),
+                Ok(false) => {}
+                Err(Error::NotAQueue(p)) => return Err(not_a_queue(&p)),
+                Err(e) => return Err(e.into()),
+            }
+            broker.queue(name).map_err(|e| match e {
+                Error::NoSuchQueue(_) => CliError::failed(format!("queue {} vanished right after it was created", path.display())),
+                other => other.into(),
+            })
+        }
+        Err(Error::NoSuchQueue(path)) => Err(CliError::failed(format!(
+            "The specified queue ({}) does not exist. Please run the same command with the (-f) force flag to create it.",
+            path.display()
+        ))),
+        Err(Error::NotAQueue(path)) => Err(not_a_queue(&path)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn not_a_queue(path: &Path) -> CliError {
+    CliError::failed(format!(
+        "Unable to use the specified queue directory ({}): it exists but is not a ddmq queue (no ddmq.yaml or no work/ directory in it)",
+        path.display()
+    ))
+}
+
+/// Housekeeping after ack, nack and del_msg (unless -C): throttled to once a minute per queue.
+fn clean_after(queue: &Queue, skip: bool) {
+    if skip {
+        return;
+    }
+    if let Err(e) = queue.maybe_clean() {
+        log::warn!("cleaning queue {} failed: {e}", queue.name());
+    }
+}
+
+/// Ends a command that handled a list item by item: an error if any item failed (each was
+/// already reported on stderr).
+fn finish(what: &'static str, failed: usize, total: usize) -> CliResult {
+    if failed == 0 { Ok(()) } else { Err(CliError::Partial { what, failed, total }) }
+}
+
+// ------------------------------------------------------------------------------------ view
+
+pub fn view(a: &ViewArgs, out: &mut dyn Write) -> CliResult {
+    let broker = open_broker(&a.root.root, Some(a.force.force))?;
+    let all = broker.list_queues()?;
+    let mut selected: Vec<String> = match &a.queues {
+        None => all,
+        Some(list) => {
+            let mut picked = Vec::new();
+            for name in split_list(list) {
+                if all.iter().any(|q| q == name) {
+                    picked.push(name.to_string());
+                } else {
+                    eprintln!("Warning: requested queue does not exist ({name})");
+                }
+            }
+            picked
+        }
+    };
+    selected.sort();
+    selected.dedup();
+    let mut rows = Vec::with_capacity(selected.len());
+    for name in selected {
+        let counts = if a.names_only {
+            None
+        } else {
+            match broker.queue(&name).and_then(|q| q.status(false)) {
+                Ok(st) => Some((st.waiting, st.in_flight)),
+                // Deleted by someone else while we were looking: no longer a queue to show.
+                Err(Error::NoSuchQueue(_)) | Err(Error::NotAQueue(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        rows.push(ViewRow { queue: name, counts });
+    }
+    let text = match a.format {
+        Format::Default => output::view_table(&rows, a.names_only),
+        Format::Plain => output::view_plain(&rows, a.names_only),
+        Format::Json => output::view_json(&rows, a.names_only),
+        Format::Yaml => output::view_yaml(&rows, a.names_only)?,
+    };
+    out.write_all(text.as_bytes()).map_err(CliError::stdout)
+}
+
+// ------------------------------------------------------------------------------------ create, delete, purge, clean
+
+pub fn create(a: &QueuesArgs, out: &mut dyn Write) -> CliResult {
+    let broker = open_broker(&a.root.root, Some(a.force.force))?;
+    let silent = a.silent.silent;
+    let names = split_list(&a.queues);
+    let (mut created, mut failed) = (0, 0);
+    for name in &names {
+        // B11: -s silences the message, never the check.
+        if !is_valid_queue_name(name) {
+            say!(out, silent, "Skipping {name}, invalid name");
+            continue;
+        }
+        match broker.create_queue(name) {
+            Ok(true) => {
+                created += 1;
+                say!(out, silent, "Created new queue: {name}");
+            }
+            Ok(false) => say!(out, silent, "Already existing: {name}"),
+            Err(Error::NotAQueue(path)) => {
+                // B17: the original advised -f, which cannot help.
+                writeln!(
+                    out,
+                    "A directory with the same name as the requested queue ({}) already exists but is not a ddmq queue \
+                     (no ddmq.yaml or no work/ directory in it). Move it out of the way or choose another queue name.",
+                    path.display()
+                )
+                .map_err(CliError::stdout)?;
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("Error: {e}");
+            }
+        }
+    }
+    if created > 1 {
+        say!(out, silent, "Created {created} new queues");
+    }
+    finish("queues", failed, names.len())
+}
+
+pub fn delete(a: &QueuesArgs, out: &mut dyn Write) -> CliResult {
+    let broker = open_broker(&a.root.root, Some(a.force.force))?;
+    let silent = a.silent.silent;
+    let names = split_list(&a.queues);
+    let (mut deleted, mut failed) = (0, 0);
+    for name in &names {
+        if !is_valid_queue_name(name) {
+            say!(out, silent, "Skipping {name}, invalid name");
+            continue;
+        }
+        match broker.delete_queue(name, false) {
+            Ok(()) => {
+                deleted += 1;
+                say!(out, silent, "Deleted queue: {name}");
+            }
+            Err(Error::NoSuchQueue(_)) | Err(Error::NotAQueue(_)) => say!(out, silent, "Queue not existing: {name}"),
+            Err(e) => {
+                failed += 1;
+                eprintln!("Error: {e}");
+            }
+        }
+    }
+    if deleted > 1 {
+        say!(out, silent, "Deleted {deleted} queues");
+    }
+    finish("queues", failed, names.len())
+}
+
+pub fn purge(a: &QueuesArgs, out: &mut dyn Write) -> CliResult {
+    let broker = open_broker(&a.root.root, Some(a.force.force))?;
+    let silent = a.silent.silent;
+    let names = split_list(&a.queues);
+    let (mut purged, mut failed) = (0, 0);
+    for name in &names {
+        if !is_valid_queue_name(name) {
+            say!(out, silent, "Skipping {name}, invalid name");
+            continue;
+        }
+        match broker.queue(name).and_then(|q| q.purge()) {
+            Ok((waiting, work)) => {
+                purged += 1;
+                say!(out, silent, "Purged queue: {name}\t({waiting} messages in queue, {work} messages in work)");
+            }
+            Err(Error::NoSuchQueue(_)) | Err(Error::NotAQueue(_)) => {
+                say!(out, silent, "Queue does not exist: {}", a.root.root.join(name).display())
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("Error: {e}");
+            }
+        }
+    }
+    if purged > 1 {
+        say!(out, silent, "Purged {purged} queues");
+    }
+    finish("queues", failed, names.len())
+}
+
+pub fn clean(a: &QueuesArgs, out: &mut dyn Write) -> CliResult {
+    let broker = open_broker(&a.root.root, Some(a.force.force))?;
+    let silent = a.silent.silent;
+    let names = split_list(&a.queues);
+    let (mut cleaned, mut failed) = (0, 0);
+    for name in &names {
+        if !is_valid_queue_name(name) {
+            say!(out, silent, "Skipping {name}, invalid name");
+            continue;
+        }
+        match broker.queue(name).and_then(|q| q.clean()) {
+            Ok(report) => {
+                cleaned += 1;
+                log::info!("queue {name}: {report:?}");
+                say!(out, silent, "Cleaned queue: {name}");
+            }
+            Err(Error::NoSuchQueue(_)) | Err(Error::NotAQueue(_)) => {
+                say!(out, silent, "Queue does not exist: {}", a.root.root.join(name).display())
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("Error: {e}");
+            }
+        }
+    }
+    if cleaned > 1 {
+        say!(out, silent, "Cleaned {cleaned} queues");
+    }
+    finish("queues", failed, names.len())
+}
+
+// ------------------------------------------------------------------------------------ publish
+
+/// The `requeue` field a publish stores. Without a flag the engine takes the queue's `requeue`
+/// setting (B14). `--requeue_prio 0` stores `true`: in the file format an integer 0 means "drop".
+fn requeue_choice(a: &PublishArgs) -> Option<Requeue> {
+    if a.no_requeue {
+        Some(Requeue::Drop)
+    } else if let Some(prio) = a.requeue_prio {
+        Some(if prio == 0 { Requeue::QueuePriority } else { Requeue::Priority(prio) })
+    } else if a.requeue {
+        Some(Requeue::QueuePriority)
+    } else {
+        None
+    }
+}
+
+pub fn publish(a: &PublishArgs, out: &mut dyn Write) -> CliResult {
+    let from_stdin = a.message == "-";
+    if a.lines && !from_stdin {
+        return Err(super::usage_error("--lines reads the messages from stdin: give `-` as MESSAGE"));
+    }
+    let broker = open_broker(&a.root.root, Some(a.force.force))?;
+    let queue = queue_for(&broker, &a.queue, a.force.force, a.silent.silent, out)?;
+    let mut opts = PublishOptions {
+        priority: a.priority,
+        timeout: a.timeout,
+        requeue: requeue_choice(a),
+        requeue_limit: a.requeue_limit,
+        // B8: publish cleans by default (throttled), -C skips it.
+        clean: !a.skip_cleaning.skip_cleaning,
+    };
+    if !opts.clean {
+        log::info!("Skipping queue cleaning.");
+    }
+    if a.lines {
+        return publish_lines(&queue, &mut opts, a.silent.silent, out);
+    }
+    let body = if from_stdin {
+        let mut bytes = Vec::new();
+        io::stdin().lock().read_to_end(&mut bytes).map_err(|source| CliError::Io { op: "reading stdin", source })?;
+        String::from_utf8(bytes).map_err(|_| CliError::failed("the message on stdin is not valid UTF-8 text"))?
+    } else {
+        a.message.clone()
+    };
+    let msg = queue.publish(Value::String(body), &opts)?;
+    if !a.silent.silent {
+        let text = format!("Successfully published message:\n\n{}", output::message_plain(&msg));
+        out.write_all(text.as_bytes()).map_err(CliError::stdout)?;
+    }
+    Ok(())
+}
+
+/// `publish --lines ROOT Q -`: every line of stdin (without its line ending) is one message.
+fn publish_lines(queue: &Queue, opts: &mut PublishOptions, silent: bool, out: &mut dyn Write) -> CliResult {
+    let mut input = io::stdin().lock();
+    let mut line = Vec::new();
+    let mut published = 0usize;
+    let stopped = |published: usize, why: String| CliError::failed(format!("stopped after publishing {published} messages: {why}"));
+    loop {
+        line.clear();
+        let n = input.read_until(b'\n', &mut line).map_err(|e| stopped(published, format!("reading stdin: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
+        let text = std::str::from_utf8(&line).map_err(|_| stopped(published, format!("line {} is not valid UTF-8 text", published + 1)))?;
+        queue.publish(Value::String(text.to_string()), opts).map_err(|e| stopped(published, e.to_string()))?;
+        // Housekeeping once per run is enough.
+        opts.clean = false;
+        published += 1;
+    }
+    say!(out, silent, "Published {published} messages to {}", queue.name());
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------ consume
+
+pub fn consume(a: &ConsumeArgs, out: &mut dyn Write) -> CliResult {
+    let broker = open_broker(&a.root.root, Some(a.force.force))?;
+    let queue = queue_for(&broker, &a.queue, a.force.force, true, out)?;
+    // B2: no -n takes one message (and -n 0 means 1, as in the original).
+    let n = usize::try_from(a.count.max(1)).unwrap_or(usize::MAX);
+    let clean = !a.skip_cleaning.skip_cleaning;
+    let deliveries = match a.wait {
+        None => queue.consume(n, &ConsumeOptions { clean })?,
+        Some(seconds) => {
+            if clean {
+                queue.maybe_clean()?;
+            }
+            let limit = Duration::from_secs_f64(seconds);
+            match queue.consume_wait(limit, Duration::from_millis(a.poll_ms), &|| false)? {
+                None => Vec::new(),
+                Some(first) => {
+                    let mut got = vec![first];
+                    if n > 1 {
+                        match queue.consume(n - 1, &ConsumeOptions { clean: false }) {
+                            Ok(more) => got.extend(more),
+                            Err(e) => log::warn!("consumed 1 message, then: {e}"),
+                        }
+                    }
+                    got
+                }
+            }
+        }
+    };
+    if deliveries.is_empty() {
+        writeln!(out, "No more messages in {}", a.queue).map_err(CliError::stdout)?;
+        return Ok(());
+    }
+    // Nobody has seen these messages until they are written out: if that fails, give them back.
+    let shown = render_deliveries(&deliveries, a.format).and_then(|text| {
+        out.write_all(text.as_bytes()).and_then(|_| out.flush()).map_err(CliError::stdout)
+    });
+    if let Err(e) = shown {
+        for d in &deliveries {
+            if let Err(back) = queue.give_back(&d.work_name) {
+                log::warn!("could not give back {}: {back}", d.work_name);
+            }
+        }
+        return Err(e);
+    }
+    if a.ack {
+        let mut failed = 0;
+        for d in &deliveries {
+            match queue.ack(&d.work_name.to_string()) {
+                Ok(AckOutcome::Acked(name)) => log::info!("acked {name}"),
+                Ok(AckOutcome::NotFound) => {
+                    failed += 1;
+                    eprintln!("Warning: could not ack {}: it is no longer in work/ (expired and cleaned?)", d.work_name);
+                }
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("Error: {e}");
+                }
+            }
+        }
+        return finish("acks", failed, deliveries.len());
+    }
+    Ok(())
+}
+
+fn render_deliveries(deliveries: &[Delivery], format: Format) -> CliResult<String> {
+    Ok(match format {
+        Format::Default | Format::Json => deliveries.iter().map(|d| output::message_json_line(&d.message)).collect(),
+        Format::Plain => deliveries.iter().map(|d| output::message_plain(&d.message)).collect(),
+        Format::Yaml => {
+            let docs = deliveries.iter().map(|d| output::message_yaml(&d.message)).collect::<Result<Vec<_>, _>>()?;
+            output::yaml_stream(&docs)
+        }
+    })
+}
+
+// ------------------------------------------------------------------------------------ ack, nack, del_msg
+
+/// A file name as the original prints it: `ROOT/QUEUE/work/NAME` (text only; never opened).
+fn work_path_text(root: &Path, queue: &str, name: &str) -> String {
+    format!("{}/{queue}/work/{name}", root.display())
+}
+
+fn report_invalid_name(name: &str) {
+    eprintln!(
+        "Error: invalid message file name or id {name:?}: give a bare file name (no '/') as consume printed it, or the message id"
+    );
+}
+
+/// `ack` (`nack` = false) and `nack` (true). ack deletes (B1) unless -r, which requeues; nack
+/// honours the message's requeue flag and limit (B6), -r forces a requeue.
+pub fn ack_or_nack(a: &AckArgs, nack: bool, out: &mut dyn Write) -> CliResult {
+    let verb = if nack { "nack" } else { "ack" };
+    let root = &a.root.root;
+    let broker = open_broker(root, None)?;
+    let queue = queue_for(&broker, &a.queue, false, true, out)?;
+    let names = split_list(&a.files);
+    let (mut done, mut missed, mut errors) = (Vec::new(), Vec::new(), 0);
+    for name in &names {
+        // S1: the engine accepts only a parsed work/ name or an id; nothing else becomes a path.
+        let result = if nack || a.requeue {
+            queue.nack(name, a.requeue).map(|outcome| {
+                log::info!("{verb} {name}: {outcome:?}");
+                (!matches!(outcome, RequeueOutcome::NotFound)).then(|| name.to_string())
+            })
+        } else {
+            queue.ack(name).map(|outcome| match outcome {
+                AckOutcome::Acked(actual) => Some(actual),
+                AckOutcome::NotFound => None,
+            })
+        };
+        match result {
+            Ok(Some(actual)) => done.push(work_path_text(root, &a.queue, &actual)),
+            Ok(None) => {
+                let path = work_path_text(root, &a.queue, name);
+                eprintln!("Warning: message file missing, {path}");
+                missed.push(path);
+            }
+            Err(Error::InvalidMessageName(_)) => {
+                errors += 1;
+                report_invalid_name(name);
+                missed.push(name.to_string());
+            }
+            Err(e) => {
+                errors += 1;
+                eprintln!("Error: {e}");
+                missed.push(work_path_text(root, &a.queue, name));
+            }
+        }
+    }
+    for path in &done {
+        writeln!(out, "{verb}ed {path}").map_err(CliError::stdout)?;
+    }
+    for path in &missed {
+        writeln!(out, "failed {verb} {path}").map_err(CliError::stdout)?;
+    }
+    clean_after(&queue, a.skip_cleaning.skip_cleaning);
+    finish(if nack { "nacks" } else { "acks" }, errors, names.len())
+}
+
+pub fn del_msg(a: &DelMsgArgs, out: &mut dyn Write) -> CliResult {
+    let root = &a.root.root;
+    let silent = a.silent.silent;
+    let broker = open_broker(root, None)?;
+    let queue = queue_for(&broker, &a.queue, false, true, out)?;
+    let names = split_list(&a.files);
+    let (mut deleted, mut errors) = (0, 0);
+    for name in &names {
+        let path = if WorkName::parse(name).is_some() {
+            work_path_text(root, &a.queue, name)
+        } else if WaitingName::parse(name).is_some() {
+            format!("{}/{}/{name}", root.display(), a.queue)
+        } else {
+            errors += 1;
+            report_invalid_name(name);
+            continue;
+        };
+        match queue.delete_message(name) {
+            Ok(true) => {
+                deleted += 1;
+                say!(out, silent, "Deleted {path}");
+            }
+            Ok(false) => say!(out, silent, "Skipping {path}, file does not exists"),
+            Err(Error::InvalidMessageName(_)) => {
+                errors += 1;
+                report_invalid_name(name);
+            }
+            Err(e) => {
+                errors += 1;
+                eprintln!("Error: {e}");
+            }
+        }
+    }
+    if deleted > 1 {
+        say!(out, silent, "Deleted {deleted} messages");
+    }
+    clean_after(&queue, a.skip_cleaning.skip_cleaning);
+    finish("deletions", errors, names.len())
+}

@@ -1,0 +1,66 @@
+//! The CLI layer's one error type, and the one place where outcomes become exit codes.
+//!
+//! Exit codes are those of ddmq 0.9.10: 0 for success and for its "soft" outcomes (already
+//! existing, queue not existing, failed ack, no more messages; these print a line and carry on),
+//! 1 for errors (one message on stderr), 2 for usage errors (clap's message).
+
+use crate::engine;
+use std::io;
+use std::process::ExitCode;
+
+/// Everything that can make a `ddmq` invocation fail.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad command line (or `json` payload that maps to one): exit 2, clap's own text.
+    #[error("{0}")]
+    Usage(#[from] clap::Error),
+    /// The engine refused or failed; its message names the path or queue.
+    #[error("{0}")]
+    Engine(#[from] engine::Error),
+    /// A failure the CLI words itself (missing queue, missing root, invalid queue name …).
+    #[error("{0}")]
+    Failed(String),
+    /// Some items of a comma-separated list failed; each was reported on stderr as it happened.
+    #[error("{failed} of {total} {what} failed")]
+    Partial { what: &'static str, failed: usize, total: usize },
+    /// Reading stdin or writing stdout failed.
+    #[error("{op}: {source}")]
+    Io { op: &'static str, source: io::Error },
+    /// `mount` / `umount` failed (their own error type).
+    #[error("{0}")]
+    Mount(Box<dyn std::error::Error>),
+}
+
+pub type CliResult<T = ()> = Result<T, CliError>;
+
+impl CliError {
+    pub fn failed(message: impl Into<String>) -> CliError {
+        CliError::Failed(message.into())
+    }
+
+    pub fn stdout(source: io::Error) -> CliError {
+        CliError::Io { op: "writing to stdout", source }
+    }
+
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(e) => e.exit_code().clamp(0, 255) as u8,
+            CliError::Engine(_) | CliError::Failed(_) | CliError::Partial { .. } | CliError::Io { .. } | CliError::Mount(_) => 1,
+        }
+    }
+
+    /// Prints the error the way the original does (`Error: …` on stderr; usage errors as clap
+    /// renders them, help and version requests on stdout) and returns the exit code.
+    pub fn report(&self) -> ExitCode {
+        match self {
+            CliError::Usage(e) => {
+                let _ = e.print();
+            }
+            // A broken pipe on stdout is the reader's choice (`ddmq view R | head`): no noise.
+            CliError::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe => {}
+            other => eprintln!("Error: {other}"),
+        }
+        ExitCode::from(self.exit_code())
+    }
+}
