@@ -7,3 +7,5 @@
 pub mod engine;
 pub mod cli;
 pub mod mount;
+pub mod fs;
+pub mod fuse;

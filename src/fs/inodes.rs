@@ -1,0 +1,218 @@
+//! The inode table: which node of the synthetic tree each inode number the kernel holds names.
+//!
+//! Numbers are derived from the node (a hash of its path), so a listing can report the same
+//! number a later lookup hands out without adding anything to the table. Entries carry the
+//! kernel's lookup count and are dropped when FORGET brings it to zero, so the table holds only
+//! what the kernel still references however many messages pass through.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+/// The root directory's inode number (fixed by FUSE).
+pub const ROOT_INO: u64 = 1;
+
+/// A node of the tree.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Node {
+    Root,
+    /// `<queue>/`
+    Queue(String),
+    /// One of the fixed files of a queue.
+    File(String, FileKind),
+    /// `<queue>/work/` or `<queue>/messages/`
+    Dir(String, DirKind),
+    /// `<queue>/work/<id>` or `<queue>/messages/<id>`
+    Entry(String, DirKind, String),
+}
+
+/// The fixed files of a queue directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    In,
+    Next,
+    Wait,
+    Claim,
+    Ack,
+    Nack,
+    Status,
+    Config,
+}
+
+impl FileKind {
+    pub const ALL: [FileKind; 8] =
+        [FileKind::In, FileKind::Next, FileKind::Wait, FileKind::Claim, FileKind::Ack, FileKind::Nack, FileKind::Status, FileKind::Config];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FileKind::In => "in",
+            FileKind::Next => "next",
+            FileKind::Wait => "wait",
+            FileKind::Claim => "claim",
+            FileKind::Ack => "ack",
+            FileKind::Nack => "nack",
+            FileKind::Status => "status",
+            FileKind::Config => "ddmq.yaml",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<FileKind> {
+        FileKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// The directories inside a queue directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DirKind {
+    /// In-flight messages.
+    Work,
+    /// Waiting messages, in delivery order.
+    Messages,
+}
+
+impl DirKind {
+    pub const ALL: [DirKind; 2] = [DirKind::Work, DirKind::Messages];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DirKind::Work => "work",
+            DirKind::Messages => "messages",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<DirKind> {
+        DirKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+impl Node {
+    /// The node's path in the mounted tree, for messages.
+    pub fn path(&self) -> String {
+        match self {
+            Node::Root => "/".to_string(),
+            Node::Queue(q) => q.clone(),
+            Node::File(q, k) => format!("{q}/{}", k.name()),
+            Node::Dir(q, d) => format!("{q}/{}", d.name()),
+            Node::Entry(q, d, id) => format!("{q}/{}/{id}", d.name()),
+        }
+    }
+
+    pub fn is_dir(&self) -> bool {
+        matches!(self, Node::Root | Node::Queue(_) | Node::Dir(..))
+    }
+
+    /// The queue the node belongs to, if any.
+    pub fn queue(&self) -> Option<&str> {
+        match self {
+            Node::Root => None,
+            Node::Queue(q) | Node::File(q, _) | Node::Dir(q, _) | Node::Entry(q, _, _) => Some(q),
+        }
+    }
+
+    /// The number this node gets unless another node already holds it.
+    fn preferred_ino(&self) -> u64 {
+        if *self == Node::Root {
+            return ROOT_INO;
+        }
+        // DefaultHasher::new() uses fixed keys: stable for the life of the process.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut h);
+        // Below 2^63 (some tools treat inode numbers as signed) and never 0 or 1.
+        (h.finish() >> 1).max(2)
+    }
+}
+
+#[derive(Default)]
+pub struct InodeTable {
+    by_ino: HashMap<u64, (Node, u64)>,
+    by_node: HashMap<Node, u64>,
+}
+
+impl InodeTable {
+    pub fn new() -> InodeTable {
+        let mut t = InodeTable::default();
+        t.by_ino.insert(ROOT_INO, (Node::Root, 1));
+        t.by_node.insert(Node::Root, ROOT_INO);
+        t
+    }
+
+    /// The node an inode number names, if the kernel still holds it.
+    pub fn node(&self, ino: u64) -> Option<Node> {
+        self.by_ino.get(&ino).map(|(n, _)| n.clone())
+    }
+
+    /// The number for `node` without taking a reference (for directory listings).
+    pub fn peek(&self, node: &Node) -> u64 {
+        if let Some(ino) = self.by_node.get(node) {
+            return *ino;
+        }
+        let mut ino = node.preferred_ino();
+        while self.by_ino.contains_key(&ino) || ino == ROOT_INO {
+            ino = ino.wrapping_add(1).max(2) & (u64::MAX >> 1);
+        }
+        ino
+    }
+
+    /// Hands `node` to the kernel once more (a successful LOOKUP or MKDIR): returns its number.
+    pub fn remember(&mut self, node: Node) -> u64 {
+        let ino = self.peek(&node);
+        let entry = self.by_ino.entry(ino).or_insert_with(|| (node.clone(), 0));
+        entry.1 += 1;
+        self.by_node.insert(node, ino);
+        ino
+    }
+
+    /// The kernel dropped `n` references (FORGET). The root is never forgotten.
+    pub fn forget(&mut self, ino: u64, n: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        if let Some(entry) = self.by_ino.get_mut(&ino) {
+            entry.1 = entry.1.saturating_sub(n);
+            if entry.1 == 0 {
+                let (node, _) = self.by_ino.remove(&ino).expect("present");
+                self.by_node.remove(&node);
+            }
+        }
+    }
+
+    /// Number of inodes held (the root included).
+    pub fn len(&self) -> usize {
+        self.by_ino.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_ino.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups_count_and_forget_drops() {
+        let mut t = InodeTable::new();
+        let node = Node::Entry("q".into(), DirKind::Work, "abc".into());
+        let listed = t.peek(&node);
+        let a = t.remember(node.clone());
+        let b = t.remember(node.clone());
+        assert_eq!((a, b), (listed, listed));
+        assert_eq!(t.len(), 2);
+        t.forget(a, 1);
+        assert_eq!(t.node(a), Some(node.clone()));
+        t.forget(a, 1);
+        assert_eq!(t.node(a), None);
+        assert_eq!(t.len(), 1);
+        t.forget(ROOT_INO, 10);
+        assert_eq!(t.node(ROOT_INO), Some(Node::Root));
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for k in FileKind::ALL {
+            assert_eq!(FileKind::from_name(k.name()), Some(k));
+        }
+        assert_eq!(DirKind::from_name("work"), Some(DirKind::Work));
+        assert_eq!(Node::Entry("q".into(), DirKind::Messages, "x".into()).path(), "q/messages/x");
+    }
+}

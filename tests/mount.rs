@@ -1,0 +1,405 @@
+//! `ddmq mount` for real: the tree driven with std::fs, the shell and Python; several mounts and
+//! a direct client on one root; readers, waiters and the daemon killed mid-way.
+
+use ddmq::engine::{Broker, PublishOptions};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const DDMQ: &str = env!("CARGO_BIN_EXE_ddmq");
+
+/// A root and a mount of it, unmounted (and its daemon killed) when dropped, even on failure.
+struct Mounted {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+    mnt: PathBuf,
+    daemon: Option<Child>,
+}
+
+fn is_mounted(mnt: &Path) -> bool {
+    let parent = mnt.parent().unwrap();
+    match (std::fs::metadata(mnt), std::fs::metadata(parent)) {
+        (Ok(m), Ok(p)) => m.dev() != p.dev(),
+        _ => false,
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill has no memory effects.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+impl Mounted {
+    /// A fresh root with queue `q`, mounted by a foreground daemon.
+    fn new(options: &str) -> Mounted {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        Broker::open_or_init(&root).unwrap().create_queue("q").unwrap();
+        let mut m = Mounted { mnt: dir.path().join("mnt"), root, dir, daemon: None };
+        std::fs::create_dir(&m.mnt).unwrap();
+        m.start(options);
+        m
+    }
+
+    /// Another mount of the same root.
+    fn second(&self, name: &str) -> Mounted {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Mounted { mnt: dir.path().join(name), root: self.root.clone(), dir, daemon: None };
+        std::fs::create_dir(&m.mnt).unwrap();
+        m.start("");
+        m
+    }
+
+    fn start(&mut self, options: &str) {
+        let log = std::fs::File::create(self.dir.path().join(format!("daemon-{}.log", Instant::now().elapsed().as_nanos()))).unwrap();
+        let mut cmd = Command::new(DDMQ);
+        cmd.arg("mount").arg("-f").arg(&self.root).arg(&self.mnt).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        if !options.is_empty() {
+            cmd.arg("-o").arg(options);
+        }
+        self.daemon = Some(cmd.spawn().unwrap());
+        let mnt = self.mnt.clone();
+        wait_until("the mount", Duration::from_secs(15), || is_mounted(&mnt));
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    fn sh(&self, script: &str) -> Output {
+        Command::new("sh").arg("-c").arg(script).env("MNT", &self.mnt).env("TMP", self.dir.path()).output().unwrap()
+    }
+
+    /// Runs a script that must succeed; returns its stdout.
+    fn sh_ok(&self, script: &str) -> String {
+        let out = self.sh(script);
+        assert!(out.status.success(), "script failed: {script}\nstdout: {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn broker(&self) -> Broker {
+        Broker::open(&self.root).unwrap()
+    }
+
+    fn counts(&self, queue: &str) -> (usize, usize) {
+        let s = self.broker().queue(queue).unwrap().status(false).unwrap();
+        (s.waiting, s.in_flight)
+    }
+
+    /// Asserts the counts a direct client sees, allowing for the kernel sending RELEASE after
+    /// close() returned (the mount itself serves requests in order, so it is never behind).
+    fn expect_counts(&self, queue: &str, expected: (usize, usize), why: &str) {
+        let started = Instant::now();
+        while self.counts(queue) != expected && started.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(self.counts(queue), expected, "{why}");
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            signal(child.id(), libc::SIGKILL);
+            let _ = child.wait();
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.mnt).stderr(Stdio::null()).status();
+    }
+}
+
+fn errno(r: std::io::Result<impl Sized>) -> i32 {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.raw_os_error().unwrap_or(0),
+    }
+}
+
+fn has_python() -> bool {
+    Command::new("python3").arg("--version").output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+#[test]
+fn the_tree_through_the_shell() {
+    let m = Mounted::new("");
+    // mkdir makes a queue; names follow the CLI's rules.
+    m.sh_ok("mkdir \"$MNT/tasks\" && ls \"$MNT\"");
+    assert!(m.broker().queue_exists("tasks").unwrap());
+    assert!(!m.sh("mkdir \"$MNT/bad.name\"").status.success());
+
+    // echo/printf publish exactly the bytes written; cat consumes; an empty queue fails at once.
+    m.sh_ok("echo hello > \"$MNT/tasks/in\"; printf 'no newline' > \"$MNT/tasks/in\"");
+    assert_eq!(m.sh_ok("cat \"$MNT/tasks/next\""), "hello\n");
+    assert_eq!(m.sh_ok("cat \"$MNT/tasks/next\""), "no newline");
+    let out = m.sh("cat \"$MNT/tasks/next\"");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("No data available"), "{out:?}");
+
+    // read -r line of a one-line message consumes it.
+    m.sh_ok("echo 'first line' > \"$MNT/tasks/in\"");
+    assert_eq!(m.sh_ok("read -r line < \"$MNT/tasks/next\" && echo \"got=$line\""), "got=first line\n");
+    m.expect_counts("tasks", (0, 0), "");
+
+    // The drain loop takes everything, in order, and stops.
+    m.sh_ok("for i in 1 2 3 4 5; do echo \"job $i\" > \"$MNT/tasks/in\"; done");
+    let drained = m.sh_ok("while m=$(cat \"$MNT/tasks/next\" 2>/dev/null); do echo \"<$m>\"; done");
+    assert_eq!(drained, "<job 1>\n<job 2>\n<job 3>\n<job 4>\n<job 5>\n");
+
+    // cp and a 300 kB body through cat, byte for byte.
+    m.sh_ok("head -c 225000 /dev/urandom | base64 > \"$TMP/big\" && cp \"$TMP/big\" \"$MNT/tasks/in\" && cat \"$TMP/big\" > \"$MNT/tasks/in\"");
+    let big = std::fs::read(m.dir.path().join("big")).unwrap();
+    assert!(big.len() > 300_000);
+    for _ in 0..2 {
+        m.sh_ok("cat \"$MNT/tasks/next\" > \"$TMP/got\"");
+        assert_eq!(std::fs::read(m.dir.path().join("got")).unwrap(), big);
+    }
+
+    // Bodies that cannot be stored fail the write and publish nothing.
+    assert!(!m.sh("printf 'bad \\377 byte' > \"$MNT/tasks/in\"").status.success());
+    m.sh_ok("echo 'max_message_bytes: 16' > \"$MNT/tasks/ddmq.yaml\"");
+    assert!(!m.sh("echo 'this body is longer than sixteen bytes' > \"$MNT/tasks/in\"").status.success());
+    assert_eq!(errno(std::fs::write(m.path("tasks/in"), "this body is longer than sixteen bytes")), libc::EFBIG);
+    // A settings file that fails validation is refused and changes nothing.
+    assert!(!m.sh("echo 'message_timeout: soon' > \"$MNT/tasks/ddmq.yaml\"").status.success());
+    assert_eq!(errno(std::fs::write(m.path("tasks/ddmq.yaml"), "message_timeout: soon\n")), libc::EINVAL);
+    assert_eq!(m.sh_ok("cat \"$MNT/tasks/ddmq.yaml\""), "max_message_bytes: 16\n");
+    m.expect_counts("tasks", (0, 0), "");
+    m.sh_ok("echo 'max_message_bytes: 1000000' > \"$MNT/tasks/ddmq.yaml\"");
+
+    // Writing where it makes no sense fails.
+    for file in ["next", "claim", "status", "wait"] {
+        assert!(!m.sh(&format!("echo x > \"$MNT/tasks/{file}\"")).status.success(), "{file}");
+    }
+
+    // claim, work/, touch, rm, ack, nack, messages/, status.
+    m.sh_ok("echo a > \"$MNT/tasks/in\"; echo b > \"$MNT/tasks/in\"; echo c > \"$MNT/tasks/in\"");
+    let listed = m.sh_ok("ls -U \"$MNT/tasks/messages\""); // -U: as listed, in delivery order
+    let ids: Vec<&str> = listed.lines().collect();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(m.sh_ok(&format!("cat \"$MNT/tasks/messages/{}\"", ids[0])), "a\n");
+    m.expect_counts("tasks", (3, 0), "peeking and listing take nothing");
+    let record: serde_json::Value = serde_json::from_str(&m.sh_ok("cat \"$MNT/tasks/claim\"")).unwrap();
+    let id = record["id"].as_str().unwrap().to_string();
+    assert_eq!((id.as_str(), record["message"].as_str().unwrap()), (ids[0], "a\n"));
+    assert_eq!(m.sh_ok("ls \"$MNT/tasks/work\""), format!("{id}\n"));
+    assert_eq!(m.sh_ok(&format!("cat \"$MNT/tasks/work/{id}\"")), "a\n");
+    m.sh_ok(&format!("touch \"$MNT/tasks/work/{id}\""));
+    m.sh_ok(&format!("rm \"$MNT/tasks/work/{id}\""));
+    m.expect_counts("tasks", (2, 0), "");
+    let second: serde_json::Value = serde_json::from_str(&m.sh_ok("cat \"$MNT/tasks/claim\"")).unwrap();
+    let third: serde_json::Value = serde_json::from_str(&m.sh_ok("cat \"$MNT/tasks/claim\"")).unwrap();
+    m.sh_ok(&format!("echo {} > \"$MNT/tasks/ack\"", second["id"].as_str().unwrap()));
+    m.sh_ok(&format!("echo {} > \"$MNT/tasks/nack\"", third["id"].as_str().unwrap()));
+    assert!(!m.sh("echo 0123456789abcdef > \"$MNT/tasks/ack\"").status.success(), "unknown id");
+    m.expect_counts("tasks", (1, 0), "");
+    let status = m.sh_ok("cat \"$MNT/tasks/status\"");
+    assert!(status.contains("waiting: 1\nin_flight: 0\n"), "{status}");
+    assert_eq!(m.sh_ok("cat \"$MNT/tasks/next\""), "c\n");
+
+    // rmdir refuses a queue with messages and removes an empty one.
+    m.sh_ok("echo left > \"$MNT/tasks/in\"");
+    assert!(String::from_utf8_lossy(&m.sh("rmdir \"$MNT/tasks\"").stderr).contains("not empty"));
+    m.sh_ok("cat \"$MNT/tasks/next\" >/dev/null && rmdir \"$MNT/tasks\"");
+    assert!(!m.broker().queue_exists("tasks").unwrap());
+
+    if has_python() {
+        m.sh_ok("python3 -c \"open('$MNT/q/in', 'w').write('from python')\"");
+        assert_eq!(m.sh_ok("python3 -c \"import sys; sys.stdout.write(open('$MNT/q/next').read())\""), "from python");
+    } else {
+        eprintln!("python3 not found: skipped the Python part");
+    }
+}
+
+#[test]
+fn the_tree_through_std_fs() {
+    let m = Mounted::new("");
+    std::fs::write(m.path("q/in"), "one").unwrap();
+    std::fs::write(m.path("q/in"), "two").unwrap();
+    assert_eq!(std::fs::read_to_string(m.path("q/next")).unwrap(), "one");
+    assert_eq!(errno(std::fs::write(m.path("q/next"), "x")), libc::EACCES);
+    assert_eq!(errno(std::fs::read(m.path("q/in"))), libc::EACCES);
+    let mut names: Vec<String> = std::fs::read_dir(m.path("q")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["ack", "claim", "ddmq.yaml", "in", "messages", "nack", "next", "status", "wait", "work"]);
+    let meta = std::fs::metadata(m.path("q/next")).unwrap();
+    assert_eq!(meta.len(), 0);
+    m.expect_counts("q", (1, 0), "stat and listing take nothing");
+    std::fs::create_dir(m.path("made")).unwrap();
+    assert_eq!(errno(std::fs::create_dir(m.path("made"))), libc::EEXIST);
+    assert_eq!(errno(std::fs::create_dir(m.path("q/work/sub"))), libc::EPERM);
+    assert_eq!(errno(std::fs::remove_dir(m.path("q"))), libc::ENOTEMPTY);
+    std::fs::remove_dir(m.path("made")).unwrap();
+    assert_eq!(errno(std::fs::write(m.path("q/newfile"), "x")), libc::EPERM);
+    // Another client consumes behind the mount's back: the mount sees it at once.
+    let d = m.broker().queue("q").unwrap().consume_one().unwrap().unwrap();
+    assert_eq!(errno(std::fs::read(m.path("q/next"))), libc::ENODATA);
+    let in_work: Vec<_> = std::fs::read_dir(m.path("q/work")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(in_work, [std::ffi::OsString::from(&d.message.id)]);
+    std::fs::remove_file(m.path(&format!("q/work/{}", d.message.id))).unwrap();
+    m.expect_counts("q", (0, 0), "");
+    assert_eq!(errno(std::fs::read(m.path(&format!("q/work/{}", d.message.id)))), libc::ENOENT);
+}
+
+#[test]
+fn two_mounts_and_a_direct_client_get_every_message_exactly_once() {
+    let a = Mounted::new("");
+    let b = a.second("mnt-b");
+    const N: usize = 240;
+    let q = a.broker().queue("q").unwrap();
+    for i in 0..N / 2 {
+        q.publish(format!("m{i}").into(), &PublishOptions::default()).unwrap();
+    }
+    for i in N / 2..N {
+        std::fs::write(b.path("q/in"), format!("m{i}")).unwrap();
+    }
+    let mut readers = Vec::new();
+    for mnt in [a.mnt.clone(), a.mnt.clone(), b.mnt.clone(), b.mnt.clone()] {
+        readers.push(std::thread::spawn(move || {
+            let mut got = Vec::new();
+            loop {
+                match std::fs::read_to_string(mnt.join("q/next")) {
+                    Ok(body) => got.push(body),
+                    Err(e) if e.raw_os_error() == Some(libc::ENODATA) => return got,
+                    Err(e) => panic!("read next: {e}"),
+                }
+            }
+        }));
+    }
+    let root = a.root.clone();
+    readers.push(std::thread::spawn(move || {
+        let q = Broker::open(&root).unwrap().queue("q").unwrap();
+        let mut got = Vec::new();
+        while let Some(d) = q.consume_one().unwrap() {
+            got.push(d.message.body_text());
+            q.ack(&d.work_name.to_string()).unwrap();
+        }
+        got
+    }));
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut per_reader = Vec::new();
+    for r in readers {
+        let got = r.join().unwrap();
+        per_reader.push(got.len());
+        for body in got {
+            *seen.entry(body).or_default() += 1;
+        }
+    }
+    eprintln!("messages per reader (mount a, a, b, b, engine): {per_reader:?}");
+    assert_eq!(seen.len(), N, "every message delivered");
+    assert!(seen.values().all(|n| *n == 1), "no message twice");
+    a.expect_counts("q", (0, 0), "");
+}
+
+#[test]
+fn killed_readers_take_nothing() {
+    let m = Mounted::new("wait_limit=30");
+    // A reader killed before it got the whole body gives the message back at once.
+    if has_python() {
+        std::fs::write(m.path("q/in"), "a body of some length").unwrap();
+        let mut reader = Command::new("python3")
+            .arg("-c")
+            .arg("import os,sys,time\nfd=os.open(sys.argv[1], os.O_RDONLY)\nos.read(fd, 3)\nprint('ready', flush=True)\ntime.sleep(60)")
+            .arg(m.path("q/next"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(reader.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line, "ready\n");
+        m.expect_counts("q", (0, 1), "");
+        signal(reader.id(), libc::SIGKILL);
+        reader.wait().unwrap();
+        wait_until("the message to come back", Duration::from_secs(5), || m.counts("q") == (1, 0));
+        assert_eq!(std::fs::read_to_string(m.path("q/next")).unwrap(), "a body of some length");
+    }
+
+    // A reader blocked on `wait` and killed ends promptly and takes nothing.
+    let mut waiter = Command::new("cat").arg(m.path("q/wait")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(waiter.try_wait().unwrap().is_none(), "the waiter is waiting");
+    // Other requests are served meanwhile.
+    assert!(std::fs::read_to_string(m.path("q/status")).unwrap().contains("waiting: 0"));
+    let killed_at = Instant::now();
+    signal(waiter.id(), libc::SIGKILL);
+    wait_until("the killed waiter to end", Duration::from_secs(5), || waiter.try_wait().unwrap().is_some());
+    eprintln!("a waiter killed with SIGKILL ended after {:?}", killed_at.elapsed());
+    std::fs::write(m.path("q/in"), "for a live reader").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    m.expect_counts("q", (1, 0), "the dead waiter took nothing");
+
+    // A live waiter gets a message published while it waits.
+    std::fs::read(m.path("q/next")).unwrap();
+    let path = m.path("q/wait");
+    let live = std::thread::spawn(move || std::fs::read_to_string(path));
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(m.path("q/in"), "arrived").unwrap();
+    assert_eq!(live.join().unwrap().unwrap(), "arrived");
+    m.expect_counts("q", (0, 0), "");
+}
+
+#[test]
+fn a_killed_daemon_loses_nothing_and_its_mountpoint_can_be_mounted_again() {
+    let mut m = Mounted::new("");
+    std::fs::write(m.path("q/ddmq.yaml"), "message_timeout: 1\n").unwrap();
+    std::fs::write(m.path("q/in"), "held").unwrap();
+    std::fs::write(m.path("q/in"), "waiting").unwrap();
+    let held = std::fs::File::open(m.path("q/next")).unwrap();
+    m.expect_counts("q", (1, 1), "");
+    let mut daemon = m.daemon.take().unwrap();
+    signal(daemon.id(), libc::SIGKILL);
+    daemon.wait().unwrap();
+    drop(held);
+    assert_eq!(errno(std::fs::read_dir(&m.mnt)), libc::ENOTCONN);
+    m.expect_counts("q", (1, 1), "nothing lost");
+
+    // `ddmq mount` (daemonising, as from fstab) recovers the stale mountpoint.
+    let out = Command::new(DDMQ).arg("mount").arg(&m.root).arg(&m.mnt).arg("-o").arg("_netdev").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(is_mounted(&m.mnt));
+    // The message in flight through the dead daemon comes back when its lease expires.
+    std::thread::sleep(Duration::from_millis(2100));
+    m.broker().queue("q").unwrap().clean().unwrap();
+    let mut bodies = vec![std::fs::read_to_string(m.path("q/next")).unwrap(), std::fs::read_to_string(m.path("q/next")).unwrap()];
+    bodies.sort();
+    assert_eq!(bodies, ["held", "waiting"]);
+
+    let out = Command::new(DDMQ).arg("umount").arg(&m.mnt).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(!is_mounted(&m.mnt));
+}
+
+#[test]
+fn sigterm_unmounts_and_gives_back_what_readers_held() {
+    let mut m = Mounted::new("");
+    std::fs::write(m.path("q/in"), "held by a reader").unwrap();
+    let held = std::fs::File::open(m.path("q/next")).unwrap();
+    m.expect_counts("q", (0, 1), "");
+    let mut daemon = m.daemon.take().unwrap();
+    signal(daemon.id(), libc::SIGTERM);
+    wait_until("the daemon to exit", Duration::from_secs(15), || daemon.try_wait().unwrap().is_some());
+    assert!(daemon.wait().unwrap().success());
+    assert!(!is_mounted(&m.mnt));
+    m.expect_counts("q", (1, 0), "given back at once");
+    drop(held);
+}
+
+#[test]
+fn a_read_only_mount_changes_nothing() {
+    let m = Mounted::new("ro");
+    m.broker().queue("q").unwrap().publish("x".into(), &PublishOptions::default()).unwrap();
+    assert_eq!(errno(std::fs::write(m.path("q/in"), "y")), libc::EROFS);
+    assert_eq!(errno(std::fs::read(m.path("q/next"))), libc::EROFS);
+    assert_eq!(errno(std::fs::create_dir(m.path("new"))), libc::EROFS);
+    let listed: Vec<_> = std::fs::read_dir(m.path("q/messages")).unwrap().collect();
+    assert_eq!(listed.len(), 1);
+    m.expect_counts("q", (1, 0), "");
+}
