@@ -448,11 +448,17 @@ impl Queue {
                 }
                 std::thread::sleep(poll.min(deadline.saturating_duration_since(Instant::now())));
                 let now_sig = DirSignature::of(&self.dir).map_err(|e| self.missing_queue_or("stat", &self.dir, e))?;
-                if Some(now_sig) != seen {
+                // A deferred (young, unreadable) file may be complete now, with no directory change to show it.
+                if Some(now_sig) != seen || self.deferral_ended() {
                     break;
                 }
             }
         }
+    }
+
+    fn deferral_ended(&self) -> bool {
+        let now = Instant::now();
+        self.listing.lock().unwrap().deferred.values().any(|until| *until <= now)
     }
 
     // ---------------------------------------------------------------- ack, nack, touch
