@@ -749,29 +749,43 @@ fn mount_read_worker(mnt: &Path, queue: &str, wid: &str, log_dir: &Path) {
                 continue;
             }
         };
+        // The mount acks once the whole body was handed over, even to a reader killed before it
+        // used it. So take the key from the first bytes (small reads never hand over a whole
+        // body) and log it before the rest: a kill before the end gives the message back (a
+        // duplicate), a kill after it finds it logged (not lost).
         let mut body = Vec::new();
-        let mut buf = [0u8; 512];
         let mut logged = false;
-        loop {
-            match f.read(&mut buf) {
+        let mut small = [0u8; 8];
+        while !body.contains(&b'|') {
+            match f.read(&mut small) {
                 Ok(0) => break,
-                Ok(n) => {
-                    body.extend_from_slice(&buf[..n]);
-                    if !logged {
-                        if let Some(key) = std::str::from_utf8(&body).ok().and_then(check_body) {
-                            append_line(&delivered, key);
-                            logged = true;
-                        }
-                    }
-                }
+                Ok(n) => body.extend_from_slice(&small[..n]),
                 Err(e) => {
                     append_line(&problems, &format!("read next: {e}"));
                     break;
                 }
             }
         }
+        if let Some(bar) = body.iter().position(|b| *b == b'|') {
+            append_line(&delivered, &String::from_utf8_lossy(&body[..bar]));
+        }
+        let mut buf = [0u8; 512];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => body.extend_from_slice(&buf[..n]),
+                Err(e) => {
+                    append_line(&problems, &format!("read next: {e}"));
+                    break;
+                }
+            }
+        }
+        if std::str::from_utf8(&body).ok().and_then(check_body).is_some() {
+            logged = true;
+        }
         if !logged {
             append_line(&problems, &format!("torn body through next: {:?}", String::from_utf8_lossy(&body[..body.len().min(80)])));
+            let _ = &delivered;
         }
     }
 }

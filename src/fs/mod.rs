@@ -147,17 +147,13 @@ struct Delivering {
     bytes: Vec<u8>,
     handed: usize,
     read_any: bool,
-    /// The reader asked past the end (got the empty read that is EOF): only then is it done.
-    /// Acking when the last byte was merely handed out would lose the message of a reader
-    /// killed between getting it and using it.
-    eof_read: bool,
     /// next and wait ack once the reader got everything; claim leaves the message in flight.
     ack_when_done: bool,
 }
 
 impl Delivering {
     fn handed_over(&self) -> bool {
-        self.read_any && self.handed >= self.bytes.len() && self.eof_read
+        self.read_any && self.handed >= self.bytes.len()
     }
 }
 
@@ -642,7 +638,7 @@ impl QueueFs {
         };
         let d = delivery.ok_or_else(|| err(OP, node, FsErrorKind::Empty))?;
         let bytes = if kind == FileKind::Claim { format!("{}\n", d.message.to_json()).into_bytes() } else { d.message.body_text().into_bytes() };
-        Ok(Delivering { queue: queue.name().to_string(), work: d.work_name, bytes, handed: 0, read_any: false, eof_read: false, ack_when_done: kind != FileKind::Claim })
+        Ok(Delivering { queue: queue.name().to_string(), work: d.work_name, bytes, handed: 0, read_any: false, ack_when_done: kind != FileKind::Claim })
     }
 
     /// READ at `offset` (offsets are honoured: under direct I/O a reader stops at an empty read).
@@ -654,7 +650,6 @@ impl QueueFs {
             Handle::Delivering(d) => {
                 let data = slice_at(&d.bytes, offset, size);
                 d.read_any = true;
-                d.eof_read |= size > 0 && offset as usize >= d.bytes.len();
                 d.handed = d.handed.max(offset as usize + data.len());
                 Ok(data)
             }
