@@ -13,6 +13,8 @@ use std::path::Path;
 pub const CONFIG_FILE: &str = "ddmq.yaml";
 /// Settings files larger than this are refused before parsing (hostile input).
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Deepest nesting of `[` and `{` accepted in a settings file (hostile input).
+const MAX_FLOW_DEPTH: usize = 64;
 
 /// Effective settings of a queue: defaults, then ROOT/ddmq.yaml, then QUEUE/ddmq.yaml.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,6 +115,12 @@ pub fn parse_mapping(path: &Path, text: &[u8]) -> Result<Mapping> {
     }
     let text = std::str::from_utf8(text)
         .map_err(|_| Error::Config { path: path.into(), reason: "not UTF-8".into() })?;
+    let depth = flow_nesting_depth(text);
+    if depth > MAX_FLOW_DEPTH {
+        // The YAML parser takes time quadratic in this depth (minutes for 100k brackets) before
+        // its own recursion limit applies; settings are flat, so refuse at once.
+        return Err(Error::Config { path: path.into(), reason: format!("nested {depth} levels deep (at most {MAX_FLOW_DEPTH})") });
+    }
     if text.trim().is_empty() {
         return Ok(Mapping::new());
     }
@@ -123,6 +131,24 @@ pub fn parse_mapping(path: &Path, text: &[u8]) -> Result<Mapping> {
         Value::Mapping(m) => Ok(m),
         other => Err(Error::Config { path: path.into(), reason: format!("expected a mapping of settings, got {}", describe(&other)) }),
     }
+}
+
+/// The deepest nesting of `[`/`{`, counting every bracket, quoted or not: exact enough to
+/// refuse a bomb, and no quoting trick can hide nesting from it. (Settings are flat; a value
+/// holding 64 unbalanced brackets is refused too, with this error.)
+fn flow_nesting_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for b in text.bytes() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// Reads a settings file; a missing file is `None`.
@@ -201,6 +227,18 @@ mod tests {
         let p = Path::new("x");
         let m = parse_mapping(p, b"requeue: true\ncleaned: 3\npriority: 9\n").unwrap();
         assert_eq!(render(&m), "cleaned: 3\npriority: 9\nrequeue: true\n");
+    }
+
+    #[test]
+    fn deep_flow_nesting_is_refused_before_parsing() {
+        let deep = format!("a: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let e = parse_mapping(Path::new("deep"), deep.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("nested 100000 levels deep"), "{e}");
+        // No quoting hides it; shallow flow collections are fine.
+        let quoted = format!("a: [x, \"#\", {}]\n", "[".repeat(100));
+        assert!(parse_mapping(Path::new("q"), quoted.as_bytes()).unwrap_err().to_string().contains("levels deep"));
+        let ok = "a: '[[['\nc: [1, {d: [2]}]\n";
+        assert_eq!(parse_mapping(Path::new("ok"), ok.as_bytes()).unwrap().len(), 2);
     }
 
     #[test]

@@ -188,8 +188,10 @@ impl Broker {
             Err(_) if root.is_dir() => return Err(Error::RootUninitiated(root)),
             Err(_) => return Err(Error::RootMissing(root)),
         }
-        // Settings are checked now so a broken root file is reported up front.
-        config::read_mapping(&root.join(config::CONFIG_FILE))?;
+        // Settings are checked now (syntax and types) so a broken root file is reported up front.
+        let path = root.join(config::CONFIG_FILE);
+        let map = config::read_mapping(&path)?.unwrap_or_default();
+        Settings::resolve(&[(&path, &map)])?;
         Ok(Broker { root, queues: Mutex::new(HashMap::new()) })
     }
 

@@ -248,7 +248,7 @@ impl Queue {
     pub fn publish(&self, body: Value, opts: &PublishOptions) -> Result<Message> {
         let settings = self.settings()?;
         if opts.clean {
-            self.maybe_clean()?;
+            self.clean_best_effort();
         }
         let size = match &body {
             Value::String(s) => s.len() as u64,
@@ -380,7 +380,7 @@ impl Queue {
     /// returned, even when a later claim fails (R2).
     pub fn consume(&self, n: usize, opts: &ConsumeOptions) -> Result<Vec<Delivery>> {
         if opts.clean {
-            self.maybe_clean()?;
+            self.clean_best_effort();
         }
         let mut out = Vec::with_capacity(n.min(1024));
         while out.len() < n {
@@ -403,7 +403,7 @@ impl Queue {
         let mut fresh_listing = false;
         loop {
             let Some(candidate) = self.next_candidate(&mut fresh_listing)? else { return Ok(None) };
-            let work_name = WorkName { expiry: now_secs() + settings.message_timeout, waiting: candidate };
+            let work_name = WorkName { expiry: now_secs().saturating_add(settings.message_timeout), waiting: candidate };
             let from = self.dir.join(work_name.waiting.to_string());
             let to = self.work.join(work_name.to_string());
             // Under contention most candidates are gone already: a lookup is much cheaper than a
@@ -442,7 +442,7 @@ impl Queue {
         let (bytes, mtime) = match read_message_file(path) {
             Ok(x) => x,
             Err(e) if is_not_found(&e) => return Ok(None),
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::EISDIR) || e.kind() == io::ErrorKind::InvalidData => {
+            Err(e) if is_unreadable_entry(&e) => {
                 self.quarantine(path, &format!("{e}"));
                 return Ok(None);
             }
@@ -468,7 +468,7 @@ impl Queue {
         let timeout = message.timeout_or(settings.message_timeout);
         if timeout != settings.message_timeout {
             // The message has its own timeout: move it to its real expiry.
-            let renamed = WorkName { expiry: work_name.expiry - settings.message_timeout + timeout, waiting: work_name.waiting.clone() };
+            let renamed = WorkName { expiry: (work_name.expiry - settings.message_timeout).saturating_add(timeout), waiting: work_name.waiting.clone() };
             let to = self.work.join(renamed.to_string());
             match std::fs::rename(path, &to) {
                 Ok(()) => work_name = renamed,
@@ -584,7 +584,7 @@ impl Queue {
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(io_err("read", &from, e)),
         };
-        let renewed = WorkName { expiry: now_secs() + timeout, waiting: w.waiting.clone() };
+        let renewed = WorkName { expiry: now_secs().saturating_add(timeout), waiting: w.waiting.clone() };
         if renewed == w {
             return Ok(Some(w));
         }
@@ -612,8 +612,8 @@ impl Queue {
         let bytes = match read_message_file(claim) {
             Ok((b, _)) => b,
             Err(e) if is_not_found(&e) => return Ok(RequeueOutcome::NotFound),
-            // A symlink, directory or huge file planted in work/: set aside, or every clean would fail on it.
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::EISDIR) || e.kind() == io::ErrorKind::InvalidData => {
+            // A planted link, a directory or a special file: set it aside, or it would fail every clean.
+            Err(e) if is_unreadable_entry(&e) => {
                 self.quarantine_as(claim, original_name, &e.to_string());
                 return Ok(RequeueOutcome::Quarantined);
             }
@@ -634,8 +634,7 @@ impl Queue {
         }
         if !msg.may_requeue_again() {
             if settings.dead_letter {
-                let dead = self.dir.join("dead");
-                let _ = std::fs::create_dir(&dead);
+                let dead = self.own_subdir("dead")?;
                 let target = dead.join(original_name);
                 std::fs::rename(claim, &target).map_err(|e| io_err("dead-letter", &target, e))?;
                 return Ok(RequeueOutcome::LimitReached { dead_lettered: true });
@@ -671,8 +670,13 @@ impl Queue {
 
     /// Moves an unreadable file aside so the queue keeps flowing.
     fn quarantine_as(&self, path: &Path, name: &str, reason: &str) {
-        let dir = self.dir.join("quarantine");
-        let _ = std::fs::create_dir(&dir);
+        let dir = match self.own_subdir("quarantine") {
+            Ok(dir) => dir,
+            Err(e) => {
+                log::warn!("could not quarantine unreadable message file {}: {e}", path.display());
+                return;
+            }
+        };
         let target = dir.join(format!("{name}.{}", uuid::Uuid::new_v4().simple()));
         match std::fs::rename(path, &target) {
             Ok(()) => log::warn!("quarantined unreadable message file {} as {}: {reason}", path.display(), target.display()),
@@ -680,7 +684,39 @@ impl Queue {
         }
     }
 
+    /// `dead/` or `quarantine/`, created if missing. Something planted under that name that is
+    /// not a real directory (a symlink out of ROOT) is removed first: we never move messages
+    /// through a link.
+    fn own_subdir(&self, name: &str) -> Result<PathBuf> {
+        let dir = self.dir.join(name);
+        match dir.symlink_metadata() {
+            Ok(m) if m.is_dir() => return Ok(dir),
+            Ok(_) => {
+                log::warn!("{} is not a directory (a planted link?): removing it", dir.display());
+                std::fs::remove_file(&dir).or_else(|e| if is_not_found(&e) { Ok(()) } else { Err(e) }).map_err(|e| io_err("remove", &dir, e))?;
+            }
+            Err(_) => {}
+        }
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err("create", &dir, e)),
+        }
+        match dir.symlink_metadata() {
+            Ok(m) if m.is_dir() => Ok(dir),
+            _ => Err(io_err("create", &dir, io::Error::new(io::ErrorKind::InvalidData, "not a directory"))),
+        }
+    }
+
     // ---------------------------------------------------------------- housekeeping
+
+    /// Housekeeping before a publish or consume: its failure (a full disk cannot take the new
+    /// `cleaned` stamp) must not stop the publish or consume itself.
+    fn clean_best_effort(&self) {
+        if let Err(e) = self.maybe_clean() {
+            log::warn!("housekeeping of queue {} failed: {e}", self.name);
+        }
+    }
 
     /// Runs housekeeping if a minute passed since the last run, by `cleaned` in the queue's
     /// settings (read fresh) and by this process's own last run.
@@ -696,7 +732,7 @@ impl Queue {
             state.0 = Some(Instant::now());
         }
         let settings = self.settings()?;
-        if settings.cleaned + CLEAN_INTERVAL_SECS > now_secs() {
+        if settings.cleaned.saturating_add(CLEAN_INTERVAL_SECS) > now_secs() {
             return Ok(None);
         }
         self.clean().map(Some)
@@ -718,7 +754,7 @@ impl Queue {
                 self.requeue_in_flight(&w, false)?
             } else if let Some(rest) = name.strip_prefix(".claim-") {
                 let claimed_at: u64 = rest.split('-').next().and_then(|s| s.parse().ok()).unwrap_or(0);
-                if claimed_at + STALE_CLAIM_SECS >= now {
+                if claimed_at.saturating_add(STALE_CLAIM_SECS) >= now {
                     continue;
                 }
                 // Re-claim atomically, so one cleaner alone recovers it.
@@ -888,7 +924,13 @@ impl Queue {
 }
 
 fn is_stale(path: &Path, now: u64) -> bool {
-    std::fs::symlink_metadata(path).map(|m| (m.mtime().max(0) as u64) + STALE_TEMP_SECS < now).unwrap_or(false)
+    std::fs::symlink_metadata(path).map(|m| (m.mtime().max(0) as u64).saturating_add(STALE_TEMP_SECS) < now).unwrap_or(false)
+}
+
+/// Errors of reading an entry that will never read as a message: a link (we open with
+/// O_NOFOLLOW), a directory, a special or oversized file.
+fn is_unreadable_entry(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::EISDIR)) || e.kind() == io::ErrorKind::InvalidData
 }
 
 fn list_names<T>(dir: &Path, parse: fn(&[u8]) -> Option<T>) -> io::Result<Vec<T>> {

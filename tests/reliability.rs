@@ -1,0 +1,1307 @@
+//! Reliability: what a queue must never do, provoked on purpose.
+//!
+//! - chaos: publishers and consumers SIGKILLed at random (DDMQ_CHAOS_KILLS, default 100), short
+//!   timeouts and requeue on; afterwards every message whose publish returned was delivered,
+//!   nothing is left behind, duplicates <= kills, no torn message file was ever visible.
+//! - disk full on a 1 MiB tmpfs; hostile names and paths; corrupt, empty, truncated, huge and
+//!   special files at the head of a queue; planted symlinks; YAML bombs and huge values;
+//!   group-shared queues (umask 002, setgid root).
+//! - two hosts over a real network filesystem: two sshfs mounts of one directory over loopback.
+//! - through the CLI and the mount (when those are built): the same, plus the daemon killed.
+//!
+//! Workers are this test binary started again with DDMQ_REL_ROLE set (see `worker`), so a kill
+//! hits a real process in the middle of real filesystem calls. Each random test prints its seed;
+//! DDMQ_REL_SEED replays it.
+
+mod rel_support;
+
+use ddmq::engine::{AckOutcome, Broker, ConsumeOptions, Error, PublishOptions, Requeue, RequeueOutcome};
+use rel_support::*;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const CHAOS_TIMEOUT_SECS: u64 = 3;
+
+// ------------------------------------------------------------------ worker processes
+
+/// Entry point of worker processes; does nothing unless started by `spawn_worker`.
+#[test]
+#[ignore = "worker process entry: started by the chaos and sshfs tests with DDMQ_REL_ROLE set"]
+fn worker() {
+    let Ok(role) = std::env::var("DDMQ_REL_ROLE") else { return };
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("worker needs {k}"));
+    match role.as_str() {
+        "publish" => publish_worker(Path::new(&var("ROOT")), &var("QUEUE"), &var("WID"), Path::new(&var("LOG_DIR"))),
+        "consume" => consume_worker(Path::new(&var("ROOT")), &var("QUEUE"), &var("WID"), Path::new(&var("LOG_DIR"))),
+        "group" => group_worker(Path::new(&var("ROOT"))),
+        "mount-write" => mount_write_worker(Path::new(&var("MNT")), &var("QUEUE"), &var("WID"), Path::new(&var("LOG_DIR"))),
+        "mount-read" => mount_read_worker(Path::new(&var("MNT")), &var("QUEUE"), &var("WID"), Path::new(&var("LOG_DIR"))),
+        other => panic!("unknown worker role {other}"),
+    }
+}
+
+/// Publishes self-checking bodies until LOG_DIR/stop exists; logs each key after publish returned.
+fn publish_worker(root: &Path, queue: &str, wid: &str, log_dir: &Path) {
+    let broker = Broker::open(root).unwrap();
+    let q = broker.queue(queue).unwrap();
+    let log = log_dir.join(format!("published-{wid}"));
+    let opts = PublishOptions { timeout: Some(env_usize("MSG_TIMEOUT", CHAOS_TIMEOUT_SECS as usize) as u64), requeue: Some(Requeue::QueuePriority), ..Default::default() };
+    let limit = env_usize("PUBLISH_LIMIT", usize::MAX);
+    for seq in 0..limit {
+        if log_dir.join("stop").exists() {
+            return;
+        }
+        let key = format!("{wid}-{seq}");
+        let body = make_body(&key, (seq * 97) % 3000);
+        q.publish(Value::String(body), &opts).unwrap();
+        append_line(&log, &key);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Consumes in random batches, checks each body, logs its key, acks; cleans when idle; leaves
+/// when LOG_DIR/stop exists and nothing is waiting or in flight.
+fn consume_worker(root: &Path, queue: &str, wid: &str, log_dir: &Path) {
+    let broker = Broker::open(root).unwrap();
+    let q = broker.queue(queue).unwrap();
+    let delivered = log_dir.join(format!("delivered-{wid}"));
+    let problems = log_dir.join(format!("problems-{wid}"));
+    let mut rng = Rng(std::process::id() as u64 * 7919 + 1);
+    loop {
+        let batch = 1 + rng.below(4) as usize;
+        let got = match q.consume(batch, &ConsumeOptions { clean: false }) {
+            Ok(got) => got,
+            Err(e) => {
+                append_line(&problems, &format!("consume error: {e}"));
+                Vec::new()
+            }
+        };
+        for d in &got {
+            let body = d.message.body_text();
+            match check_body(&body) {
+                Some(key) => append_line(&delivered, key),
+                None => append_line(&problems, &format!("torn body in {}: {:?}", d.message.filename, &body[..body.len().min(80)])),
+            }
+            match q.ack(&d.message.filename) {
+                Ok(AckOutcome::Acked(_)) => {}
+                Ok(AckOutcome::NotFound) => append_line(&log_dir.join(format!("late-{wid}")), &d.message.filename),
+                Err(e) => append_line(&problems, &format!("ack error: {e}")),
+            }
+        }
+        if got.is_empty() {
+            if let Err(e) = q.clean() {
+                append_line(&problems, &format!("clean error: {e}"));
+            }
+            if log_dir.join("stop").exists() {
+                match q.status(false) {
+                    Ok(st) if st.waiting == 0 && st.in_flight == 0 => return,
+                    _ => {}
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+// ------------------------------------------------------------------ chaos
+
+struct Fleet {
+    root: PathBuf,
+    queue: String,
+    log_dir: PathBuf,
+    publishers: Vec<Child>,
+    consumers: Vec<Child>,
+    spawned: usize,
+    extra_env: Vec<(String, String)>,
+}
+
+impl Fleet {
+    fn spawn(&mut self, role: &str) -> Child {
+        self.spawned += 1;
+        let mut envs = vec![
+            ("ROOT", self.root.display().to_string()),
+            ("QUEUE", self.queue.clone()),
+            ("WID", format!("w{}", self.spawned)),
+            ("LOG_DIR", self.log_dir.display().to_string()),
+        ];
+        for (k, v) in &self.extra_env {
+            envs.push((k.as_str(), v.clone()));
+        }
+        spawn_worker(role, &envs)
+    }
+}
+
+/// Checks the logs and the queue after a run: returns (published, delivered, duplicates).
+fn verify_delivery(log_dir: &Path, allowed_duplicates: usize) -> (usize, usize, usize) {
+    let problems = read_all_lines(log_dir, "problems-");
+    assert!(problems.is_empty(), "workers reported problems: {problems:#?}");
+    let published = read_all_lines(log_dir, "published-");
+    let delivered = read_all_lines(log_dir, "delivered-");
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for k in &delivered {
+        *counts.entry(k.as_str()).or_default() += 1;
+    }
+    let lost: Vec<&String> = published.iter().filter(|k| !counts.contains_key(k.as_str())).collect();
+    assert!(lost.is_empty(), "{} of {} published messages never delivered, e.g. {:?}", lost.len(), published.len(), &lost[..lost.len().min(5)]);
+    let duplicates: usize = counts.values().map(|c| c - 1).sum();
+    assert!(duplicates <= allowed_duplicates, "{duplicates} duplicate deliveries, more than the {allowed_duplicates} allowed");
+    (published.len(), delivered.len(), duplicates)
+}
+
+/// Asserts a queue directory holds nothing but its settings and an empty work/.
+/// On sshfs, libfuse hides a file renamed over while open through the same mount as
+/// `.fuse_hidden*` and may leave it: that happens to `ddmq.yaml` when one process rewrites it
+/// (`cleaned`) while another reads it. Removes such copies after checking they hold settings,
+/// not messages; returns how many there were.
+fn remove_fuse_hidden_settings(qdir: &Path) -> usize {
+    let mut n = 0;
+    for name in names_in(qdir).into_iter().filter(|n| n.starts_with(".fuse_hidden")) {
+        let text = std::fs::read_to_string(qdir.join(&name)).unwrap_or_default();
+        assert!(text.starts_with("cleaned:") && !text.contains("queue_number"), "{name} holds {text:?}");
+        std::fs::remove_file(qdir.join(&name)).unwrap();
+        n += 1;
+    }
+    n
+}
+
+fn assert_nothing_left(qdir: &Path) {
+    let top: Vec<String> = names_in(qdir).into_iter().filter(|n| n != "ddmq.yaml" && n != "work").collect();
+    let peek = |n: &String| format!("{n}: {:?}", std::fs::read(qdir.join(n)).map(|b| String::from_utf8_lossy(&b[..b.len().min(60)]).into_owned()));
+    assert!(top.is_empty(), "left in {}: {:?}", qdir.display(), top.iter().map(peek).collect::<Vec<_>>());
+    let work = names_in(&qdir.join("work"));
+    assert!(work.is_empty(), "left in work/: {work:?}");
+}
+
+/// What killed workers leave behind is only picked up after minutes (claims 5, temporary files
+/// 10): make it look that old, then one clean must recover or remove all of it.
+fn recover_leftovers(q: &ddmq::engine::Queue) -> (usize, usize) {
+    let aged_claims = age_claims(&q.dir().join("work"), 400);
+    for dir in [q.dir().to_path_buf(), q.dir().join("work")] {
+        for n in names_in(&dir) {
+            if n.starts_with(".tmp-") {
+                age_file(&dir.join(n), 700);
+            }
+        }
+    }
+    let report = q.clean().unwrap();
+    assert_eq!(report.recovered_claims, aged_claims);
+    (report.recovered_claims, report.removed_temp_files)
+}
+
+/// Reads every message file it can see, in the queue and in work/, as an outside reader would
+/// (the original, or a `cat`): any file it manages to open must be a whole message.
+fn spawn_peeker(qdir: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(usize, Vec<String>)> {
+    std::thread::spawn(move || {
+        let mut read = 0;
+        let mut torn = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            for dir in [qdir.clone(), qdir.join("work")] {
+                for name in names_in(&dir) {
+                    if !name.contains(".ddmq") {
+                        continue;
+                    }
+                    let Ok(bytes) = std::fs::read(dir.join(&name)) else { continue };
+                    read += 1;
+                    let whole = ddmq::engine::Message::from_json(&bytes).ok().map(|m| check_body(&m.body_text()).is_some()).unwrap_or(false);
+                    if !whole {
+                        torn.push(format!("{name}: {:?}", String::from_utf8_lossy(&bytes[..bytes.len().min(60)])));
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        (read, torn)
+    })
+}
+
+#[test]
+fn chaos_sigkill_publishers_and_consumers() {
+    let kills_wanted = env_usize("DDMQ_CHAOS_KILLS", 100);
+    let mut rng = Rng::new("chaos");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let log_dir = tmp.path().join("logs");
+    std::fs::create_dir(&log_dir).unwrap();
+    let broker = Broker::open_or_init(&root).unwrap();
+    broker.create_queue("chaos").unwrap();
+    let q = broker.queue("chaos").unwrap();
+    q.write_config_text(format!("cleaned: 0\nmessage_timeout: {CHAOS_TIMEOUT_SECS}\nrequeue: true\n").as_bytes()).unwrap();
+
+    let stop_peek = Arc::new(AtomicBool::new(false));
+    let peeker = spawn_peeker(q.dir().to_path_buf(), stop_peek.clone());
+    let mut fleet = Fleet { root: root.clone(), queue: "chaos".into(), log_dir: log_dir.clone(), publishers: vec![], consumers: vec![], spawned: 0, extra_env: vec![] };
+    for _ in 0..2 {
+        let c = fleet.spawn("publish");
+        fleet.publishers.push(c);
+    }
+    for _ in 0..3 {
+        let c = fleet.spawn("consume");
+        fleet.consumers.push(c);
+    }
+    let mut kills = 0;
+    let mut consumer_kills = 0;
+    while kills < kills_wanted {
+        std::thread::sleep(Duration::from_millis(15 + rng.below(60)));
+        let victim_is_consumer = rng.below(2) == 0;
+        let (role, pool) = if victim_is_consumer { ("consume", &mut fleet.consumers) } else { ("publish", &mut fleet.publishers) };
+        let i = rng.below(pool.len() as u64) as usize;
+        let mut victim = pool.swap_remove(i);
+        sigkill(&mut victim);
+        kills += 1;
+        consumer_kills += victim_is_consumer as usize;
+        let c = fleet.spawn(role);
+        if victim_is_consumer { fleet.consumers.push(c) } else { fleet.publishers.push(c) }
+    }
+    std::fs::write(log_dir.join("stop"), "").unwrap();
+    for p in &mut fleet.publishers {
+        assert!(wait_or_kill(p, Duration::from_secs(30)).unwrap().success());
+    }
+    // Consumers drain, waiting out the leases of the killed ones, then leave.
+    for c in &mut fleet.consumers {
+        let st = wait_or_kill(c, Duration::from_secs(120));
+        assert!(st.map(|s| s.success()).unwrap_or(false), "a consumer did not drain the queue in time: {:?}", q.status(false));
+    }
+    let (claims, temps) = recover_leftovers(&q);
+    // Messages recovered from claims are waiting again: deliver them the same way.
+    for d in q.consume(usize::MAX, &ConsumeOptions { clean: false }).unwrap() {
+        append_line(&log_dir.join("delivered-final"), check_body(&d.message.body_text()).expect("whole body"));
+        q.ack(&d.message.filename).unwrap();
+    }
+    stop_peek.store(true, Ordering::Relaxed);
+    let (peeked, torn) = peeker.join().unwrap();
+    assert!(torn.is_empty(), "a reader saw torn message files: {torn:#?}");
+    let late = read_all_lines(&log_dir, "late-").len();
+    let (published, delivered, duplicates) = verify_delivery(&log_dir, kills + late);
+    assert_nothing_left(q.dir());
+    eprintln!(
+        "chaos: {kills} kills ({consumer_kills} consumers), {published} published, {delivered} delivered, {duplicates} duplicates, \
+         {late} acks after lease expiry, {claims} claims and {temps} temporary files of killed workers recovered, \
+         {peeked} message files read by an outside reader, 0 torn, 0 lost"
+    );
+}
+
+// ------------------------------------------------------------------ disk full
+
+/// A size-limited tmpfs, unmounted on drop.
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    fn new(size: &str) -> SmallFs {
+        let dir = tempfile::tempdir().unwrap();
+        let st = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(dir.path()).status().unwrap();
+        assert!(st.success(), "mount -t tmpfs needs root");
+        SmallFs { dir }
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+fn is_enospc(e: &Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOSPC)
+}
+
+#[test]
+fn disk_full_publish_fails_cleanly_and_consume_ack_keep_working() {
+    let fs = SmallFs::new("1m");
+    let root = fs.path().join("root");
+    let broker = Broker::open_or_init(&root).unwrap();
+    broker.create_queue("q").unwrap();
+    let q = broker.queue("q").unwrap();
+    let mut published = Vec::new();
+    let mut first_error = None;
+    // Fill to the last byte: big bodies, then smaller ones.
+    for size in [8192usize, 1024, 64, 1] {
+        loop {
+            match q.publish(Value::String(make_body(&format!("k{}", published.len()), size)), &PublishOptions::default()) {
+                Ok(m) => published.push(m),
+                Err(e) => {
+                    assert!(is_enospc(&e), "publish on a full disk: {e}");
+                    first_error.get_or_insert(e.to_string());
+                    break;
+                }
+            }
+        }
+    }
+    let msg = first_error.unwrap();
+    assert!(msg.contains("No space left on device") && msg.contains(&root.display().to_string()), "unclear error: {msg}");
+    // Nothing partial: no temporary file, and every message file is whole.
+    let names = names_in(q.dir());
+    assert!(!names.iter().any(|n| n.starts_with(".tmp-")), "temporary files left: {names:?}");
+    let waiting = q.waiting().unwrap();
+    assert_eq!(waiting.len(), published.len());
+    for w in &waiting {
+        let m = q.read_waiting(w).unwrap().unwrap();
+        assert!(check_body(&m.body_text()).is_some());
+    }
+    // Consume (with its housekeeping due) and ack keep working on the full disk.
+    let got = q.consume(5, &ConsumeOptions { clean: true }).unwrap();
+    assert_eq!(got.len(), 5);
+    assert!(matches!(q.ack(&got[0].message.filename).unwrap(), AckOutcome::Acked(_)));
+    // A nack that cannot write its requeued copy fails clearly and loses nothing.
+    let _ = q.nack(&got[1].message.filename, true);
+    // Free space by acking, then publishing resumes.
+    for d in &got[2..] {
+        q.ack(&d.message.filename).unwrap();
+    }
+    for d in q.consume(20, &ConsumeOptions { clean: false }).unwrap() {
+        q.ack(&d.message.filename).unwrap();
+    }
+    q.publish(Value::String(make_body("after", 100)), &PublishOptions::default()).expect("publish after space was freed");
+    // Everything not acked is still there: waiting, in flight, or in a claim a cleaner recovers.
+    let (_, _) = recover_leftovers(&q);
+    let st = q.status(false).unwrap();
+    eprintln!("disk full: {} messages filled 1 MiB; error: {msg}; {} waiting after freeing space", published.len(), st.waiting);
+    assert_eq!(st.waiting, published.len() - 5 - 20 + 1 + 1, "a message was lost around the full disk");
+}
+
+// ------------------------------------------------------------------ hostile and broken input
+
+fn fresh_root() -> (tempfile::TempDir, PathBuf, Broker) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let broker = Broker::open_or_init(&root).unwrap();
+    broker.create_queue("q").unwrap();
+    (tmp, root, broker)
+}
+
+#[test]
+fn hostile_queue_names_are_refused() {
+    let (tmp, root, broker) = fresh_root();
+    let long = "a".repeat(300);
+    for bad in ["a/b", "..", ".", "../escape", "/etc", "a\0b", "", long.as_str(), "q/../../x", "work", "ddmq.yaml"] {
+        let created = broker.create_queue(bad);
+        let opened = broker.queue(bad);
+        if bad == "work" || bad == "ddmq.yaml" {
+            // Valid names: "ddmq.yaml" is refused (the dot); "work" is a queue like any other.
+            continue;
+        }
+        assert!(matches!(created, Err(Error::InvalidQueueName(_))), "create {bad:?}: {created:?}");
+        assert!(matches!(opened, Err(Error::InvalidQueueName(_))), "queue {bad:?}");
+        assert!(created.unwrap_err().to_string().contains("invalid queue name"));
+    }
+    assert!(broker.create_queue("ddmq.yaml").is_err());
+    // Nothing was created outside the root or in it.
+    assert_eq!(names_in(tmp.path()), ["root"]);
+    let mut top = names_in(&root);
+    top.retain(|n| n != "work");
+    assert_eq!(top, ["ddmq.yaml", "ddmq.yaml.example", "q"]);
+}
+
+#[test]
+fn ack_nack_delete_touch_never_reach_outside_the_queue() {
+    let (tmp, root, broker) = fresh_root();
+    let q = broker.queue("q").unwrap();
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let inside = root.join("q").join("1.1.ddmqabc");
+    q.publish(Value::String("keep".into()), &PublishOptions::default()).unwrap();
+    let d = q.consume_one().unwrap().unwrap();
+    let victim_abs = victim.display().to_string();
+    let hostile = [
+        victim_abs.as_str(),
+        "../../victim",
+        "../victim",
+        "work/../../../victim",
+        "1.1.1.ddmqab/../../../../victim",
+        "1.1.ddmqab/../../../victim",
+        "1.1.1.ddmq..",
+        "1.1.1.ddmqab\0x",
+        "ddmq.yaml",
+        "work",
+        ".",
+        "",
+        "/",
+        "1.1.ddmqabc/..",
+    ];
+    std::fs::write(&inside, "{}").unwrap();
+    for bad in hostile {
+        for (op, r) in [
+            ("ack", q.ack(bad).map(|o| format!("{o:?}"))),
+            ("nack", q.nack(bad, true).map(|o| format!("{o:?}"))),
+            ("touch", q.touch(bad).map(|o| format!("{o:?}"))),
+            ("del_msg", q.delete_message(bad).map(|o| format!("{o:?}"))),
+        ] {
+            match r {
+                Err(Error::InvalidMessageName(_)) => {}
+                Ok(o) if o == "NotFound" || o == "None" || o == "false" => {}
+                other => panic!("{op} {bad:?}: {other:?}"),
+            }
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(root.join("q/ddmq.yaml").is_file() && root.join("q/work").is_dir() && inside.exists());
+    // The real message is untouched by all that.
+    assert!(matches!(q.ack(&d.message.filename).unwrap(), AckOutcome::Acked(_)));
+}
+
+/// Writes `bytes` as a waiting message file named for priority 0, with an mtime 30 s ago.
+fn plant_old(qdir: &Path, n: u64, bytes: &[u8]) -> String {
+    let name = format!("0.{n}.ddmq{:032x}", n);
+    std::fs::write(qdir.join(&name), bytes).unwrap();
+    age_file(&qdir.join(&name), 30);
+    name
+}
+
+#[test]
+fn corrupt_empty_truncated_huge_and_special_files_at_the_head_do_not_stop_the_queue() {
+    let (_tmp, root, broker) = fresh_root();
+    let q = broker.queue("q").unwrap();
+    let qdir = root.join("q");
+    let good = q.publish(Value::String("whole".into()), &PublishOptions::default()).unwrap();
+    let whole = std::fs::read(qdir.join(&good.filename)).unwrap();
+    let mut bad = vec![
+        plant_old(&qdir, 1, b""),
+        plant_old(&qdir, 2, &whole[..whole.len() / 2]),
+        plant_old(&qdir, 3, b"\xff\xfe\x00garbage"),
+        plant_old(&qdir, 4, b"[1, 2, 3]"),
+        plant_old(&qdir, 5, b"{\"priority\": -5}"),
+        plant_old(&qdir, 6, b"{\"requeue\": {\"$eval\": \"__import__('os').system('touch /tmp/pwned')\"}}"),
+    ];
+    // Larger than any message file we read into memory (sparse: costs no space).
+    let huge = format!("0.7.ddmq{:032x}", 7);
+    std::fs::File::create(qdir.join(&huge)).unwrap().set_len((1 << 30) + 1).unwrap();
+    bad.push(huge);
+    // A directory and a FIFO named like messages.
+    let dir_name = format!("0.8.ddmq{:032x}", 8);
+    std::fs::create_dir(qdir.join(&dir_name)).unwrap();
+    bad.push(dir_name);
+    let fifo = format!("0.9.ddmq{:032x}", 9);
+    let c = std::ffi::CString::new(qdir.join(&fifo).as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    bad.push(fifo);
+    // A file being written right now (young): given back and retried later, never delivered torn.
+    let young = format!("0.10.ddmq{:032x}", 10);
+    std::fs::write(qdir.join(&young), &whole[..10]).unwrap();
+    for i in 0..3 {
+        q.publish(Value::String(format!("after{i}")), &PublishOptions::default()).unwrap();
+    }
+    let got: Vec<String> = q.consume(10, &ConsumeOptions { clean: false }).unwrap().iter().map(|d| d.message.body_text()).collect();
+    assert_eq!(got, ["whole", "after0", "after1", "after2"]);
+    let quarantined = names_in(&qdir.join("quarantine"));
+    assert_eq!(quarantined.len(), bad.len(), "quarantine holds {quarantined:?}");
+    for b in &bad {
+        assert!(quarantined.iter().any(|n| n.contains(b.as_str())), "{b} not quarantined");
+    }
+    assert!(qdir.join(&young).exists(), "the young file was not given back");
+    assert!(!Path::new("/tmp/pwned").exists());
+}
+
+#[test]
+fn huge_message_is_refused_with_a_clear_error() {
+    let (_tmp, _root, broker) = fresh_root();
+    let q = broker.queue("q").unwrap();
+    let big = "x".repeat((16 << 20) + 1);
+    let e = q.publish(Value::String(big), &PublishOptions::default()).unwrap_err();
+    assert!(matches!(e, Error::TooLarge { .. }), "{e}");
+    assert!(e.to_string().contains("larger than max_message_bytes"), "{e}");
+    assert!(q.waiting().unwrap().is_empty());
+    assert!(names_in(q.dir()).iter().all(|n| !n.starts_with(".tmp-")));
+    // Up to the limit it goes through, whole.
+    q.write_config_text(b"max_message_bytes: 4194304\n").unwrap();
+    let body = make_body("big", 4 << 20).chars().take(4 << 20).collect::<String>();
+    let e = q.publish(Value::String(body.clone() + "y"), &PublishOptions::default()).unwrap_err();
+    assert!(matches!(e, Error::TooLarge { .. }));
+    q.publish(Value::String(body.clone()), &PublishOptions::default()).unwrap();
+    assert_eq!(q.consume_one().unwrap().unwrap().message.body_text(), body);
+}
+
+#[test]
+fn planted_symlinks_are_never_followed_out_of_root() {
+    let (tmp, root, broker) = fresh_root();
+    let q = broker.queue("q").unwrap();
+    let qdir = root.join("q");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let secret = outside.join("secret.json");
+    let forged = r#"{"message": "from outside", "id": "abc", "priority": 0}"#;
+    std::fs::write(&secret, forged).unwrap();
+    // A message name that is a link to a file outside ROOT, and one to a directory.
+    std::os::unix::fs::symlink(&secret, qdir.join("0.1.ddmqaaaa")).unwrap();
+    std::os::unix::fs::symlink(&outside, qdir.join("0.2.ddmqbbbb")).unwrap();
+    // An expired in-flight name that is a link.
+    std::os::unix::fs::symlink(&secret, qdir.join("work/1000000000.0.3.ddmqcccc")).unwrap();
+    // Our own subdirectories replaced by links to the outside.
+    std::os::unix::fs::symlink(&outside, qdir.join("quarantine")).unwrap();
+    std::os::unix::fs::symlink(&outside, qdir.join("dead")).unwrap();
+    q.write_config_text(b"dead_letter: true\nrequeue: true\n").unwrap();
+    q.publish(Value::String("real".into()), &PublishOptions { requeue_limit: Some(1), ..Default::default() }).unwrap();
+    let d = q.consume_one().unwrap().unwrap();
+    assert_eq!(d.message.body_text(), "real", "a linked file was delivered");
+    q.clean().expect("clean with a planted link in work/");
+    assert!(matches!(q.nack(&d.message.filename, false).unwrap(), RequeueOutcome::Requeued(_)));
+    // Over its requeue limit: to dead/, which must not be the planted link.
+    let d = q.consume_one().unwrap().unwrap();
+    assert_eq!(d.message.body_text(), "real");
+    assert_eq!(q.nack(&d.message.filename, false).unwrap(), RequeueOutcome::LimitReached { dead_lettered: true });
+    assert!(q.consume_one().unwrap().is_none());
+    assert_eq!(names_in(&outside), ["secret.json"], "something was moved out of ROOT");
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), forged);
+    // A queue directory or work/ that is a link is not a queue.
+    std::os::unix::fs::symlink(&outside, root.join("linked")).unwrap();
+    assert!(broker.queue("linked").is_err());
+    assert!(!broker.list_queues().unwrap().contains(&"linked".to_string()));
+}
+
+#[test]
+fn yaml_bombs_and_huge_values_are_refused_clearly() {
+    let (_tmp, root, broker) = fresh_root();
+    let laughs = "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\nh: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]\ni: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]\n";
+    let deep = format!("a: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    let big = format!("message_timeout: 5\npad: \"{}\"\n", "x".repeat(2 << 20));
+    let qconf = root.join("q/ddmq.yaml");
+    let q = broker.queue("q").unwrap();
+    for (what, text) in [("billion laughs", laughs.to_string()), ("deep nesting", deep), ("2 MiB file", big), ("not a mapping", "- 1\n- 2\n".into()), ("1e400", "message_timeout: 1e400\n".into()), ("too big", "message_timeout: 99999999999999999999999\n".into()), ("negative", "priority: -1\n".into()), ("string", "requeue: sometimes\n".into())] {
+        assert!(q.write_config_text(text.as_bytes()).is_err(), "{what} accepted by write_config_text");
+        std::fs::write(&qconf, &text).unwrap();
+        broker.forget_queue("q"); // a fresh handle: settings are cached for a second
+        let e = broker.queue("q").unwrap().consume_one().expect_err(what).to_string();
+        assert!(e.contains("ddmq.yaml"), "{what}: {e}");
+        std::fs::write(root.join("ddmq.yaml"), &text).unwrap();
+        let e = Broker::open(&root).err().expect(what).to_string();
+        assert!(e.contains("ddmq.yaml"), "{what}: {e}");
+        std::fs::write(root.join("ddmq.yaml"), "").unwrap();
+    }
+    // Values at the edge of u64 are accepted and must not overflow anything.
+    std::fs::write(&qconf, "cleaned: 18446744073709551615\nmessage_timeout: 18446744073709551615\n").unwrap();
+    let q = { broker.forget_queue("q"); broker.queue("q").unwrap() };
+    q.publish(Value::String("edge".into()), &PublishOptions { clean: true, ..Default::default() }).unwrap();
+    let d = q.consume(1, &ConsumeOptions { clean: true }).unwrap().pop().unwrap();
+    assert!(d.work_name.expiry > ddmq::engine::now_secs(), "expiry wrapped around: {}", d.work_name);
+    assert!(q.touch(&d.message.filename).unwrap().unwrap().expiry > ddmq::engine::now_secs());
+    assert_eq!(q.clean().unwrap().requeued, 0);
+    // A message file carrying a huge timeout of its own.
+    std::fs::write(&qconf, "message_timeout: 60\n").unwrap();
+    let q = { broker.forget_queue("q"); broker.queue("q").unwrap() };
+    q.publish(Value::String("own".into()), &PublishOptions { timeout: Some(u64::MAX), ..Default::default() }).unwrap();
+    let d = q.consume_one().unwrap().unwrap();
+    assert!(d.work_name.expiry > ddmq::engine::now_secs(), "expiry wrapped around: {}", d.work_name);
+}
+
+#[test]
+fn group_shared_queue_files_are_group_writable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    // The setgid root of a shared group (gid 100, "users" on Debian; any gid works for root).
+    std::os::unix::fs::chown(&root, None, Some(100)).unwrap();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o2775)).unwrap();
+    let mut w = spawn_worker("group", &[("ROOT", root.display().to_string())]);
+    assert!(wait_or_kill(&mut w, Duration::from_secs(60)).unwrap().success());
+    let mut checked = 0;
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let m = e.path().symlink_metadata().unwrap();
+            assert_eq!(m.gid(), 100, "{} not in the queue's group", e.path().display());
+            let group_rw = if m.is_dir() { 0o070 } else { 0o060 };
+            assert_eq!(m.mode() & group_rw, group_rw, "{} has mode {:o}", e.path().display(), m.mode());
+            if m.is_dir() {
+                assert_ne!(m.mode() & 0o2000, 0, "{} lost the setgid bit", e.path().display());
+                stack.push(e.path());
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 8, "only {checked} entries created");
+}
+
+/// Under umask 002: creates, publishes, consumes, nacks to dead/, quarantines, cleans.
+fn group_worker(root: &Path) {
+    unsafe { libc::umask(0o002) };
+    let broker = Broker::open_or_init(root).unwrap();
+    broker.create_queue("shared").unwrap();
+    let q = broker.queue("shared").unwrap();
+    q.write_config_text(b"dead_letter: true\n").unwrap();
+    q.publish(Value::String("a".into()), &PublishOptions { requeue_limit: Some(1), ..Default::default() }).unwrap();
+    q.publish(Value::String("b".into()), &PublishOptions::default()).unwrap();
+    let d = q.consume_one().unwrap().unwrap();
+    q.nack(&d.message.filename, false).unwrap();
+    let d = q.consume_one().unwrap().unwrap();
+    q.nack(&d.message.filename, false).unwrap();
+    std::fs::write(q.dir().join("0.1.ddmqbad"), "{").unwrap();
+    age_file(&q.dir().join("0.1.ddmqbad"), 30);
+    let _ = q.consume_one().unwrap();
+    q.clean().unwrap();
+}
+
+// ------------------------------------------------------------------ two hosts over sshfs
+
+/// Two sshfs mounts of one directory over loopback play two hosts; each runs a publisher and two
+/// consumers. Every message is claimed exactly once and none is lost.
+#[test]
+fn two_hosts_over_sshfs_claim_every_message_exactly_once() {
+    let per_publisher = env_usize("DDMQ_SSHFS_MESSAGES", 1000);
+    let tmp = tempfile::tempdir().unwrap();
+    let shared = tmp.path().join("shared");
+    let log_dir = tmp.path().join("logs");
+    std::fs::create_dir(&log_dir).unwrap();
+    let broker = Broker::open_or_init(&shared).unwrap();
+    broker.create_queue("net").unwrap();
+    let q = broker.queue("net").unwrap();
+    q.write_config_text(b"cleaned: 0\nmessage_timeout: 600\n").unwrap();
+    let keys = tmp.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let mut sshd = rel_support::sshfs::Sshd::start(&keys);
+    let hosts = [tmp.path().join("hostA"), tmp.path().join("hostB")];
+    for h in &hosts {
+        sshd.mount(&shared, h);
+    }
+    let mut children = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        let mut fleet = Fleet { root: h.clone(), queue: "net".into(), log_dir: log_dir.clone(), publishers: vec![], consumers: vec![], spawned: i * 100, extra_env: vec![("PUBLISH_LIMIT".into(), per_publisher.to_string()), ("MSG_TIMEOUT".into(), "600".into())] };
+        children.push(("publish", fleet.spawn("publish")));
+        for _ in 0..2 {
+            children.push(("consume", fleet.spawn("consume")));
+        }
+    }
+    for (role, c) in children.iter_mut().filter(|(r, _)| *r == "publish") {
+        assert!(wait_or_kill(c, Duration::from_secs(180)).unwrap().success(), "{role}");
+    }
+    std::fs::write(log_dir.join("stop"), "").unwrap();
+    for (_, c) in children.iter_mut() {
+        assert!(wait_or_kill(c, Duration::from_secs(180)).map(|s| s.success()).unwrap_or(false), "a consumer did not finish: {:?}", q.status(false));
+    }
+    assert!(read_all_lines(&log_dir, "late-").is_empty());
+    let (published, delivered, duplicates) = verify_delivery(&log_dir, 0);
+    assert_eq!(published, 2 * per_publisher);
+    assert_eq!(delivered, published);
+    let by_host: Vec<usize> = (0..2).map(|i| (0..3).map(|w| read_lines(&log_dir.join(format!("delivered-w{}", i * 100 + w + 1))).len()).sum()).collect();
+    let hidden = remove_fuse_hidden_settings(q.dir());
+    assert_nothing_left(q.dir());
+    eprintln!("sshfs: {published} messages published from two hosts, {delivered} delivered (host A {}, host B {}), {duplicates} duplicates, 0 lost; {hidden} .fuse_hidden copies of ddmq.yaml left by sshfs", by_host[0], by_host[1]);
+}
+
+// ------------------------------------------------------------------ through the mount and the CLI
+
+/// Publishes through MNT/<q>/in: open, write in small pieces (so a kill lands mid-body), close.
+/// Logs a key only after close() returned 0.
+fn mount_write_worker(mnt: &Path, queue: &str, wid: &str, log_dir: &Path) {
+    use std::io::Write;
+    use std::os::fd::IntoRawFd;
+    let log = log_dir.join(format!("published-{wid}"));
+    let problems = log_dir.join(format!("problems-{wid}"));
+    let limit = env_usize("PUBLISH_LIMIT", usize::MAX);
+    for seq in 0..limit {
+        if log_dir.join("stop").exists() {
+            return;
+        }
+        let key = format!("{wid}-{seq}");
+        let body = make_body(&key, (seq * 131) % 3000);
+        let mut f = match std::fs::OpenOptions::new().write(true).open(mnt.join(queue).join("in")) {
+            Ok(f) => f,
+            Err(e) => {
+                append_line(&problems, &format!("open in: {e}"));
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let mut ok = true;
+        for chunk in body.as_bytes().chunks(700) {
+            if let Err(e) = f.write_all(chunk) {
+                append_line(&problems, &format!("write in: {e}"));
+                ok = false;
+                break;
+            }
+        }
+        let rc = unsafe { libc::close(f.into_raw_fd()) };
+        if ok && rc == 0 {
+            append_line(&log, &key);
+        } else if rc != 0 {
+            append_line(&problems, &format!("close in: {}", std::io::Error::last_os_error()));
+        }
+    }
+}
+
+/// Takes messages through MNT/<q>/next: reads until the body proves itself whole, logs it, then
+/// reads to EOF and closes (which acks). Leaves when the queue is empty and LOG_DIR/stop exists.
+fn mount_read_worker(mnt: &Path, queue: &str, wid: &str, log_dir: &Path) {
+    use std::io::Read;
+    let delivered = log_dir.join(format!("delivered-{wid}"));
+    let problems = log_dir.join(format!("problems-{wid}"));
+    loop {
+        let mut f = match std::fs::File::open(mnt.join(queue).join("next")) {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {
+                if log_dir.join("stop").exists() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            Err(e) => {
+                append_line(&problems, &format!("open next: {e}"));
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        // The mount acks once the whole body was handed over, even to a reader killed before it
+        // used it. So take the key from the first bytes (small reads never hand over a whole
+        // body) and log it before the rest: a kill before the end gives the message back (a
+        // duplicate), a kill after it finds it logged (not lost).
+        let mut body = Vec::new();
+        let mut logged = false;
+        let mut small = [0u8; 8];
+        while !body.contains(&b'|') {
+            match f.read(&mut small) {
+                Ok(0) => break,
+                Ok(n) => body.extend_from_slice(&small[..n]),
+                Err(e) => {
+                    append_line(&problems, &format!("read next: {e}"));
+                    break;
+                }
+            }
+        }
+        if let Some(bar) = body.iter().position(|b| *b == b'|') {
+            append_line(&delivered, &String::from_utf8_lossy(&body[..bar]));
+        }
+        let mut buf = [0u8; 512];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => body.extend_from_slice(&buf[..n]),
+                Err(e) => {
+                    append_line(&problems, &format!("read next: {e}"));
+                    break;
+                }
+            }
+        }
+        if std::str::from_utf8(&body).ok().and_then(check_body).is_some() {
+            logged = true;
+        }
+        if !logged {
+            append_line(&problems, &format!("torn body through next: {:?}", String::from_utf8_lossy(&body[..body.len().min(80)])));
+            let _ = &delivered;
+        }
+    }
+}
+
+/// Live children that the killer may SIGKILL. A child is reaped only under this lock, so a pid
+/// in here is never one the system has recycled.
+#[derive(Default)]
+struct Killable {
+    pids: std::sync::Mutex<Vec<u32>>,
+    sigkilled: AtomicUsize,
+}
+
+impl Killable {
+    /// Runs `cmd` to its end, killable meanwhile; returns (exit status, stdout).
+    fn run(&self, cmd: &mut std::process::Command) -> (std::process::ExitStatus, Vec<u8>) {
+        use std::io::Read;
+        use std::os::unix::process::ExitStatusExt;
+        let mut child = cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let pid = child.id();
+        self.pids.lock().unwrap().push(pid);
+        let mut out = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = out.read_to_end(&mut v);
+            v
+        });
+        let mut err = child.stderr.take().unwrap();
+        let err_reader = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = err.read_to_end(&mut v);
+            v
+        });
+        let status = loop {
+            {
+                let mut pids = self.pids.lock().unwrap();
+                if let Some(st) = child.try_wait().unwrap() {
+                    pids.retain(|p| *p != pid);
+                    break st;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        if status.signal() == Some(libc::SIGKILL) {
+            self.sigkilled.fetch_add(1, Ordering::Relaxed);
+        }
+        let stderr = err_reader.join().unwrap();
+        assert!(!String::from_utf8_lossy(&stderr).contains("panicked"), "ddmq panicked: {}", String::from_utf8_lossy(&stderr));
+        (status, reader.join().unwrap())
+    }
+
+    /// SIGKILLs one random live child, if any.
+    fn kill_one(&self, rng: &mut Rng) -> bool {
+        let pids = self.pids.lock().unwrap();
+        if pids.is_empty() {
+            return false;
+        }
+        let pid = pids[rng.below(pids.len() as u64) as usize];
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) == 0 }
+    }
+}
+
+/// Parses `ddmq consume --format json` output: (key, in-flight filename) of each whole line.
+fn parse_consumed(stdout: &[u8]) -> Vec<(Option<String>, String)> {
+    let text = String::from_utf8_lossy(stdout);
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| {
+            let body = v.get("message")?.as_str()?.to_string();
+            let file = v.get("filename")?.as_str()?.to_string();
+            Some((check_body(&body).map(str::to_string), file))
+        })
+        .collect()
+}
+
+/// Consumes whatever is left with the engine once leases ran out, logging it as delivered.
+fn drain_with_engine(q: &ddmq::engine::Queue, log_dir: &Path, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        q.clean().unwrap();
+        for d in q.consume(usize::MAX, &ConsumeOptions { clean: false }).unwrap() {
+            append_line(&log_dir.join("delivered-drain"), check_body(&d.message.body_text()).unwrap_or("TORN"));
+            q.ack(&d.message.filename).unwrap();
+        }
+        let st = q.status(false).unwrap();
+        if st.waiting == 0 && st.in_flight == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "queue not drained: {st:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn chaos_sigkill_cli_processes_and_mount_readers() {
+    let kills_wanted = env_usize("DDMQ_CHAOS_KILLS", 100);
+    let mut rng = Rng::new("chaos-cli-mount");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let mnt = tmp.path().join("mnt");
+    let log_dir = tmp.path().join("logs");
+    std::fs::create_dir(&log_dir).unwrap();
+    let broker = Broker::open_or_init(&root).unwrap();
+    broker.create_queue("chaos").unwrap();
+    let q = broker.queue("chaos").unwrap();
+    q.write_config_text(format!("cleaned: 0\nmessage_timeout: {CHAOS_TIMEOUT_SECS}\nrequeue: true\n").as_bytes()).unwrap();
+    let _mount = rel_support::mount::Mount::start(&root, &mnt);
+    let stop = Arc::new(AtomicBool::new(false));
+    let killable = Arc::new(Killable::default());
+    let mut threads = Vec::new();
+    for t in 0..2 {
+        let (stop, killable, root, log_dir) = (stop.clone(), killable.clone(), root.clone(), log_dir.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut seq = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("cli{t}-{seq}");
+                seq += 1;
+                let body = make_body(&key, (seq * 53) % 2000);
+                let (st, _) = killable.run(std::process::Command::new(ddmq_bin()).args(["publish", "-s", "-t", &CHAOS_TIMEOUT_SECS.to_string(), "-r"]).arg(&root).arg("chaos").arg(&body));
+                if st.success() {
+                    append_line(&log_dir.join(format!("published-cli{t}")), &key);
+                }
+            }
+        }));
+    }
+    for t in 0..2 {
+        let (stop, killable, root, log_dir) = (stop.clone(), killable.clone(), root.clone(), log_dir.clone());
+        threads.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let (st, out) = killable.run(std::process::Command::new(ddmq_bin()).args(["consume", "--format", "json", "-n", "3"]).arg(&root).arg("chaos"));
+                let got = parse_consumed(&out);
+                if got.is_empty() && st.success() {
+                    std::thread::sleep(Duration::from_millis(30));
+                }
+                let mut files = Vec::new();
+                for (key, file) in got {
+                    match key {
+                        Some(k) => append_line(&log_dir.join(format!("delivered-cli{t}")), &k),
+                        None => append_line(&log_dir.join(format!("problems-cli{t}")), &format!("torn body in {file}")),
+                    }
+                    files.push(file);
+                }
+                if !files.is_empty() {
+                    killable.run(std::process::Command::new(ddmq_bin()).args(["ack"]).arg(&root).arg("chaos").arg(files.join(",")));
+                }
+            }
+        }));
+    }
+    let spawn_mount_worker = |role: &str, n: usize| {
+        spawn_worker(role, &[("MNT", mnt.display().to_string()), ("QUEUE", "chaos".into()), ("WID", format!("m{n}")), ("LOG_DIR", log_dir.display().to_string())])
+    };
+    let mut spawned = 0;
+    let mut workers: Vec<(&str, Child)> = Vec::new();
+    for role in ["mount-write", "mount-read", "mount-read"] {
+        spawned += 1;
+        workers.push((role, spawn_mount_worker(role, spawned)));
+    }
+    let mut worker_kills = 0;
+    while killable.sigkilled.load(Ordering::Relaxed) + worker_kills < kills_wanted {
+        std::thread::sleep(Duration::from_millis(10 + rng.below(50)));
+        if rng.below(3) == 0 {
+            // Mount readers only: a writer killed mid-body publishes it truncated (see
+            // killed_mount_writer_never_publishes_a_torn_body).
+            let readers: Vec<usize> = (0..workers.len()).filter(|i| workers[*i].0 == "mount-read").collect();
+            let i = readers[rng.below(readers.len() as u64) as usize];
+            let (role, mut victim) = workers.swap_remove(i);
+            sigkill(&mut victim);
+            worker_kills += 1;
+            spawned += 1;
+            workers.push((role, spawn_mount_worker(role, spawned)));
+        } else {
+            killable.kill_one(&mut rng);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    std::fs::write(log_dir.join("stop"), "").unwrap();
+    for (role, w) in &mut workers {
+        assert!(wait_or_kill(w, Duration::from_secs(120)).map(|s| s.success()).unwrap_or(false), "{role} worker did not finish");
+    }
+    drain_with_engine(&q, &log_dir, Duration::from_secs(60));
+    let (claims, temps) = recover_leftovers(&q);
+    drain_with_engine(&q, &log_dir, Duration::from_secs(10));
+    let kills = killable.sigkilled.load(Ordering::Relaxed) + worker_kills;
+    let (published, delivered, duplicates) = verify_delivery(&log_dir, kills);
+    assert!(!read_all_lines(&log_dir, "delivered-").iter().any(|k| k == "TORN"), "a torn message was published");
+    assert_nothing_left(q.dir());
+    eprintln!("chaos (CLI and mount): {kills} kills ({worker_kills} mount readers), {published} published, {delivered} delivered, {duplicates} duplicates, {claims} claims and {temps} temporary files recovered, 0 torn, 0 lost");
+}
+
+#[test]
+fn daemon_sigkilled_under_traffic_then_remounted_loses_nothing() {
+    use std::io::Read;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let mnt = tmp.path().join("mnt");
+    let log_dir = tmp.path().join("logs");
+    std::fs::create_dir(&log_dir).unwrap();
+    let broker = Broker::open_or_init(&root).unwrap();
+    broker.create_queue("dk").unwrap();
+    let q = broker.queue("dk").unwrap();
+    q.write_config_text(b"cleaned: 0\nmessage_timeout: 3\nrequeue: true\n").unwrap();
+    for i in 0..200 {
+        let key = format!("pre-{i}");
+        q.publish(Value::String(make_body(&key, 100)), &PublishOptions::default()).unwrap();
+        append_line(&log_dir.join("published-pre"), &key);
+    }
+    let mut mount = rel_support::mount::Mount::start(&root, &mnt);
+    // In flight through the mount: claimed, never acked.
+    let mut claimed = Vec::new();
+    for _ in 0..10 {
+        let mut text = String::new();
+        std::fs::File::open(mnt.join("dk/claim")).unwrap().read_to_string(&mut text).unwrap();
+        let m = ddmq::engine::Message::from_json(text.trim().as_bytes()).unwrap();
+        claimed.push(check_body(&m.body_text()).unwrap().to_string());
+    }
+    let envs = |wid: &str| vec![("MNT", mnt.display().to_string()), ("ROOT", root.display().to_string()), ("QUEUE", "dk".to_string()), ("WID", wid.to_string()), ("LOG_DIR", log_dir.display().to_string()), ("MSG_TIMEOUT", "3".to_string())];
+    let writer = std::env::var("DDMQ_REL_DAEMON_KILL_WRITER").unwrap_or_else(|_| "publish".into());
+    let mut workers = vec![spawn_worker(&writer, &envs("mw1")), spawn_worker(&writer, &envs("mw2")), spawn_worker("mount-read", &envs("mr1"))];
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = q.status(false).unwrap();
+    mount.kill();
+    for w in &mut workers {
+        sigkill(w);
+    }
+    // The workers saw the daemon die (ENOTCONN): that is expected, not a problem of the queue.
+    for e in std::fs::read_dir(&log_dir).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("problems-") {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+    }
+    let mut mount = rel_support::mount::Mount::start(&root, &mnt);
+    std::thread::sleep(Duration::from_secs(4)); // the claimed messages' timeout
+    q.clean().unwrap();
+    // Drain through the new mount.
+    let mut reader = spawn_worker("mount-read", &envs("mr2"));
+    std::fs::write(log_dir.join("stop"), "").unwrap();
+    assert!(wait_or_kill(&mut reader, Duration::from_secs(120)).unwrap().success());
+    drain_with_engine(&q, &log_dir, Duration::from_secs(30));
+    mount.stop();
+    let delivered = read_all_lines(&log_dir, "delivered-mr2");
+    for k in &claimed {
+        assert!(delivered.contains(k), "in-flight message {k} did not come back after its timeout");
+    }
+    let (published, delivered, duplicates) = verify_delivery(&log_dir, 10 + 3);
+    assert_nothing_left(q.dir());
+    eprintln!("daemon kill: killed with {} waiting and {} in flight; {published} published, {delivered} delivered, {duplicates} duplicates, 10 claimed messages came back after their timeout, 0 lost", before.waiting, before.in_flight);
+}
+
+#[test]
+fn soak_mount_and_cli_memory_fds_flat_nothing_lost() {
+    let total = env_usize("DDMQ_SOAK_MESSAGES", 20_000);
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let mnt = tmp.path().join("mnt");
+    let log_dir = tmp.path().join("logs");
+    std::fs::create_dir(&log_dir).unwrap();
+    let broker = Broker::open_or_init(&root).unwrap();
+    broker.create_queue("soak").unwrap();
+    let q = broker.queue("soak").unwrap();
+    let mount = rel_support::mount::Mount::start(&root, &mnt);
+    // Half through the mount (2 writers), half through `ddmq publish --lines` in batches.
+    let mount_share = total / 2 / 2;
+    let envs = |wid: &str| vec![("MNT", mnt.display().to_string()), ("QUEUE", "soak".to_string()), ("WID", wid.to_string()), ("LOG_DIR", log_dir.display().to_string()), ("PUBLISH_LIMIT", mount_share.to_string())];
+    let mut writers = vec![spawn_worker("mount-write", &envs("mw1")), spawn_worker("mount-write", &envs("mw2"))];
+    let mut readers = vec![spawn_worker("mount-read", &envs("mr1")), spawn_worker("mount-read", &envs("mr2"))];
+    let cli_total = total - 2 * mount_share;
+    let cli = {
+        let (root, log_dir) = (root.clone(), log_dir.clone());
+        std::thread::spawn(move || {
+            let mut sent = 0;
+            while sent < cli_total {
+                let n = (cli_total - sent).min(1000);
+                let keys: Vec<String> = (sent..sent + n).map(|i| format!("cli-{i}")).collect();
+                let input: String = keys.iter().map(|k| make_body(k, 50) + "\n").collect();
+                let (code, _, err) = ddmq(&["publish", "-s", "--lines", &root.display().to_string(), "soak", "-"], Some(input.as_bytes()));
+                assert_eq!(code, 0, "publish --lines: {err}");
+                for k in &keys {
+                    append_line(&log_dir.join("published-cli"), k);
+                }
+                sent += n;
+                // A CLI consumer too, acking as it goes.
+                let (code, out, err) = ddmq(&["consume", "--ack", "--format", "json", "-n", "500", &root.display().to_string(), "soak"], None);
+                assert_eq!(code, 0, "consume --ack: {err}");
+                for (key, file) in parse_consumed(out.as_bytes()) {
+                    append_line(&log_dir.join("delivered-cli"), key.as_deref().unwrap_or_else(|| panic!("torn {file}")));
+                }
+            }
+        })
+    };
+    let pid = mount.pid();
+    let mut samples = Vec::new();
+    let started = Instant::now();
+    while !cli.is_finished() || writers.iter_mut().any(|w| w.try_wait().unwrap().is_none()) {
+        std::thread::sleep(Duration::from_secs(1));
+        let _ = std::fs::write("/proc/sys/vm/drop_caches", "2"); // the kernel forgets inodes: FORGETs reach the daemon
+        samples.push(proc_usage(pid));
+    }
+    cli.join().unwrap();
+    for w in &mut writers {
+        assert!(w.wait().unwrap().success());
+    }
+    std::fs::write(log_dir.join("stop"), "").unwrap();
+    for r in &mut readers {
+        assert!(wait_or_kill(r, Duration::from_secs(300)).unwrap().success());
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "2");
+    std::thread::sleep(Duration::from_millis(500));
+    let end = proc_usage(pid);
+    let (published, delivered, duplicates) = verify_delivery(&log_dir, 0);
+    assert_eq!(published, total);
+    assert_nothing_left(q.dir());
+    let warm = samples.get(samples.len() / 10).copied().unwrap_or(end);
+    let peak = samples.iter().map(|s| s.0).max().unwrap_or(end.0);
+    eprintln!("soak: {published} messages through one mount and the CLI in {:?}, {delivered} delivered, {duplicates} duplicates; daemon RSS {} KiB after warm-up, {} KiB peak, {} KiB at the end; fds {} -> {}", started.elapsed(), warm.0, peak, end.0, warm.1, end.1);
+    assert!(end.1 <= warm.1 + 2, "daemon descriptors grew from {} to {}", warm.1, end.1);
+    assert!(end.0 <= warm.0 * 2 + 16 * 1024, "daemon memory grew from {} KiB to {} KiB", warm.0, end.0);
+}
+
+/// Asserts a failed CLI call: non-zero exit, a one-line clear error on stderr, no panic.
+fn assert_cli_refuses(args: &[&str], stdin: Option<&[u8]>, wanted: &str) {
+    let (code, _out, err) = ddmq(args, stdin);
+    assert!(code != 0 && code != 101, "ddmq {args:?} exited {code}: {err}");
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "ddmq {args:?} panicked: {err}");
+    assert!(err.to_lowercase().contains(&wanted.to_lowercase()), "ddmq {args:?}: expected {wanted:?} in {err:?}");
+}
+
+#[test]
+fn cli_refuses_hostile_input_clearly() {
+    let (tmp, root, broker) = fresh_root();
+    let r = root.display().to_string();
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let long = "q".repeat(300);
+    for bad in ["a/b", "..", "../escape", long.as_str(), "a.b"] {
+        assert_cli_refuses(&["publish", &r, bad, "x"], None, "invalid queue name");
+        // create keeps the original's soft failure: a "Skipping" line, exit 0, nothing created.
+        let (code, out, err) = ddmq(&["create", &r, bad], None);
+        assert!(out.contains("invalid name") || err.contains("invalid queue name"), "create {bad:?}: exit {code}: {out}{err}");
+    }
+    let v = victim.display().to_string();
+    for bad in [v.as_str(), "../../victim", "work/../../../victim", "1.1.1.ddmqab/../../../../victim"] {
+        for cmd in ["ack", "nack", "del_msg"] {
+            let (code, _, err) = ddmq(&[cmd, &r, "q", bad], None);
+            assert!(!err.contains("panicked"), "{cmd} {bad}: {err}");
+            let _ = code;
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    let mut top = names_in(&root);
+    top.retain(|n| n != "work");
+    assert_eq!(top, ["ddmq.yaml", "ddmq.yaml.example", "q"], "a hostile name created something");
+    assert_eq!(names_in(tmp.path()), ["root", "victim"]);
+    // The json command never evaluates anything.
+    let pwned = tmp.path().join("pwned");
+    for payload in [
+        format!(r#"{{"command": "__import__('os').system('touch {}')", "root": "{r}"}}"#, pwned.display()),
+        format!(r#"{{"command": "view; touch {}", "root": "{r}"}}"#, pwned.display()),
+        format!(r#"{{"command": "$(touch {})", "root": "{r}"}}"#, pwned.display()),
+        format!(r#"{{"command": "view", "root": "`touch {}`"}}"#, pwned.display()),
+        r#"{"command": {"nested": 1}}"#.to_string(),
+        "[]".to_string(),
+        "not json".to_string(),
+    ] {
+        let (code, _, err) = ddmq(&["json", &payload], None);
+        assert!(code != 0 && !err.contains("panicked"), "json {payload}: exit {code}: {err}");
+    }
+    assert!(!pwned.exists(), "the json command ran code");
+    let (code, out, _) = ddmq(&["json", &format!(r#"{{"command": "view", "root": "{r}", "format": "json"}}"#)], None);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"q\""), "{out}");
+    // A YAML bomb as settings: a clear error naming the file.
+    std::fs::write(root.join("q/ddmq.yaml"), "a: &a [1,1,1,1,1,1,1,1,1]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\nh: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]\n").unwrap();
+    assert_cli_refuses(&["publish", &r, "q", "x"], None, "ddmq.yaml");
+    std::fs::write(root.join("q/ddmq.yaml"), "cleaned: 0\n").unwrap();
+    // A huge message: refused whole, nothing written.
+    let big = vec![b'x'; (16 << 20) + 1];
+    assert_cli_refuses(&["publish", &r, "q", "-"], Some(&big), "larger than");
+    assert!(broker.queue("q").unwrap().waiting().unwrap().is_empty());
+}
+
+#[test]
+fn cli_disk_full_clear_error_then_resumes() {
+    let fs = SmallFs::new("1m");
+    let root = fs.path().join("root");
+    let r = root.display().to_string();
+    let broker = Broker::open_or_init(&root).unwrap();
+    broker.create_queue("q").unwrap();
+    let body = "y".repeat(8000);
+    let mut ok = 0;
+    let err = loop {
+        let (code, _, err) = ddmq(&["publish", "-s", &r, "q", &body], None);
+        if code != 0 {
+            break err;
+        }
+        ok += 1;
+        assert!(ok < 1000, "a 1 MiB filesystem never filled");
+    };
+    assert!(err.contains("No space left on device") && !err.contains("panicked"), "{err}");
+    assert!(names_in(&root.join("q")).iter().all(|n| !n.starts_with(".tmp-")));
+    let (code, out, err) = ddmq(&["consume", "--ack", "--format", "json", "-n", "3", &r, "q"], None);
+    assert_eq!(code, 0, "consume --ack on a full disk: {err}");
+    assert_eq!(parse_consumed(out.as_bytes()).len(), 3);
+    let (code, _, err) = ddmq(&["publish", "-s", &r, "q", "small"], None);
+    assert_eq!(code, 0, "publish after space was freed: {err}");
+    assert_eq!(broker.queue("q").unwrap().status(false).unwrap().waiting, ok - 3 + 1);
+}
+
+#[test]
+fn mount_refuses_paths_out_of_the_queue() {
+    use std::io::Write;
+    let (tmp, root, broker) = fresh_root();
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let mnt = tmp.path().join("mnt");
+    let _m = rel_support::mount::Mount::start(&root, &mnt);
+    for bad in ["../../victim", "..", "../ddmq.yaml", "../../root/ddmq.yaml"] {
+        let _ = std::fs::remove_file(mnt.join("q/work").join(bad));
+    }
+    for bad in ["a.b", "..x", &"q".repeat(300)] {
+        assert!(std::fs::create_dir(mnt.join(bad)).is_err(), "mkdir {bad} accepted");
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(root.join("ddmq.yaml").exists() && root.join("q/ddmq.yaml").exists());
+    // ack and nack files take ids: paths are refused.
+    for file in ["ack", "nack"] {
+        let mut f = std::fs::OpenOptions::new().write(true).open(mnt.join("q").join(file)).unwrap();
+        assert!(f.write_all(format!("{}\n", victim.display()).as_bytes()).and_then(|_| f.flush()).is_err() || std::fs::read_to_string(&victim).is_ok());
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    // A message written through `in` that is not UTF-8, or too big, is refused and not published.
+    let q = broker.queue("q").unwrap();
+    q.write_config_text(b"max_message_bytes: 1000\n").unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut f = std::fs::OpenOptions::new().write(true).open(mnt.join("q/in")).unwrap();
+    assert!(f.write_all(&[b'x'; 2000]).is_err());
+    drop(f);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(q.waiting().unwrap().is_empty());
+}
+
+#[test]
+fn two_hosts_over_sshfs_with_a_mount_on_each() {
+    let per_writer = env_usize("DDMQ_SSHFS_MESSAGES", 300) / 2;
+    let tmp = tempfile::tempdir().unwrap();
+    let shared = tmp.path().join("shared");
+    let log_dir = tmp.path().join("logs");
+    std::fs::create_dir(&log_dir).unwrap();
+    let broker = Broker::open_or_init(&shared).unwrap();
+    broker.create_queue("net").unwrap();
+    let q = broker.queue("net").unwrap();
+    let keys = tmp.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let mut sshd = rel_support::sshfs::Sshd::start(&keys);
+    let mut mounts = Vec::new();
+    let mut workers = Vec::new();
+    for h in ["A", "B"] {
+        let host_root = tmp.path().join(format!("host{h}"));
+        sshd.mount(&shared, &host_root);
+        let mnt = tmp.path().join(format!("mnt{h}"));
+        mounts.push(rel_support::mount::Mount::start(&host_root, &mnt));
+        let envs = |role: &str| vec![("MNT", mnt.display().to_string()), ("ROOT", host_root.display().to_string()), ("QUEUE", "net".to_string()), ("WID", format!("{role}{h}")), ("LOG_DIR", log_dir.display().to_string()), ("PUBLISH_LIMIT", per_writer.to_string()), ("MSG_TIMEOUT", "600".to_string())];
+        workers.push(("w", spawn_worker("mount-write", &envs("mw"))));
+        workers.push(("w", spawn_worker("publish", &envs("pub"))));
+        workers.push(("r", spawn_worker("mount-read", &envs("mr"))));
+        workers.push(("r", spawn_worker("consume", &envs("con"))));
+    }
+    for (_, w) in workers.iter_mut().filter(|(k, _)| *k == "w") {
+        assert!(wait_or_kill(w, Duration::from_secs(240)).unwrap().success());
+    }
+    std::fs::write(log_dir.join("stop"), "").unwrap();
+    for (_, w) in workers.iter_mut().filter(|(k, _)| *k == "r") {
+        assert!(wait_or_kill(w, Duration::from_secs(240)).map(|s| s.success()).unwrap_or(false));
+    }
+    drain_with_engine(&q, &log_dir, Duration::from_secs(30));
+    let (published, delivered, duplicates) = verify_delivery(&log_dir, 0);
+    assert_eq!(published, 4 * per_writer);
+    assert_nothing_left(q.dir());
+    eprintln!("sshfs with mounts: {published} published through two hosts' mounts and engines, {delivered} delivered, {duplicates} duplicates, 0 lost");
+}
+
+/// The daemon killed while writers publish through MNT/<q>/in: a close() that returned 0 must
+/// mean the message is stored. Runs the daemon-kill test with mount writers.
+#[test]
+#[ignore = "mount bug: MNT/<q>/in publishes at RELEASE, after close() returned, so a daemon killed in between loses a message whose close succeeded"]
+fn daemon_killed_after_a_successful_close_of_in_loses_nothing() {
+    // SAFETY: set before any thread of this test reads it; the test runs alone when run by name.
+    unsafe { std::env::set_var("DDMQ_REL_DAEMON_KILL_WRITER", "mount-write") };
+    daemon_sigkilled_under_traffic_then_remounted_loses_nothing();
+}
+
+/// Writers through MNT/<q>/in killed mid-body: nothing truncated may be published.
+#[test]
+#[ignore = "mount bug: a writer killed mid-body has its partial body published at RELEASE (the kernel closes the file of a dying process like any other)"]
+fn killed_mount_writer_never_publishes_a_torn_body() {
+    let mut rng = Rng::new("mount-writer-kill");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let mnt = tmp.path().join("mnt");
+    let log_dir = tmp.path().join("logs");
+    std::fs::create_dir(&log_dir).unwrap();
+    let broker = Broker::open_or_init(&root).unwrap();
+    broker.create_queue("mw").unwrap();
+    let q = broker.queue("mw").unwrap();
+    let _mount = rel_support::mount::Mount::start(&root, &mnt);
+    let envs = |wid: String| vec![("MNT", mnt.display().to_string()), ("QUEUE", "mw".to_string()), ("WID", wid), ("LOG_DIR", log_dir.display().to_string())];
+    for i in 0..30 {
+        let mut w = spawn_worker("mount-write", &envs(format!("w{i}")));
+        std::thread::sleep(Duration::from_millis(20 + rng.below(80)));
+        sigkill(&mut w);
+    }
+    let mut torn = 0;
+    for d in q.consume(usize::MAX, &ConsumeOptions { clean: false }).unwrap() {
+        torn += check_body(&d.message.body_text()).is_none() as usize;
+    }
+    assert_eq!(torn, 0, "{torn} truncated bodies published by 30 killed writers");
+}
