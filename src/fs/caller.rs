@@ -4,6 +4,12 @@
 //! reached the daemon in uninterruptible sleep until it is answered, even after SIGKILL. So a
 //! long wait asks /proc whether its caller has a signal pending that it neither blocks nor
 //! ignores (the signals that would have interrupted an ordinary blocking call), and gives up.
+//!
+//! The kernel also closes the files of a process killed by a signal, exactly as if it had
+//! closed them itself: the FLUSH of that close is the last word the daemon hears from it. What
+//! /proc/<pid>/stat says then (exiting, with a signal as its exit status) tells a writer killed
+//! mid-message from one that finished, and a reader killed before it used its message from one
+//! that did.
 
 use std::path::PathBuf;
 
@@ -50,6 +56,28 @@ pub fn is_interrupted(pid: u32) -> bool {
     }
 }
 
+/// `PF_EXITING` in a task's flags: it is in `do_exit`, closing its files.
+const PF_EXITING: u64 = 0x4;
+
+/// True if the stat line shows a task exiting because of a signal (not by `exit`).
+pub fn stat_shows_killed(stat: &str) -> bool {
+    // Fields after the command name (which may hold spaces and parentheses): state is field 3,
+    // flags field 9, exit_code field 52 (waitpid form: the low 7 bits are the signal).
+    let Some((_, rest)) = stat.rsplit_once(')') else { return false };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+    match (field(9), field(52)) {
+        (Some(flags), Some(exit_code)) => flags & PF_EXITING != 0 && exit_code & 0x7f != 0,
+        _ => false,
+    }
+}
+
+/// True if the task `pid` is being torn down by a signal (SIGKILL, SIGTERM, …) as it closes a
+/// file. Unknown (no such task, or /proc not readable for it) counts as not killed.
+pub fn is_killed(pid: u32) -> bool {
+    pid != 0 && std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| stat_shows_killed(&s)).unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +92,25 @@ mod tests {
         assert!(!SignalState::parse(int_blocked).interrupts());
         let nothing = "SigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\nSigBlk:\tfffffffe7ffbfeff\nSigIgn:\t0\n";
         assert!(!SignalState::parse(nothing).interrupts());
+    }
+
+    #[test]
+    fn killed_means_exiting_with_a_signal_status() {
+        let line = |flags: u64, exit_code: u64| {
+            let mut f = vec!["0"; 50];
+            f[0] = "R";
+            let flags = flags.to_string();
+            let exit_code = exit_code.to_string();
+            f[6] = &flags;
+            f[49] = &exit_code;
+            format!("123 (a (weird) name) {}", f.join(" "))
+        };
+        assert!(stat_shows_killed(&line(0x4, 9)), "SIGKILL");
+        assert!(stat_shows_killed(&line(0x404044, 15)), "SIGTERM");
+        assert!(!stat_shows_killed(&line(0x4, 0)), "exit(0)");
+        assert!(!stat_shows_killed(&line(0x4, 1 << 8)), "exit(1)");
+        assert!(!stat_shows_killed(&line(0x400000, 9)), "not exiting");
+        assert!(!is_killed(std::process::id()));
     }
 
     #[test]

@@ -28,7 +28,7 @@ mod inodes;
 #[cfg(test)]
 mod tests;
 
-pub use caller::{is_interrupted, SignalState};
+pub use caller::{is_interrupted, is_killed, SignalState};
 pub use error::{FsError, FsErrorKind};
 pub use inodes::{DirKind, FileKind, InodeTable, Node, ROOT_INO};
 
@@ -127,6 +127,8 @@ pub struct SetAttr {
 enum Refusal {
     TooLarge(u64),
     NotUtf8,
+    /// The writer was killed by a signal before it closed: what it wrote may be cut short.
+    WriterKilled,
 }
 
 /// An open `in`: the bytes written so far.
@@ -149,11 +151,13 @@ struct Delivering {
     read_any: bool,
     /// next and wait ack once the reader got everything; claim leaves the message in flight.
     ack_when_done: bool,
+    /// The reader was killed by a signal as it closed: it may not have used what it read.
+    reader_killed: bool,
 }
 
 impl Delivering {
     fn handed_over(&self) -> bool {
-        self.read_any && self.handed >= self.bytes.len()
+        self.read_any && self.handed >= self.bytes.len() && !self.reader_killed
     }
 }
 
@@ -185,6 +189,8 @@ pub struct QueueFs {
     started: SystemTime,
     /// Whether the task with this pid is being interrupted (see [`caller`]); replaceable in tests.
     interrupted: Box<dyn Fn(u32) -> bool + Send + Sync>,
+    /// Whether the task with this pid is being killed as it closes a file; replaceable in tests.
+    killed: Box<dyn Fn(u32) -> bool + Send + Sync>,
 }
 
 fn err(op: &'static str, node: &Node, kind: impl Into<FsErrorKind>) -> FsError {
@@ -234,7 +240,14 @@ impl QueueFs {
             shutting_down: AtomicBool::new(false),
             started: SystemTime::now(),
             interrupted: Box::new(is_interrupted),
+            killed: Box::new(is_killed),
         }
+    }
+
+    /// Replaces the check for a caller killed as it closes (tests simulate killed writers with it).
+    pub fn with_killed_check(mut self, check: impl Fn(u32) -> bool + Send + Sync + 'static) -> QueueFs {
+        self.killed = Box::new(check);
+        self
     }
 
     /// Replaces the check for an interrupted caller (tests simulate dying readers with it).
@@ -638,7 +651,7 @@ impl QueueFs {
         };
         let d = delivery.ok_or_else(|| err(OP, node, FsErrorKind::Empty))?;
         let bytes = if kind == FileKind::Claim { format!("{}\n", d.message.to_json()).into_bytes() } else { d.message.body_text().into_bytes() };
-        Ok(Delivering { queue: queue.name().to_string(), work: d.work_name, bytes, handed: 0, read_any: false, ack_when_done: kind != FileKind::Claim })
+        Ok(Delivering { queue: queue.name().to_string(), work: d.work_name, bytes, handed: 0, read_any: false, ack_when_done: kind != FileKind::Claim, reader_killed: false })
     }
 
     /// READ at `offset` (offsets are honoured: under direct I/O a reader stops at an empty read).
@@ -750,11 +763,37 @@ impl QueueFs {
     /// FLUSH (each close of a descriptor; its error is what close() returns). Applies a new
     /// ddmq.yaml and the last line written to ack or nack; checks that a body is complete UTF-8.
     /// Publishing waits for RELEASE: a shell sends a FLUSH before it writes anything.
-    pub fn flush(&self, fh: u64) -> Result<()> {
+    /// Whether closes of this handle matter: writers report errors at close, and readers of
+    /// next/wait/claim are watched for being killed. Others (status, peeks) can skip FLUSH.
+    pub fn needs_flush(&self, fh: u64) -> bool {
+        match self.files.lock().unwrap().get(&fh) {
+            Some(file) => !matches!(file.lock().unwrap().handle, Handle::Snapshot(_)),
+            None => true,
+        }
+    }
+
+    /// FLUSH: a close of the file by the process `pid`; the only request that reports an error
+    /// to `close()`. A writer or reader killed by a signal is noticed here (see [`caller`]): its
+    /// message is not published, or goes back to the queue.
+    pub fn flush(&self, fh: u64, pid: u32) -> Result<()> {
         const OP: &str = "flush";
         let file = self.file_by_handle(OP, fh)?;
         let mut file = file.lock().unwrap();
         let path = file.path.clone();
+        if matches!(file.handle, Handle::Publishing(_) | Handle::Delivering(_)) && (self.killed)(pid) {
+            match &mut file.handle {
+                Handle::Publishing(p) if p.wrote => {
+                    log::warn!("{path}: the writer (pid {pid}) was killed before it closed: nothing is published");
+                    p.refused = Some(Refusal::WriterKilled);
+                }
+                Handle::Delivering(d) => {
+                    log::info!("{path}: the reader (pid {pid}) was killed: the message goes back to the queue");
+                    d.reader_killed = true;
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
         match &mut file.handle {
             Handle::Publishing(p) => {
                 if let Some(r) = p.refused {
@@ -890,5 +929,6 @@ fn refusal_kind(r: Refusal) -> FsErrorKind {
     match r {
         Refusal::TooLarge(limit) => FsErrorKind::TooLarge { limit },
         Refusal::NotUtf8 => FsErrorKind::NotUtf8,
+        Refusal::WriterKilled => FsErrorKind::Interrupted,
     }
 }

@@ -42,7 +42,7 @@ impl Fixture {
     fn publish(&self, queue: &str, chunks: &[&[u8]]) -> Result<()> {
         let fh = self.fs.open(self.ino(&format!("{queue}/in")), Access::Write, 1)?;
         self.fs.setattr(self.ino(&format!("{queue}/in")), Some(fh), &SetAttr { size: Some(0), ..SetAttr::default() })?;
-        self.fs.flush(fh)?; // the shell's dup2 closes a copy before writing
+        self.fs.flush(fh, 1)?; // the shell's dup2 closes a copy before writing
         let mut offset = 0u64;
         let mut result = Ok(());
         for chunk in chunks {
@@ -52,7 +52,7 @@ impl Fixture {
             }
             offset += chunk.len() as u64;
         }
-        let flushed = self.fs.flush(fh);
+        let flushed = self.fs.flush(fh, 1);
         self.fs.release(fh)?;
         result.and(flushed)
     }
@@ -68,7 +68,7 @@ impl Fixture {
             }
             out.extend(chunk);
         }
-        self.fs.flush(fh)?;
+        self.fs.flush(fh, 1)?;
         self.fs.release(fh)?;
         Ok(out)
     }
@@ -76,7 +76,7 @@ impl Fixture {
     fn write_file(&self, path: &str, text: &[u8]) -> Result<()> {
         let fh = self.fs.open(self.ino(path), Access::Write, 1)?;
         let written = self.fs.write(fh, 0, text);
-        let flushed = self.fs.flush(fh);
+        let flushed = self.fs.flush(fh, 1);
         let released = self.fs.release(fh);
         written.and(flushed).and(released)
     }
@@ -202,7 +202,7 @@ fn nack_requeues_and_rm_acks_and_touch_extends_the_lease() {
     let fh = f.fs.open(f.ino("q/nack"), Access::Write, 1).unwrap();
     f.fs.write(fh, 0, format!("{a}\n{}", &b[..4]).as_bytes()).unwrap();
     f.fs.write(fh, 0, &b.as_bytes()[4..]).unwrap();
-    f.fs.flush(fh).unwrap();
+    f.fs.flush(fh, 1).unwrap();
     f.fs.release(fh).unwrap();
     let q = f.other.queue("q").unwrap();
     assert_eq!(f.counts("q"), (2, 0));
@@ -395,4 +395,39 @@ fn shutdown_gives_back_claimed_messages() {
     f.fs.shutdown();
     assert_eq!(f.counts("q"), (1, 0));
     assert_eq!(errno(f.fs.read(fh, 0, 2)), libc::EBADF);
+}
+
+#[test]
+fn a_writer_killed_before_it_closed_publishes_nothing_and_a_killed_reader_gives_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let other = Broker::open_or_init(&root).unwrap();
+    other.create_queue("q").unwrap();
+    // pid 666 plays a process torn down by a signal.
+    let fs = QueueFs::new(Broker::open(&root).unwrap(), FsOptions::default()).with_killed_check(|pid| pid == 666);
+    let path_ino = |path: &str| path.split('/').fold(ROOT_INO, |ino, part| fs.lookup(ino, part).unwrap().ino);
+    let counts = || {
+        let s = other.queue("q").unwrap().status(false).unwrap();
+        (s.waiting, s.in_flight)
+    };
+
+    let fh = fs.open(path_ino("q/in"), Access::Write, 666).unwrap();
+    fs.write(fh, 0, b"half a mess").unwrap();
+    fs.flush(fh, 666).unwrap();
+    fs.release(fh).unwrap();
+    assert_eq!(counts(), (0, 0), "a killed writer's bytes are not a message");
+
+    other.queue("q").unwrap().publish("whole".into(), &PublishOptions::default()).unwrap();
+    let fh = fs.open(path_ino("q/next"), Access::Read, 666).unwrap();
+    assert_eq!(fs.read(fh, 0, 4096).unwrap(), b"whole");
+    assert!(fs.read(fh, 5, 4096).unwrap().is_empty());
+    fs.flush(fh, 666).unwrap();
+    fs.release(fh).unwrap();
+    assert_eq!(counts(), (1, 0), "a reader killed before it used the message gives it back");
+
+    let fh = fs.open(path_ino("q/next"), Access::Read, 7).unwrap();
+    assert_eq!(fs.read(fh, 0, 4096).unwrap(), b"whole");
+    fs.flush(fh, 7).unwrap();
+    fs.release(fh).unwrap();
+    assert_eq!(counts(), (0, 0), "a reader that closed normally acks it");
 }
