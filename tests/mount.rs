@@ -403,3 +403,37 @@ fn a_read_only_mount_changes_nothing() {
     assert_eq!(listed.len(), 1);
     m.expect_counts("q", (1, 0), "");
 }
+
+/// A program started while this process holds files of the mount open closes them in execve
+/// (they are close-on-exec), under the kernel's exec lock. The daemon, checking at that FLUSH
+/// whether the closer is being killed, must not wait on /proc for that task (it would never
+/// answer): the exec goes on and the held files keep working.
+#[test]
+fn starting_programs_while_mount_files_are_open_does_not_hang() {
+    let m = Mounted::new("");
+    std::fs::write(m.path("q/in"), "held").unwrap();
+    let mut writer = std::fs::OpenOptions::new().write(true).open(m.path("q/in")).unwrap();
+    let mut reader = std::fs::File::open(m.path("q/next")).unwrap();
+    for _ in 0..3 {
+        let mut child = Command::new("true").spawn().unwrap();
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "a child closing mount files in execve hung");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(status.success());
+        eprintln!("child started and ended in {:?}", started.elapsed());
+    }
+    use std::io::{Read, Write};
+    writer.write_all(b"after").unwrap();
+    drop(writer);
+    let mut body = String::new();
+    reader.read_to_string(&mut body).unwrap();
+    assert_eq!(body, "held");
+    drop(reader);
+    m.expect_counts("q", (1, 0), "the held message acked, the new one published");
+    assert_eq!(std::fs::read_to_string(m.path("q/next")).unwrap(), "after");
+}

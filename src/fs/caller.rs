@@ -12,6 +12,8 @@
 //! that did.
 
 use std::path::PathBuf;
+use std::sync::{mpsc, Mutex, OnceLock};
+use std::time::Duration;
 
 /// The signal masks of a task, from `/proc/<pid>/status`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -72,10 +74,45 @@ pub fn stat_shows_killed(stat: &str) -> bool {
     }
 }
 
+/// Reads whether `pid` is being torn down by a signal. Can block: see [`is_killed`].
+fn read_killed(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| stat_shows_killed(&s)).unwrap_or(false)
+}
+
+/// How long a FLUSH waits for /proc to answer before taking the closer for alive.
+const PROC_PATIENCE: Duration = Duration::from_millis(20);
+
+type KillQuestion = (u32, mpsc::Sender<bool>);
+
 /// True if the task `pid` is being torn down by a signal (SIGKILL, SIGTERM, …) as it closes a
-/// file. Unknown (no such task, or /proc not readable for it) counts as not killed.
+/// file. Unknown (no such task, /proc not readable for it, or no answer in time) counts as not
+/// killed.
+///
+/// Reading /proc/<pid>/stat blocks while that task is in execve: the kernel holds the task's exec
+/// lock while it closes the files marked close-on-exec, and such a close may be the very FLUSH
+/// waiting for this answer. So the read happens on a thread of its own (started on first use, so
+/// after the daemon forked), and the question is given up after a short wait; the thread then
+/// finishes its read once the exec goes on.
 pub fn is_killed(pid: u32) -> bool {
-    pid != 0 && std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| stat_shows_killed(&s)).unwrap_or(false)
+    static ASKER: OnceLock<Option<Mutex<mpsc::Sender<KillQuestion>>>> = OnceLock::new();
+    if pid == 0 {
+        return false; // requests the kernel makes on its own behalf
+    }
+    let asker = ASKER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<KillQuestion>();
+        let started = std::thread::Builder::new().name("ddmq-proc".into()).spawn(move || {
+            for (pid, answer) in rx {
+                let _ = answer.send(read_killed(pid));
+            }
+        });
+        started.ok().map(|_| Mutex::new(tx))
+    });
+    let Some(asker) = asker else { return false };
+    let (answer_tx, answer_rx) = mpsc::channel();
+    if asker.lock().unwrap().send((pid, answer_tx)).is_err() {
+        return false;
+    }
+    answer_rx.recv_timeout(PROC_PATIENCE).unwrap_or(false)
 }
 
 #[cfg(test)]
