@@ -765,7 +765,7 @@ impl Queue {
                 report.recovered_claims += 1;
                 self.finish_claim(&fresh, false, &format!("recovered{}", &name[6..]))?
             } else {
-                if name.starts_with(".tmp-") && is_stale(&entry.path(), now) && std::fs::remove_file(entry.path()).is_ok() {
+                if is_leftover(&name) && is_stale(&entry.path(), now) && std::fs::remove_file(entry.path()).is_ok() {
                     report.removed_temp_files += 1;
                 }
                 continue;
@@ -783,7 +783,7 @@ impl Queue {
         let entries = std::fs::read_dir(&self.dir).map_err(|e| self.missing_queue_or("list", &self.dir, e))?;
         for entry in entries.flatten() {
             let name = entry.file_name();
-            if name.to_str().map(|n| n.starts_with(".tmp-")).unwrap_or(false) && is_stale(&entry.path(), now) && std::fs::remove_file(entry.path()).is_ok() {
+            if name.to_str().map(is_leftover).unwrap_or(false) && is_stale(&entry.path(), now) && std::fs::remove_file(entry.path()).is_ok() {
                 report.removed_temp_files += 1;
             }
         }
@@ -921,6 +921,14 @@ impl Queue {
         std::fs::rename(&self.dir, &doomed).map_err(|e| self.missing_queue_or("delete", &self.dir, e))?;
         std::fs::remove_dir_all(&doomed).map_err(|e| io_err("delete", &doomed, e))
     }
+}
+
+/// Files that housekeeping removes once stale: our temporary files, and the `.fuse_hidden*`
+/// copies that libfuse filesystems such as sshfs leave of files unlinked while still open
+/// through the same mount (an acked message, a replaced ddmq.yaml). NFS's `.nfs*` files are
+/// left alone: removing one breaks the client that holds it.
+fn is_leftover(name: &str) -> bool {
+    name.starts_with(".tmp-") || name.starts_with(".fuse_hidden")
 }
 
 fn is_stale(path: &Path, now: u64) -> bool {
