@@ -168,6 +168,9 @@ impl serde_json::ser::Formatter for PythonFormatter {
     }
     fn write_string_fragment<W: ?Sized + io::Write>(&mut self, w: &mut W, fragment: &str) -> io::Result<()> {
         // ensure_ascii: everything outside ASCII as \uXXXX, astral planes as surrogate pairs.
+        if fragment.is_ascii() {
+            return w.write_all(fragment.as_bytes()); // the common case, checked a word at a time
+        }
         let mut start = 0;
         for (i, c) in fragment.char_indices() {
             if c.is_ascii() {
