@@ -5,7 +5,8 @@
 //! MNT/<queue>/            one directory per queue; mkdir creates a queue, rmdir deletes an empty one
 //! MNT/<queue>/in          write-only: each open, write..., close publishes one message (the bytes written)
 //! MNT/<queue>/next        read-only: open claims the next message, reading gives its body; a close
-//!                         after the whole body was read acks it, an earlier close gives it back
+//!                         after the whole body was read acks it, an earlier close gives it back,
+//!                         and so does the close of a reader killed by a signal (see [`caller`])
 //! MNT/<queue>/wait        like next, but an open on an empty queue waits for a message
 //! MNT/<queue>/claim       open claims the next message; reading gives its record as JSON; it stays
 //!                         in flight until acked (ack, rm work/<id>) or its timeout expires
