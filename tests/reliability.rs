@@ -170,6 +170,18 @@ fn remove_fuse_hidden_settings(qdir: &Path) -> usize {
     n
 }
 
+/// What sshfs leaves besides the queue: `.fuse_hidden` copies of `ddmq.yaml` (checked to hold
+/// settings, then removed) and of acked messages in work/ (unlinked while their release was still
+/// on the way), which housekeeping removes once stale. Returns how many of each there were.
+fn clear_sshfs_leftovers(q: &ddmq::engine::Queue) -> (usize, usize) {
+    let settings_copies = remove_fuse_hidden_settings(q.dir());
+    let work = q.dir().join("work");
+    let hidden_in_work = names_in(&work).into_iter().filter(|n| n.starts_with(".fuse_hidden")).inspect(|n| age_file(&work.join(n), 700)).count();
+    let report = q.clean().unwrap();
+    assert_eq!(report.removed_temp_files, hidden_in_work);
+    (settings_copies, hidden_in_work)
+}
+
 fn assert_nothing_left(qdir: &Path) {
     let top: Vec<String> = names_in(qdir).into_iter().filter(|n| n != "ddmq.yaml" && n != "work").collect();
     let peek = |n: &String| format!("{n}: {:?}", std::fs::read(qdir.join(n)).map(|b| String::from_utf8_lossy(&b[..b.len().min(60)]).into_owned()));
@@ -681,12 +693,7 @@ fn two_hosts_over_sshfs_claim_every_message_exactly_once() {
     assert_eq!(published, 2 * per_publisher);
     assert_eq!(delivered, published);
     let by_host: Vec<usize> = (0..2).map(|i| (0..3).map(|w| read_lines(&log_dir.join(format!("delivered-w{}", i * 100 + w + 1))).len()).sum()).collect();
-    let hidden = remove_fuse_hidden_settings(q.dir());
-    // sshfs also leaves .fuse_hidden copies of acked messages in work/ (unlinked while its
-    // release was still on the way): housekeeping removes them once stale.
-    let hidden_in_work = names_in(&q.dir().join("work")).into_iter().filter(|n| n.starts_with(".fuse_hidden")).inspect(|n| age_file(&q.dir().join("work").join(n), 700)).count();
-    let report = q.clean().unwrap();
-    assert_eq!(report.removed_temp_files, hidden_in_work);
+    let (hidden, hidden_in_work) = clear_sshfs_leftovers(&q);
     assert_nothing_left(q.dir());
     eprintln!("sshfs: {published} messages published from two hosts, {delivered} delivered (host A {}, host B {}), {duplicates} duplicates, 0 lost; {hidden} .fuse_hidden copies of ddmq.yaml and {hidden_in_work} in work/ left by sshfs", by_host[0], by_host[1]);
 }
@@ -1272,6 +1279,7 @@ fn two_hosts_over_sshfs_with_a_mount_on_each() {
     drain_with_engine(&q, &log_dir, Duration::from_secs(30));
     let (published, delivered, duplicates) = verify_delivery(&log_dir, 0);
     assert_eq!(published, 4 * per_writer);
+    clear_sshfs_leftovers(&q);
     assert_nothing_left(q.dir());
     eprintln!("sshfs with mounts: {published} published through two hosts' mounts and engines, {delivered} delivered, {duplicates} duplicates, 0 lost");
 }

@@ -214,7 +214,25 @@ impl Queue {
                 return Ok(s.clone());
             }
         }
-        let s = self.read_settings()?;
+        // A network filesystem can show a ddmq.yaml being replaced by another client as briefly
+        // missing (sshfs without POSIX rename): while the queue directory is there, keep the
+        // settings we had, or look again a few times.
+        let mut tries = 0;
+        let s = loop {
+            match self.read_settings() {
+                Err(Error::NoSuchQueue(_)) if self.work.is_dir() => {
+                    if let Some((_, s)) = cached.as_ref() {
+                        break s.clone();
+                    }
+                    tries += 1;
+                    if tries > 20 {
+                        return Err(Error::NoSuchQueue(self.dir.clone()));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                other => break other?,
+            }
+        };
         *cached = Some((Instant::now(), s.clone()));
         Ok(s)
     }
