@@ -232,10 +232,8 @@ fn spawn_peeker(qdir: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle
     })
 }
 
-#[test]
-fn chaos_sigkill_publishers_and_consumers() {
-    let kills_wanted = env_usize("DDMQ_CHAOS_KILLS", 100);
-    let mut rng = Rng::new("chaos");
+/// A fresh root with queue `chaos` (short timeouts, requeue on) and a log directory for workers.
+fn chaos_queue() -> (tempfile::TempDir, PathBuf, PathBuf, Arc<ddmq::engine::Queue>) {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     let log_dir = tmp.path().join("logs");
@@ -244,6 +242,14 @@ fn chaos_sigkill_publishers_and_consumers() {
     broker.create_queue("chaos").unwrap();
     let q = broker.queue("chaos").unwrap();
     q.write_config_text(format!("cleaned: 0\nmessage_timeout: {CHAOS_TIMEOUT_SECS}\nrequeue: true\n").as_bytes()).unwrap();
+    (tmp, root, log_dir, q)
+}
+
+#[test]
+fn chaos_sigkill_publishers_and_consumers() {
+    let kills_wanted = env_usize("DDMQ_CHAOS_KILLS", 100);
+    let mut rng = Rng::new("chaos");
+    let (_tmp, root, log_dir, q) = chaos_queue();
 
     let stop_peek = Arc::new(AtomicBool::new(false));
     let peeker = spawn_peeker(q.dir().to_path_buf(), stop_peek.clone());
@@ -894,15 +900,8 @@ fn drain_with_engine(q: &ddmq::engine::Queue, log_dir: &Path, limit: Duration) {
 fn chaos_sigkill_cli_processes_and_mount_readers() {
     let kills_wanted = env_usize("DDMQ_CHAOS_KILLS", 100);
     let mut rng = Rng::new("chaos-cli-mount");
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
+    let (tmp, root, log_dir, q) = chaos_queue();
     let mnt = tmp.path().join("mnt");
-    let log_dir = tmp.path().join("logs");
-    std::fs::create_dir(&log_dir).unwrap();
-    let broker = Broker::open_or_init(&root).unwrap();
-    broker.create_queue("chaos").unwrap();
-    let q = broker.queue("chaos").unwrap();
-    q.write_config_text(format!("cleaned: 0\nmessage_timeout: {CHAOS_TIMEOUT_SECS}\nrequeue: true\n").as_bytes()).unwrap();
     let _mount = rel_support::mount::Mount::start(&root, &mnt);
     let stop = Arc::new(AtomicBool::new(false));
     let killable = Arc::new(Killable::default());
