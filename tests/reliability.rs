@@ -232,17 +232,25 @@ fn spawn_peeker(qdir: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle
     })
 }
 
-/// A fresh root with queue `chaos` (short timeouts, requeue on) and a log directory for workers.
-fn chaos_queue() -> (tempfile::TempDir, PathBuf, PathBuf, Arc<ddmq::engine::Queue>) {
+/// A fresh root `<tmp>/<root_name>` with one queue (its ddmq.yaml replaced by `settings`, if
+/// given) and an empty `<tmp>/logs` for workers' logs.
+fn queue_with_logs(root_name: &str, queue: &str, settings: Option<&str>) -> (tempfile::TempDir, PathBuf, PathBuf, Arc<ddmq::engine::Queue>) {
     let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
+    let root = tmp.path().join(root_name);
     let log_dir = tmp.path().join("logs");
     std::fs::create_dir(&log_dir).unwrap();
     let broker = Broker::open_or_init(&root).unwrap();
-    broker.create_queue("chaos").unwrap();
-    let q = broker.queue("chaos").unwrap();
-    q.write_config_text(format!("cleaned: 0\nmessage_timeout: {CHAOS_TIMEOUT_SECS}\nrequeue: true\n").as_bytes()).unwrap();
+    broker.create_queue(queue).unwrap();
+    let q = broker.queue(queue).unwrap();
+    if let Some(settings) = settings {
+        q.write_config_text(settings.as_bytes()).unwrap();
+    }
     (tmp, root, log_dir, q)
+}
+
+/// The chaos runs' queue: short timeouts, requeue on.
+fn chaos_queue() -> (tempfile::TempDir, PathBuf, PathBuf, Arc<ddmq::engine::Queue>) {
+    queue_with_logs("root", "chaos", Some(&format!("cleaned: 0\nmessage_timeout: {CHAOS_TIMEOUT_SECS}\nrequeue: true\n")))
 }
 
 #[test]
@@ -664,14 +672,7 @@ fn group_worker(root: &Path) {
 #[test]
 fn two_hosts_over_sshfs_claim_every_message_exactly_once() {
     let per_publisher = env_usize("DDMQ_SSHFS_MESSAGES", 1000);
-    let tmp = tempfile::tempdir().unwrap();
-    let shared = tmp.path().join("shared");
-    let log_dir = tmp.path().join("logs");
-    std::fs::create_dir(&log_dir).unwrap();
-    let broker = Broker::open_or_init(&shared).unwrap();
-    broker.create_queue("net").unwrap();
-    let q = broker.queue("net").unwrap();
-    q.write_config_text(b"cleaned: 0\nmessage_timeout: 600\n").unwrap();
+    let (tmp, shared, log_dir, q) = queue_with_logs("shared", "net", Some("cleaned: 0\nmessage_timeout: 600\n"));
     let keys = tmp.path().join("keys");
     std::fs::create_dir(&keys).unwrap();
     let mut sshd = rel_support::sshfs::Sshd::start(&keys);
@@ -991,15 +992,8 @@ fn chaos_sigkill_cli_processes_and_mount_readers() {
 #[test]
 fn daemon_sigkilled_under_traffic_then_remounted_loses_nothing() {
     use std::io::Read;
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
+    let (tmp, root, log_dir, q) = queue_with_logs("root", "dk", Some("cleaned: 0\nmessage_timeout: 3\nrequeue: true\n"));
     let mnt = tmp.path().join("mnt");
-    let log_dir = tmp.path().join("logs");
-    std::fs::create_dir(&log_dir).unwrap();
-    let broker = Broker::open_or_init(&root).unwrap();
-    broker.create_queue("dk").unwrap();
-    let q = broker.queue("dk").unwrap();
-    q.write_config_text(b"cleaned: 0\nmessage_timeout: 3\nrequeue: true\n").unwrap();
     for i in 0..200 {
         let key = format!("pre-{i}");
         q.publish(Value::String(make_body(&key, 100)), &PublishOptions::default()).unwrap();
@@ -1052,14 +1046,8 @@ fn daemon_sigkilled_under_traffic_then_remounted_loses_nothing() {
 #[test]
 fn soak_mount_and_cli_memory_fds_flat_nothing_lost() {
     let total = env_usize("DDMQ_SOAK_MESSAGES", 20_000);
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
+    let (tmp, root, log_dir, q) = queue_with_logs("root", "soak", None);
     let mnt = tmp.path().join("mnt");
-    let log_dir = tmp.path().join("logs");
-    std::fs::create_dir(&log_dir).unwrap();
-    let broker = Broker::open_or_init(&root).unwrap();
-    broker.create_queue("soak").unwrap();
-    let q = broker.queue("soak").unwrap();
     let mount = rel_support::mount::Mount::start(&root, &mnt);
     // Half through the mount (2 writers), half through `ddmq publish --lines` in batches.
     let mount_share = total / 2 / 2;
@@ -1245,13 +1233,7 @@ fn mount_refuses_paths_out_of_the_queue() {
 #[test]
 fn two_hosts_over_sshfs_with_a_mount_on_each() {
     let per_writer = env_usize("DDMQ_SSHFS_MESSAGES", 300) / 2;
-    let tmp = tempfile::tempdir().unwrap();
-    let shared = tmp.path().join("shared");
-    let log_dir = tmp.path().join("logs");
-    std::fs::create_dir(&log_dir).unwrap();
-    let broker = Broker::open_or_init(&shared).unwrap();
-    broker.create_queue("net").unwrap();
-    let q = broker.queue("net").unwrap();
+    let (tmp, shared, log_dir, q) = queue_with_logs("shared", "net", None);
     let keys = tmp.path().join("keys");
     std::fs::create_dir(&keys).unwrap();
     let mut sshd = rel_support::sshfs::Sshd::start(&keys);
@@ -1297,14 +1279,8 @@ fn daemon_killed_after_a_successful_close_of_in_loses_nothing() {
 #[test]
 fn killed_mount_writer_never_publishes_a_torn_body() {
     let mut rng = Rng::new("mount-writer-kill");
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
+    let (tmp, root, log_dir, q) = queue_with_logs("root", "mw", None);
     let mnt = tmp.path().join("mnt");
-    let log_dir = tmp.path().join("logs");
-    std::fs::create_dir(&log_dir).unwrap();
-    let broker = Broker::open_or_init(&root).unwrap();
-    broker.create_queue("mw").unwrap();
-    let q = broker.queue("mw").unwrap();
     let _mount = rel_support::mount::Mount::start(&root, &mnt);
     let envs = |wid: String| vec![("MNT", mnt.display().to_string()), ("QUEUE", "mw".to_string()), ("WID", wid), ("LOG_DIR", log_dir.display().to_string())];
     for i in 0..30 {
