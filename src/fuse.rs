@@ -7,10 +7,10 @@
 
 use crate::fs::{Access, Attr, FsError, QueueFs, SetAttr};
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags,
-    ReplyIoctl,
-    AccessFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, ReplyXattr, Request,
-    TimeOrNow,
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow,
 };
 use std::ffi::OsStr;
 use std::path::Path;
@@ -43,7 +43,11 @@ fn fail(e: &FsError) -> Errno {
 }
 
 fn ttl(attr: &Attr) -> Duration {
-    if attr.volatile { Duration::ZERO } else { STABLE_TTL }
+    if attr.volatile {
+        Duration::ZERO
+    } else {
+        STABLE_TTL
+    }
 }
 
 fn file_attr(a: &Attr) -> FileAttr {
@@ -55,7 +59,11 @@ fn file_attr(a: &Attr) -> FileAttr {
         mtime: a.time,
         ctime: a.time,
         crtime: a.time,
-        kind: if a.is_dir { FileType::Directory } else { FileType::RegularFile },
+        kind: if a.is_dir {
+            FileType::Directory
+        } else {
+            FileType::RegularFile
+        },
         perm: a.perm,
         nlink: if a.is_dir { 2 } else { 1 },
         uid: a.uid,
@@ -72,12 +80,17 @@ fn name_of(name: &OsStr) -> Result<&str, Errno> {
 }
 
 /// Synthetic files: no page cache (content is made at open) and no seeking.
-const FILE_OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_DIRECT_IO.union(FopenFlags::FOPEN_NONSEEKABLE);
+const FILE_OPEN_FLAGS: FopenFlags =
+    FopenFlags::FOPEN_DIRECT_IO.union(FopenFlags::FOPEN_NONSEEKABLE);
 
 /// Open flags for a handle: a handle whose closes do not matter (a snapshot: status, a peek)
 /// tells the kernel to skip FLUSH, one round trip less.
 fn open_flags(needs_flush: bool) -> FopenFlags {
-    if needs_flush { FILE_OPEN_FLAGS } else { FILE_OPEN_FLAGS.union(FopenFlags::FOPEN_NOFLUSH) }
+    if needs_flush {
+        FILE_OPEN_FLAGS
+    } else {
+        FILE_OPEN_FLAGS.union(FopenFlags::FOPEN_NOFLUSH)
+    }
 }
 
 impl Filesystem for DdmqFuse {
@@ -134,14 +147,28 @@ impl Filesystem for DdmqFuse {
         reply: ReplyAttr,
     ) {
         // The kernel sends the file type bits with a mode change; only permission bits matter.
-        let change = SetAttr { size, times: atime.is_some() || mtime.is_some(), mode: mode.map(|m| m & 0o7777), uid, gid };
+        let change = SetAttr {
+            size,
+            times: atime.is_some() || mtime.is_some(),
+            mode: mode.map(|m| m & 0o7777),
+            uid,
+            gid,
+        };
         match self.fs.setattr(ino.0, fh.map(|f| f.0), &change) {
             Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
             Err(e) => reply.error(fail(&e)),
         }
     }
 
-    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
         let name = match name_of(name) {
             Ok(n) => n,
             Err(_) => return reply.error(Errno::EINVAL),
@@ -170,20 +197,68 @@ impl Filesystem for DdmqFuse {
         }
     }
 
-    fn mknod(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, _rdev: u32, reply: ReplyEntry) {
-        reply.error(fail(&self.fs.refuse("mknod", parent.0, &name.to_string_lossy())));
+    fn mknod(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(fail(&self.fs.refuse(
+            "mknod",
+            parent.0,
+            &name.to_string_lossy(),
+        )));
     }
 
-    fn create(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, _flags: i32, reply: ReplyCreate) {
-        reply.error(fail(&self.fs.refuse("create", parent.0, &name.to_string_lossy())));
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        reply.error(fail(&self.fs.refuse(
+            "create",
+            parent.0,
+            &name.to_string_lossy(),
+        )));
     }
 
-    fn symlink(&self, _req: &Request, parent: INodeNo, link_name: &OsStr, _target: &Path, reply: ReplyEntry) {
-        reply.error(fail(&self.fs.refuse("symlink", parent.0, &link_name.to_string_lossy())));
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(fail(&self.fs.refuse(
+            "symlink",
+            parent.0,
+            &link_name.to_string_lossy(),
+        )));
     }
 
-    fn link(&self, _req: &Request, _ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
-        reply.error(fail(&self.fs.refuse("link", newparent.0, &newname.to_string_lossy())));
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(fail(&self.fs.refuse(
+            "link",
+            newparent.0,
+            &newname.to_string_lossy(),
+        )));
     }
 
     fn rename(
@@ -196,7 +271,11 @@ impl Filesystem for DdmqFuse {
         _flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(fail(&self.fs.refuse("rename", parent.0, &name.to_string_lossy())));
+        reply.error(fail(&self.fs.refuse(
+            "rename",
+            parent.0,
+            &name.to_string_lossy(),
+        )));
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -204,10 +283,12 @@ impl Filesystem for DdmqFuse {
         let pid = req.pid();
         if self.fs.open_may_block(ino.0) {
             let fs = self.fs.clone();
-            let spawned = std::thread::Builder::new().name("ddmq-wait".into()).spawn(move || match fs.open(ino.0, access, pid) {
-                Ok(fh) => reply.opened(FileHandle(fh), open_flags(fs.needs_flush(fh))),
-                Err(e) => reply.error(fail(&e)),
-            });
+            let spawned = std::thread::Builder::new()
+                .name("ddmq-wait".into())
+                .spawn(move || match fs.open(ino.0, access, pid) {
+                    Ok(fh) => reply.opened(FileHandle(fh), open_flags(fs.needs_flush(fh))),
+                    Err(e) => reply.error(fail(&e)),
+                });
             if let Err(e) = spawned {
                 // The reply moved into the closure is dropped with it: fuser answers EIO then.
                 log::warn!("open of inode {ino}: cannot start a thread to wait on: {e}");
@@ -255,7 +336,14 @@ impl Filesystem for DdmqFuse {
         }
     }
 
-    fn flush(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         match self.fs.flush(fh.0, req.pid()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(fail(&e)),
@@ -279,7 +367,14 @@ impl Filesystem for DdmqFuse {
         }
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         // Nothing is buffered that fsync could push: a body is published whole on close.
         reply.ok();
     }
@@ -291,11 +386,22 @@ impl Filesystem for DdmqFuse {
         }
     }
 
-    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         match self.fs.readdir(fh.0, offset) {
             Ok(entries) => {
                 for (next, e) in entries {
-                    let kind = if e.is_dir { FileType::Directory } else { FileType::RegularFile };
+                    let kind = if e.is_dir {
+                        FileType::Directory
+                    } else {
+                        FileType::RegularFile
+                    };
                     if reply.add(INodeNo(e.ino), next, kind, &e.name) {
                         break;
                     }
@@ -306,7 +412,14 @@ impl Filesystem for DdmqFuse {
         }
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         self.fs.releasedir(fh.0);
         reply.ok();
     }
@@ -315,7 +428,14 @@ impl Filesystem for DdmqFuse {
     // "not implemented" for each file they look at.
     // No extended attributes. ENOSYS (not ENODATA) makes the kernel stop asking: otherwise every
     // write asks for security.capability first, a round trip per publish.
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
         reply.error(Errno::ENOSYS);
     }
 
@@ -324,11 +444,30 @@ impl Filesystem for DdmqFuse {
     }
 
     /// No file here is a terminal or a device: what `isatty` (Python's open) asks gets ENOTTY.
-    fn ioctl(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _flags: IoctlFlags, _cmd: u32, _in_data: &[u8], _out_size: u32, reply: ReplyIoctl) {
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
         reply.error(Errno::ENOTTY);
     }
 
-    fn setxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _value: &[u8], _flags: i32, _position: u32, reply: ReplyEmpty) {
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
         reply.error(Errno::EOPNOTSUPP);
     }
 

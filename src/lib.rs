@@ -4,8 +4,8 @@
 //! Layers, each a module: [`engine`] (the protocol on disk), `fs` (the mount's synthetic tree),
 //! `fuse` (the thin FUSE adapter) and `cli` (the command line).
 
-pub mod engine;
 pub mod cli;
-pub mod mount;
+pub mod engine;
 pub mod fs;
 pub mod fuse;
+pub mod mount;

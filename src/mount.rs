@@ -81,7 +81,11 @@ pub enum MountError {
     #[error(transparent)]
     Engine(#[from] engine::Error),
     #[error("{op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error("{0}")]
     Daemon(String),
 }
@@ -131,15 +135,29 @@ impl MountOptions {
     /// Parses `-o` arguments (each a comma-separated list; later options win).
     pub fn parse(args: &[String]) -> Result<MountOptions, MountError> {
         let mut o = MountOptions::default();
-        for item in args.iter().flat_map(|a| a.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
+        for item in args
+            .iter()
+            .flat_map(|a| a.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             let (key, value) = match item.split_once('=') {
                 Some((k, v)) => (k, Some(v)),
                 None => (item, None),
             };
-            let bad = |reason: &str| MountError::Option { option: item.to_string(), reason: reason.to_string() };
+            let bad = |reason: &str| MountError::Option {
+                option: item.to_string(),
+                reason: reason.to_string(),
+            };
             let number = |radix: u32| -> Result<u64, MountError> {
                 let v = value.ok_or_else(|| bad("needs a value"))?;
-                u64::from_str_radix(v, radix).map_err(|_| bad(if radix == 8 { "expected an octal number" } else { "expected a number" }))
+                u64::from_str_radix(v, radix).map_err(|_| {
+                    bad(if radix == 8 {
+                        "expected an octal number"
+                    } else {
+                        "expected a number"
+                    })
+                })
             };
             match key {
                 "allow_other" => o.allow_other = true,
@@ -175,8 +193,9 @@ impl MountOptions {
                 // Always on: the kernel checks the modes that uid, gid and umask set.
                 "default_permissions" => {}
                 // For mount(8), systemd and fstab, not for the filesystem.
-                "_netdev" | "nofail" | "noauto" | "auto" | "user" | "users" | "nouser" | "defaults" | "nodev" | "nosuid"
-                | "noexec" | "exec" | "dev" | "suid" | "atime" | "noatime" | "relatime" | "async" | "subtype" => {}
+                "_netdev" | "nofail" | "noauto" | "auto" | "user" | "users" | "nouser"
+                | "defaults" | "nodev" | "nosuid" | "noexec" | "exec" | "dev" | "suid"
+                | "atime" | "noatime" | "relatime" | "async" | "subtype" => {}
                 k if k.starts_with("x-") || k.starts_with("comment=") => {}
                 _ => return Err(bad("unknown option")),
             }
@@ -209,12 +228,16 @@ impl MountOptions {
 
 fn init_logging(verbose: bool) {
     let default = if verbose { "info,ddmq=debug" } else { "info" };
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default)).format_timestamp_secs().try_init();
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
+        .format_timestamp_secs()
+        .try_init();
 }
 
 /// An absolute path, symlinks resolved when the path can be read (a stale mountpoint cannot).
 fn absolute(p: &Path) -> PathBuf {
-    std::fs::canonicalize(p).or_else(|_| std::path::absolute(p)).unwrap_or_else(|_| p.to_path_buf())
+    std::fs::canonicalize(p)
+        .or_else(|_| std::path::absolute(p))
+        .unwrap_or_else(|_| p.to_path_buf())
 }
 
 fn is_root_user() -> bool {
@@ -223,7 +246,8 @@ fn is_root_user() -> bool {
 }
 
 fn c_path(p: &Path) -> Result<CString, MountError> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| MountError::Daemon(format!("{} contains a NUL byte", p.display())))
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| MountError::Daemon(format!("{} contains a NUL byte", p.display())))
 }
 
 /// Unmounts `mountpoint`: umount2 as root, fusermount3 otherwise. `lazy` detaches even if busy.
@@ -240,13 +264,25 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), MountError> {
     let flag = if lazy { "-uz" } else { "-u" };
     let mut last = None;
     for tool in ["fusermount3", "fusermount"] {
-        match std::process::Command::new(tool).arg(flag).arg("--").arg(mountpoint).status() {
+        match std::process::Command::new(tool)
+            .arg(flag)
+            .arg("--")
+            .arg(mountpoint)
+            .status()
+        {
             Ok(s) if s.success() => return Ok(()),
-            Ok(s) => return Err(MountError::Daemon(format!("{tool} {flag} {} failed ({s})", mountpoint.display()))),
+            Ok(s) => {
+                return Err(MountError::Daemon(format!(
+                    "{tool} {flag} {} failed ({s})",
+                    mountpoint.display()
+                )));
+            }
             Err(e) => last = Some(e),
         }
     }
-    Err(io_err("run fusermount3 for", mountpoint)(last.unwrap_or_else(|| io::Error::other("not found"))))
+    Err(io_err("run fusermount3 for", mountpoint)(
+        last.unwrap_or_else(|| io::Error::other("not found")),
+    ))
 }
 
 /// A mountpoint whose daemon died answers ENOTCONN: detach it so it can be mounted again.
@@ -256,15 +292,30 @@ fn recover_stale_mount(mountpoint: &Path) -> Result<(), MountError> {
     // SAFETY: a valid path and a statfs buffer of the right type.
     let statfs_result = unsafe {
         let mut buf: libc::statfs = std::mem::zeroed();
-        if libc::statfs(path.as_ptr(), &mut buf) == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+        if libc::statfs(path.as_ptr(), &mut buf) == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     };
     match statfs_result.and_then(|()| std::fs::metadata(mountpoint)) {
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)) => {
-            log::warn!("{} is a stale mount (its daemon is gone): unmounting it first", mountpoint.display());
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)
+            ) =>
+        {
+            log::warn!(
+                "{} is a stale mount (its daemon is gone): unmounting it first",
+                mountpoint.display()
+            );
             unmount(mountpoint, true)
         }
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(MountError::Daemon(format!("mountpoint {} is not a directory", mountpoint.display()))),
+        Ok(_) => Err(MountError::Daemon(format!(
+            "mountpoint {} is not a directory",
+            mountpoint.display()
+        ))),
         Err(e) => Err(io_err("mountpoint", mountpoint)(e)),
     }
 }
@@ -291,13 +342,24 @@ fn fork_daemon() -> Result<Forked, MountError> {
     let mut fds = [0; 2];
     // SAFETY: fds has room for the two descriptors pipe2 writes.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(MountError::Daemon(format!("pipe: {}", io::Error::last_os_error())));
+        return Err(MountError::Daemon(format!(
+            "pipe: {}",
+            io::Error::last_os_error()
+        )));
     }
     // SAFETY: the descriptors were just created and are owned here alone.
-    let (read_end, write_end) = unsafe { (std::fs::File::from(OwnedFd::from_raw_fd(fds[0])), std::fs::File::from(OwnedFd::from_raw_fd(fds[1]))) };
+    let (read_end, write_end) = unsafe {
+        (
+            std::fs::File::from(OwnedFd::from_raw_fd(fds[0])),
+            std::fs::File::from(OwnedFd::from_raw_fd(fds[1])),
+        )
+    };
     // SAFETY: the process is single-threaded here, so the child is a complete copy.
     match unsafe { libc::fork() } {
-        -1 => Err(MountError::Daemon(format!("fork: {}", io::Error::last_os_error()))),
+        -1 => Err(MountError::Daemon(format!(
+            "fork: {}",
+            io::Error::last_os_error()
+        ))),
         0 => {
             drop(read_end);
             // SAFETY: setsid has no memory effects; it detaches from the terminal's session.
@@ -311,7 +373,9 @@ fn fork_daemon() -> Result<Forked, MountError> {
             let _ = read_end.read_to_string(&mut report);
             Ok(Forked::Parent(match report.as_str() {
                 "ok" => Ok(()),
-                "" => Err(MountError::Daemon("the mount daemon exited before the mount was ready".into())),
+                "" => Err(MountError::Daemon(
+                    "the mount daemon exited before the mount was ready".into(),
+                )),
                 msg => Err(MountError::Daemon(msg.to_string())),
             }))
         }
@@ -320,10 +384,20 @@ fn fork_daemon() -> Result<Forked, MountError> {
 
 /// Points stdin and stdout at /dev/null and stderr at the log file (or /dev/null).
 fn detach_stdio(log_file: Option<&Path>) -> Result<(), MountError> {
-    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").map_err(io_err("open", Path::new("/dev/null")))?;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(io_err("open", Path::new("/dev/null")))?;
     let log = match log_file {
-        Some(p) => std::fs::OpenOptions::new().create(true).append(true).open(p).map_err(io_err("open log file", p))?,
-        None => null.try_clone().map_err(io_err("open", Path::new("/dev/null")))?,
+        Some(p) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .map_err(io_err("open log file", p))?,
+        None => null
+            .try_clone()
+            .map_err(io_err("open", Path::new("/dev/null")))?,
     };
     use std::os::fd::AsRawFd;
     // SAFETY: dup2 onto the standard descriptors of valid open files.
@@ -349,7 +423,12 @@ fn stop_signals() -> libc::sigset_t {
 }
 
 /// Mounts with mount(2) as type fuse.ddmq (root), or through fusermount3, and does the FUSE handshake.
-fn mount_session(fuse: DdmqFuse, source: &str, mountpoint: &Path, opts: &MountOptions) -> Result<fuser::Session<DdmqFuse>, MountError> {
+fn mount_session(
+    fuse: DdmqFuse,
+    source: &str,
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> Result<fuser::Session<DdmqFuse>, MountError> {
     let mut config = fuser::Config::default();
     config.acl = opts.acl();
     config.n_threads = Some(opts.threads);
@@ -366,11 +445,20 @@ fn mount_session(fuse: DdmqFuse, source: &str, mountpoint: &Path, opts: &MountOp
         }
         return fuser::Session::new(fuse, mountpoint, &config).map_err(io_err("mount", mountpoint));
     }
-    let dev = std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_CLOEXEC).open("/dev/fuse").map_err(io_err("open", Path::new("/dev/fuse")))?;
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/fuse")
+        .map_err(io_err("open", Path::new("/dev/fuse")))?;
     use std::os::fd::AsRawFd;
     // SAFETY: getuid and getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let mut data = format!("fd={},rootmode={:o},user_id={uid},group_id={gid},default_permissions", dev.as_raw_fd(), libc::S_IFDIR);
+    let mut data = format!(
+        "fd={},rootmode={:o},user_id={uid},group_id={gid},default_permissions",
+        dev.as_raw_fd(),
+        libc::S_IFDIR
+    );
     if opts.allow_other || opts.allow_root {
         data.push_str(",allow_other");
     }
@@ -378,12 +466,21 @@ fn mount_session(fuse: DdmqFuse, source: &str, mountpoint: &Path, opts: &MountOp
     if opts.read_only {
         flags |= libc::MS_RDONLY;
     }
-    let c_source = CString::new(source).map_err(|_| MountError::Daemon("the root path contains a NUL byte".into()))?;
+    let c_source = CString::new(source)
+        .map_err(|_| MountError::Daemon("the root path contains a NUL byte".into()))?;
     let c_target = c_path(mountpoint)?;
     let c_type = CString::new(FS_TYPE).expect("no NUL");
     let c_data = CString::new(data).expect("no NUL");
     // SAFETY: all pointers are valid NUL-terminated strings that outlive the call.
-    let rc = unsafe { libc::mount(c_source.as_ptr(), c_target.as_ptr(), c_type.as_ptr(), flags, c_data.as_ptr().cast()) };
+    let rc = unsafe {
+        libc::mount(
+            c_source.as_ptr(),
+            c_target.as_ptr(),
+            c_type.as_ptr(),
+            flags,
+            c_data.as_ptr().cast(),
+        )
+    };
     if rc != 0 {
         return Err(io_err("mount", mountpoint)(io::Error::last_os_error()));
     }
@@ -398,7 +495,11 @@ pub fn run_mount(args: MountArgs) -> Result<(), Box<dyn std::error::Error>> {
     let opts = MountOptions::parse(&args.options)?;
     let root = absolute(&args.root);
     let mountpoint = absolute(&args.mountpoint);
-    let broker = if opts.create { Broker::open_or_init(&root)? } else { Broker::open(&root)? };
+    let broker = if opts.create {
+        Broker::open_or_init(&root)?
+    } else {
+        Broker::open(&root)?
+    };
     recover_stale_mount(&mountpoint)?;
     let log_file = args.log_file.as_deref().map(absolute);
     let mut readiness = if args.foreground {
@@ -409,7 +510,18 @@ pub fn run_mount(args: MountArgs) -> Result<(), Box<dyn std::error::Error>> {
             Forked::Daemon(r) => r,
         }
     };
-    let result = serve(broker, &root, &mountpoint, &opts, &mut readiness, if args.foreground { None } else { Some(log_file.as_deref()) });
+    let result = serve(
+        broker,
+        &root,
+        &mountpoint,
+        &opts,
+        &mut readiness,
+        if args.foreground {
+            None
+        } else {
+            Some(log_file.as_deref())
+        },
+    );
     if let Err(e) = &result {
         readiness.report(&e.to_string());
     }
@@ -417,7 +529,14 @@ pub fn run_mount(args: MountArgs) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Mounts and serves until unmounted or stopped by a signal.
-fn serve(broker: Broker, root: &Path, mountpoint: &Path, opts: &MountOptions, readiness: &mut Readiness, detach: Option<Option<&Path>>) -> Result<(), MountError> {
+fn serve(
+    broker: Broker,
+    root: &Path,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    readiness: &mut Readiness,
+    detach: Option<Option<&Path>>,
+) -> Result<(), MountError> {
     // Blocked here, before any thread starts, so every thread inherits the mask and only the
     // signal thread's sigwait receives them.
     let signals = stop_signals();
@@ -425,32 +544,51 @@ fn serve(broker: Broker, root: &Path, mountpoint: &Path, opts: &MountOptions, re
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &signals, std::ptr::null_mut()) };
 
     let fs = Arc::new(QueueFs::new(broker, opts.fs_options()));
-    let source = opts.fsname.clone().unwrap_or_else(|| root.to_string_lossy().replace(',', "_"));
+    let source = opts
+        .fsname
+        .clone()
+        .unwrap_or_else(|| root.to_string_lossy().replace(',', "_"));
     let session = mount_session(DdmqFuse::new(fs.clone()), &source, mountpoint, opts)?;
-    let background = session.spawn().map_err(io_err("start serving", mountpoint))?;
+    let background = session
+        .spawn()
+        .map_err(io_err("start serving", mountpoint))?;
     if let Some(log_file) = detach {
         detach_stdio(log_file)?;
     }
-    log::info!("serving {} at {} (read-only: {}, wait limit {:?})", root.display(), mountpoint.display(), opts.read_only, opts.wait_limit);
+    log::info!(
+        "serving {} at {} (read-only: {}, wait limit {:?})",
+        root.display(),
+        mountpoint.display(),
+        opts.read_only,
+        opts.wait_limit
+    );
     readiness.report("ok");
 
     {
         let fs = fs.clone();
         std::thread::Builder::new()
             .name("ddmq-housekeeping".into())
-            .spawn(move || loop {
-                std::thread::sleep(HOUSEKEEPING_EVERY);
-                fs.housekeeping();
-                log::debug!("inodes known to the kernel: {}, open files: {}", fs.inode_count(), fs.open_file_count());
-                // A deep queue's listing, once drained, leaves freed memory that glibc keeps:
-                // hand it back so the daemon's footprint follows the queue down.
-                // SAFETY: malloc_trim only walks the allocator's own free lists.
-                #[cfg(target_env = "gnu")]
-                unsafe {
-                    libc::malloc_trim(0);
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(HOUSEKEEPING_EVERY);
+                    fs.housekeeping();
+                    log::debug!(
+                        "inodes known to the kernel: {}, open files: {}",
+                        fs.inode_count(),
+                        fs.open_file_count()
+                    );
+                    // A deep queue's listing, once drained, leaves freed memory that glibc keeps:
+                    // hand it back so the daemon's footprint follows the queue down.
+                    // SAFETY: malloc_trim only walks the allocator's own free lists.
+                    #[cfg(target_env = "gnu")]
+                    unsafe {
+                        libc::malloc_trim(0);
+                    }
                 }
             })
-            .map_err(|e| MountError::Daemon(format!("cannot start the housekeeping thread: {e}")))?;
+            .map_err(|e| {
+                MountError::Daemon(format!("cannot start the housekeeping thread: {e}"))
+            })?;
     }
     {
         let fs = fs.clone();
@@ -463,12 +601,15 @@ fn serve(broker: Broker, root: &Path, mountpoint: &Path, opts: &MountOptions, re
                 unsafe { libc::sigwait(&signals, &mut sig) };
                 log::info!("signal {sig}: unmounting {}", mountpoint.display());
                 fs.begin_shutdown();
-                if let Err(e) = unmount(&mountpoint, false).or_else(|_| unmount(&mountpoint, true)) {
+                if let Err(e) = unmount(&mountpoint, false).or_else(|_| unmount(&mountpoint, true))
+                {
                     log::warn!("{e}");
                 }
                 // Files still open keep a lazily detached mount alive: end it after a grace period.
                 std::thread::sleep(STOP_GRACE);
-                log::info!("files still open after {STOP_GRACE:?}: giving back their messages and exiting");
+                log::info!(
+                    "files still open after {STOP_GRACE:?}: giving back their messages and exiting"
+                );
                 fs.shutdown();
                 std::process::exit(0);
             })
@@ -498,11 +639,21 @@ mod tests {
     fn options_parse_as_fuse_tools_expect() {
         let o = parse("allow_other,ro,uid=1000,gid=100,umask=027,wait_limit=2.5,_netdev,x-systemd.automount,create").unwrap();
         assert!(o.allow_other && o.read_only && o.create);
-        assert_eq!((o.uid, o.gid, o.umask), (Some(1000), Some(100), Some(0o027)));
+        assert_eq!(
+            (o.uid, o.gid, o.umask),
+            (Some(1000), Some(100), Some(0o027))
+        );
         assert_eq!(o.wait_limit, Duration::from_millis(2500));
-        assert_eq!(parse("ro,rw").unwrap().read_only, false);
+        assert!(!parse("ro,rw").unwrap().read_only);
         assert_eq!(MountOptions::parse(&[]).unwrap(), MountOptions::default());
-        for bad in ["bogus", "uid=x", "umask=999", "wait_limit=-1", "threads=0", "fsname"] {
+        for bad in [
+            "bogus",
+            "uid=x",
+            "umask=999",
+            "wait_limit=-1",
+            "threads=0",
+            "fsname",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
         let e = parse("nosuch").unwrap_err().to_string();

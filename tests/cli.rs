@@ -17,11 +17,19 @@ struct Out {
 
 impl Out {
     fn ok(self) -> Out {
-        assert_eq!(self.code, 0, "expected success\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         self
     }
     fn code(self, code: i32) -> Out {
-        assert_eq!(self.code, code, "expected exit {code}\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
         self
     }
@@ -34,7 +42,13 @@ fn ddmq_cmd(cwd: &Path) -> Command {
 }
 
 fn finish(c: &mut Command, input: Option<&[u8]>) -> Out {
-    c.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
     let mut child = c.spawn().expect("run ddmq");
     if let Some(bytes) = input {
         let mut stdin = child.stdin.take().unwrap();
@@ -100,11 +114,16 @@ impl Sandbox {
 
     /// Consumes `n` from q as JSON and returns the records.
     fn consume(&self, n: usize) -> Vec<Value> {
-        let out = self.run(&["consume", "-n", &n.to_string(), &self.root(), "q"]).ok();
+        let out = self
+            .run(&["consume", "-n", &n.to_string(), &self.root(), "q"])
+            .ok();
         if out.stdout.starts_with("No more messages") {
             return Vec::new();
         }
-        out.stdout.lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect()
+        out.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+            .collect()
     }
 
     fn waiting(&self) -> Vec<String> {
@@ -139,8 +158,11 @@ fn snapshot(dir: &Path, skip: &Path, into: &mut BTreeMap<PathBuf, Vec<u8>>) {
 }
 
 fn names_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.contains(".ddmq")).collect();
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains(".ddmq"))
+        .collect();
     v.sort();
     v
 }
@@ -153,7 +175,11 @@ fn read_json(path: &Path) -> Value {
 fn expire(s: &Sandbox, work_name: &str) -> String {
     let rest = work_name.split_once('.').unwrap().1;
     let expired = format!("1.{rest}");
-    fs::rename(s.q().join("work").join(work_name), s.q().join("work").join(&expired)).unwrap();
+    fs::rename(
+        s.q().join("work").join(work_name),
+        s.q().join("work").join(&expired),
+    )
+    .unwrap();
     expired
 }
 
@@ -170,13 +196,20 @@ fn version_help_no_command_and_unknown_command() {
     assert_eq!(s.run(&["-v"]).ok().stdout, expected);
     assert_eq!(s.run(&["--version"]).ok().stdout, expected);
     let help = s.run(&["-h"]).ok().stdout;
-    for cmd in ["view", "create", "delete", "publish", "consume", "ack", "nack", "del_msg", "purge", "clean", "json"] {
+    for cmd in [
+        "view", "create", "delete", "publish", "consume", "ack", "nack", "del_msg", "purge",
+        "clean", "json",
+    ] {
         assert!(help.contains(cmd), "{cmd} missing from help:\n{help}");
     }
     let none = s.run(&[]).code(1);
     assert!(none.stderr.contains("Usage"), "{}", none.stderr);
     let unknown = s.run(&["foo", "bar"]).code(1);
-    assert!(unknown.stderr.starts_with("Unrecognized command: foo\n"), "{}", unknown.stderr);
+    assert!(
+        unknown.stderr.starts_with("Unrecognized command: foo\n"),
+        "{}",
+        unknown.stderr
+    );
     assert!(unknown.stderr.contains("Usage"));
     // Sub-command -v means verbose, not version.
     let v = s.run(&["view", "-v", "-f", &s.root()]).ok();
@@ -188,17 +221,39 @@ fn version_help_no_command_and_unknown_command() {
 fn readme_walkthrough_works() {
     let s = Sandbox::new();
     let root = s.root();
-    assert_eq!(s.run(&["create", "-f", &root, "queue_name"]).ok().stdout, "Created new queue: queue_name\n");
-    let p = s.run(&["publish", &root, "queue_name", "Hello World!"]).ok();
-    assert!(p.stdout.starts_with("Successfully published message:\n\n"), "{}", p.stdout);
+    assert_eq!(
+        s.run(&["create", "-f", &root, "queue_name"]).ok().stdout,
+        "Created new queue: queue_name\n"
+    );
+    let p = s
+        .run(&["publish", &root, "queue_name", "Hello World!"])
+        .ok();
+    assert!(
+        p.stdout.starts_with("Successfully published message:\n\n"),
+        "{}",
+        p.stdout
+    );
     assert!(p.stdout.contains("\nmessage = Hello World!\n"));
     let c = s.run(&["consume", &root, "queue_name"]).ok();
     let m: Value = serde_json::from_str(c.stdout.trim_end()).unwrap();
     assert_eq!(m["message"], "Hello World!");
     let v = s.run(&["view", &root]).ok();
-    assert!(v.stdout.contains("| queue_name |      0       |      1      |"), "{}", v.stdout);
-    assert!(s.run(&["purge", &root, "queue_name"]).ok().stdout.starts_with("Purged queue: queue_name\t(0 messages in queue, 1 messages in work)"));
-    assert_eq!(s.run(&["delete", &root, "queue_name"]).ok().stdout, "Deleted queue: queue_name\n");
+    assert!(
+        v.stdout
+            .contains("| queue_name |      0       |      1      |"),
+        "{}",
+        v.stdout
+    );
+    assert!(
+        s.run(&["purge", &root, "queue_name"])
+            .ok()
+            .stdout
+            .starts_with("Purged queue: queue_name\t(0 messages in queue, 1 messages in work)")
+    );
+    assert_eq!(
+        s.run(&["delete", &root, "queue_name"]).ok().stdout,
+        "Deleted queue: queue_name\n"
+    );
     assert!(!s.path().join("R/queue_name").exists());
 }
 
@@ -224,23 +279,59 @@ fn view_every_format() {
 +-------+--------------+-------------+
 ";
     assert_eq!(table, expected);
-    assert_eq!(s.run(&["view", "--format", "default", &root]).ok().stdout, expected);
+    assert_eq!(
+        s.run(&["view", "--format", "default", &root]).ok().stdout,
+        expected
+    );
     assert_eq!(
         s.run(&["view", "--format", "plain", &root]).ok().stdout,
         "| *queue* | *msg in queue* | *msg at work* |\n| newq    | 1              | 0             |\n| q1      | 5              | 0             |\n"
     );
-    assert_eq!(s.run(&["view", "--format", "json", &root]).ok().stdout, "{\"newq\": [1, 0], \"q1\": [5, 0]}\n");
-    assert_eq!(s.run(&["view", "-n", "--format", "json", &root]).ok().stdout, "[\"newq\", \"q1\"]\n");
-    assert_eq!(s.run(&["view", "--format", "yaml", &root]).ok().stdout, "newq:\n- 1\n- 0\nq1:\n- 5\n- 0\n");
-    assert_eq!(s.run(&["view", "-n", "--format", "yaml", &root]).ok().stdout, "- newq\n- q1\n");
-    assert_eq!(s.run(&["view", "-n", "--format", "plain", &root]).ok().stdout, "newq\nq1\n");
+    assert_eq!(
+        s.run(&["view", "--format", "json", &root]).ok().stdout,
+        "{\"newq\": [1, 0], \"q1\": [5, 0]}\n"
+    );
+    assert_eq!(
+        s.run(&["view", "-n", "--format", "json", &root])
+            .ok()
+            .stdout,
+        "[\"newq\", \"q1\"]\n"
+    );
+    assert_eq!(
+        s.run(&["view", "--format", "yaml", &root]).ok().stdout,
+        "newq:\n- 1\n- 0\nq1:\n- 5\n- 0\n"
+    );
+    assert_eq!(
+        s.run(&["view", "-n", "--format", "yaml", &root])
+            .ok()
+            .stdout,
+        "- newq\n- q1\n"
+    );
+    assert_eq!(
+        s.run(&["view", "-n", "--format", "plain", &root])
+            .ok()
+            .stdout,
+        "newq\nq1\n"
+    );
     let names = s.run(&["view", "-n", &root]).ok().stdout;
-    assert!(names.starts_with("+-------+\n| queue |\n") && names.contains("|  q1   |"), "{names}");
+    assert!(
+        names.starts_with("+-------+\n| queue |\n") && names.contains("|  q1   |"),
+        "{names}"
+    );
     // A filter: only the named queues; unknown ones are warned about on stderr.
     let filtered = s.run(&["view", "--format", "json", &root, "q1,nope"]).ok();
     assert_eq!(filtered.stdout, "{\"q1\": [5, 0]}\n");
-    assert!(filtered.stderr.contains("Warning: requested queue does not exist (nope)"));
-    assert!(s.run(&["view", "--format", "xml", &root]).code(2).stderr.contains("xml"));
+    assert!(
+        filtered
+            .stderr
+            .contains("Warning: requested queue does not exist (nope)")
+    );
+    assert!(
+        s.run(&["view", "--format", "xml", &root])
+            .code(2)
+            .stderr
+            .contains("xml")
+    );
 }
 
 #[test]
@@ -260,8 +351,14 @@ fn view_of_an_empty_root_still_shows_the_header() {
 fn create_reports_each_queue() {
     let s = Sandbox::new();
     let root = s.root();
-    let out = s.run(&["create", "-f", &root, "a,b,bad.name,a"]).ok().stdout;
-    assert_eq!(out, "Created new queue: a\nCreated new queue: b\nSkipping bad.name, invalid name\nAlready existing: a\nCreated 2 new queues\n");
+    let out = s
+        .run(&["create", "-f", &root, "a,b,bad.name,a"])
+        .ok()
+        .stdout;
+    assert_eq!(
+        out,
+        "Created new queue: a\nCreated new queue: b\nSkipping bad.name, invalid name\nAlready existing: a\nCreated 2 new queues\n"
+    );
     assert_eq!(s.run(&["create", "-s", &root, "c"]).ok().stdout, "");
     assert!(s.path().join("R/c/work").is_dir());
 }
@@ -274,9 +371,18 @@ fn b17_create_advice_is_correct() {
     fs::create_dir(s.path().join("R/plain_dir")).unwrap();
     fs::write(s.path().join("R/plain_dir/data"), "mine").unwrap();
     let out = s.run(&["create", "-f", &root, "plain_dir"]).ok().stdout;
-    assert!(out.contains("already exists but is not a ddmq queue"), "{out}");
-    assert!(!out.contains("-f"), "the advice must not suggest -f, which cannot help: {out}");
-    assert_eq!(fs::read_to_string(s.path().join("R/plain_dir/data")).unwrap(), "mine");
+    assert!(
+        out.contains("already exists but is not a ddmq queue"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("-f"),
+        "the advice must not suggest -f, which cannot help: {out}"
+    );
+    assert_eq!(
+        fs::read_to_string(s.path().join("R/plain_dir/data")).unwrap(),
+        "mine"
+    );
 }
 
 #[test]
@@ -286,11 +392,17 @@ fn delete_reports_and_refuses_foreign_files() {
     s.run(&["create", "-f", "-s", &root, "a,b,c"]).ok();
     s.publish("a", "m", &[]);
     let out = s.run(&["delete", &root, "a,b,zz,x.y"]).ok().stdout;
-    assert_eq!(out, "Deleted queue: a\nDeleted queue: b\nQueue not existing: zz\nSkipping x.y, invalid name\nDeleted 2 queues\n");
+    assert_eq!(
+        out,
+        "Deleted queue: a\nDeleted queue: b\nQueue not existing: zz\nSkipping x.y, invalid name\nDeleted 2 queues\n"
+    );
     fs::write(s.path().join("R/c/notes.txt"), "keep").unwrap();
     let refused = s.run(&["delete", &root, "c"]).code(1);
     assert!(refused.stderr.contains("notes.txt"), "{}", refused.stderr);
-    assert!(s.path().join("R/c/ddmq.yaml").is_file() && s.path().join("R/c/work").is_dir(), "nothing deleted (B16)");
+    assert!(
+        s.path().join("R/c/ddmq.yaml").is_file() && s.path().join("R/c/work").is_dir(),
+        "nothing deleted (B16)"
+    );
 }
 
 #[test]
@@ -317,7 +429,13 @@ fn purge_and_clean_report_each_queue() {
     let m = s.consume(1);
     expire(&s, m[0]["filename"].as_str().unwrap());
     let out = s.run(&["clean", &root, "q,q2,zz"]).ok().stdout;
-    assert_eq!(out, format!("Cleaned queue: q\nCleaned queue: q2\nQueue does not exist: {}\nCleaned 2 queues\n", zz.display()));
+    assert_eq!(
+        out,
+        format!(
+            "Cleaned queue: q\nCleaned queue: q2\nQueue does not exist: {}\nCleaned 2 queues\n",
+            zz.display()
+        )
+    );
     let back = s.waiting();
     assert_eq!(back.len(), 1);
     assert!(back[0].starts_with("0."), "{back:?}");
@@ -333,10 +451,35 @@ fn publish_prints_the_message_as_python_repr() {
     let out = s.run(&["publish", &s.root(), "q", "hello"]).ok().stdout;
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(&lines[..2], ["Successfully published message:", ""]);
-    let keys: Vec<&str> = lines[2..].iter().map(|l| l.split(" = ").next().unwrap()).collect();
-    assert_eq!(keys, ["filename", "id", "message", "priority", "queue", "queue_number", "requeue", "requeue_counter", "requeue_limit", "timeout"]);
-    assert!(out.contains("\nmessage = hello\npriority = 999\nqueue = q\n"), "{out}");
-    assert!(out.contains("\nrequeue = True\nrequeue_counter = 0\nrequeue_limit = None\ntimeout = None\n"), "{out}");
+    let keys: Vec<&str> = lines[2..]
+        .iter()
+        .map(|l| l.split(" = ").next().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "filename",
+            "id",
+            "message",
+            "priority",
+            "queue",
+            "queue_number",
+            "requeue",
+            "requeue_counter",
+            "requeue_limit",
+            "timeout"
+        ]
+    );
+    assert!(
+        out.contains("\nmessage = hello\npriority = 999\nqueue = q\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "\nrequeue = True\nrequeue_counter = 0\nrequeue_limit = None\ntimeout = None\n"
+        ),
+        "{out}"
+    );
     let name = lines[2].strip_prefix("filename = ").unwrap();
     assert_eq!(s.waiting(), [name]);
     assert!(!name.contains('/'));
@@ -346,16 +489,38 @@ fn publish_prints_the_message_as_python_repr() {
 fn publish_options_are_stored() {
     let s = Sandbox::with_queue();
     let root = s.root();
-    s.publish("q", "a", &["-p", "5", "-t", "30", "-l", "2", "--requeue_prio", "7"]);
+    s.publish(
+        "q",
+        "a",
+        &["-p", "5", "-t", "30", "-l", "2", "--requeue_prio", "7"],
+    );
     s.publish("q", "b", &["--no-requeue"]);
-    s.publish("q", "c", &["-r", "--requeue-limit", "3", "--requeue-prio", "0"]);
+    s.publish(
+        "q",
+        "c",
+        &["-r", "--requeue-limit", "3", "--requeue-prio", "0"],
+    );
     let got = s.consume(3);
-    assert_eq!((got[0]["message"].as_str(), got[0]["priority"].as_u64()), (Some("a"), Some(5)));
-    assert_eq!((got[0]["timeout"].as_u64(), got[0]["requeue_limit"].as_u64(), got[0]["requeue"].as_u64()), (Some(30), Some(2), Some(7)));
+    assert_eq!(
+        (got[0]["message"].as_str(), got[0]["priority"].as_u64()),
+        (Some("a"), Some(5))
+    );
+    assert_eq!(
+        (
+            got[0]["timeout"].as_u64(),
+            got[0]["requeue_limit"].as_u64(),
+            got[0]["requeue"].as_u64()
+        ),
+        (Some(30), Some(2), Some(7))
+    );
     assert_eq!(got[1]["requeue"], Value::Bool(false));
-    assert_eq!((got[2]["requeue"].clone(), got[2]["requeue_limit"].as_u64()), (Value::Bool(true), Some(3)));
+    assert_eq!(
+        (got[2]["requeue"].clone(), got[2]["requeue_limit"].as_u64()),
+        (Value::Bool(true), Some(3))
+    );
     // --no-requeue cannot be combined with -r.
-    s.run(&["publish", "--no-requeue", "-r", &root, "q", "x"]).code(2);
+    s.run(&["publish", "--no-requeue", "-r", &root, "q", "x"])
+        .code(2);
 }
 
 #[test]
@@ -386,9 +551,16 @@ fn publish_to_a_missing_queue_needs_force() {
     let s = Sandbox::with_queue();
     let root = s.root();
     let e = s.run(&["publish", &root, "other", "x"]).code(1);
-    assert!(e.stderr.contains("does not exist") && e.stderr.contains("-f"), "{}", e.stderr);
+    assert!(
+        e.stderr.contains("does not exist") && e.stderr.contains("-f"),
+        "{}",
+        e.stderr
+    );
     let out = s.run(&["publish", "-f", &root, "other", "x"]).ok().stdout;
-    assert!(out.starts_with("Created new queue: other\nSuccessfully published message:"), "{out}");
+    assert!(
+        out.starts_with("Created new queue: other\nSuccessfully published message:"),
+        "{out}"
+    );
     let e = s.run(&["publish", "-f", &root, "bad.name", "x"]).code(1);
     assert!(e.stderr.contains("invalid queue name"), "{}", e.stderr);
     assert!(!s.path().join("R/bad.name").exists());
@@ -402,10 +574,13 @@ fn publish_to_a_missing_queue_needs_force() {
 fn publish_reads_stdin_exactly_as_given() {
     let s = Sandbox::with_queue();
     let text = "line one\n  line two with ünïcødé and \"quotes\"\n\n";
-    s.run_stdin(&["publish", "-s", &s.root(), "q", "-"], text.as_bytes()).ok();
+    s.run_stdin(&["publish", "-s", &s.root(), "q", "-"], text.as_bytes())
+        .ok();
     let got = s.consume(1);
     assert_eq!(got[0]["message"], text);
-    let e = s.run_stdin(&["publish", &s.root(), "q", "-"], &[0xff, 0xfe]).code(1);
+    let e = s
+        .run_stdin(&["publish", &s.root(), "q", "-"], &[0xff, 0xfe])
+        .code(1);
     assert!(e.stderr.contains("UTF-8"), "{}", e.stderr);
     assert!(s.waiting().is_empty());
 }
@@ -414,7 +589,12 @@ fn publish_reads_stdin_exactly_as_given() {
 fn publish_lines_publishes_each_line_in_one_process() {
     let s = Sandbox::with_queue();
     let input: String = (0..150).map(|i| format!("job {i}\n")).collect();
-    let out = s.run_stdin(&["publish", "--lines", &s.root(), "q", "-"], input.as_bytes()).ok();
+    let out = s
+        .run_stdin(
+            &["publish", "--lines", &s.root(), "q", "-"],
+            input.as_bytes(),
+        )
+        .ok();
     assert_eq!(out.stdout, "Published 150 messages to q\n");
     let got = s.consume(500);
     assert_eq!(got.len(), 150);
@@ -422,12 +602,21 @@ fn publish_lines_publishes_each_line_in_one_process() {
         assert_eq!(m["message"], format!("job {i}"), "FIFO order");
     }
     // CRLF endings are line endings; a last line without one counts; -s prints nothing.
-    let out = s.run_stdin(&["publish", "--lines", "-s", &s.root(), "q", "-"], b"a\r\nb").ok();
+    let out = s
+        .run_stdin(
+            &["publish", "--lines", "-s", &s.root(), "q", "-"],
+            b"a\r\nb",
+        )
+        .ok();
     assert_eq!(out.stdout, "");
     let got = s.consume(5);
-    assert_eq!((got[0]["message"].as_str(), got[1]["message"].as_str()), (Some("a"), Some("b")));
+    assert_eq!(
+        (got[0]["message"].as_str(), got[1]["message"].as_str()),
+        (Some("a"), Some("b"))
+    );
     // --lines needs `-`.
-    s.run(&["publish", "--lines", &s.root(), "q", "text"]).code(2);
+    s.run(&["publish", "--lines", &s.root(), "q", "text"])
+        .code(2);
 }
 
 // ------------------------------------------------------------------------------------ consume
@@ -443,29 +632,63 @@ fn consume_every_format() {
     let out = s.run(&["consume", "-n", "2", &root, "q"]).ok().stdout;
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2);
-    assert!(lines[0].starts_with("{\"message\": \"m0\", \"queue\": \"q\", \"timeout\": null, \"id\": "), "{}", lines[0]);
+    assert!(
+        lines[0].starts_with("{\"message\": \"m0\", \"queue\": \"q\", \"timeout\": null, \"id\": "),
+        "{}",
+        lines[0]
+    );
     for line in &lines {
         let m: Value = serde_json::from_str(line).unwrap();
         let name = m["filename"].as_str().unwrap();
-        assert!(s.q().join("work").join(name).is_file(), "{name} is the in-flight file");
+        assert!(
+            s.q().join("work").join(name).is_file(),
+            "{name} is the in-flight file"
+        );
     }
-    assert_eq!(s.run(&["consume", "--format", "json", &root, "q"]).ok().stdout.lines().count(), 1);
+    assert_eq!(
+        s.run(&["consume", "--format", "json", &root, "q"])
+            .ok()
+            .stdout
+            .lines()
+            .count(),
+        1
+    );
     // plain: sorted key = value lines.
-    let plain = s.run(&["consume", "--format", "plain", &root, "q"]).ok().stdout;
-    assert!(plain.starts_with("filename = ") && plain.contains("\nmessage = m3\n") && plain.ends_with("timeout = None\n"), "{plain}");
+    let plain = s
+        .run(&["consume", "--format", "plain", &root, "q"])
+        .ok()
+        .stdout;
+    assert!(
+        plain.starts_with("filename = ")
+            && plain.contains("\nmessage = m3\n")
+            && plain.ends_with("timeout = None\n"),
+        "{plain}"
+    );
     // yaml: several messages form one valid stream, documents separated by ---.
-    let yaml = s.run(&["consume", "--format", "yaml", "-n", "2", &root, "q"]).ok().stdout;
+    let yaml = s
+        .run(&["consume", "--format", "yaml", "-n", "2", &root, "q"])
+        .ok()
+        .stdout;
     let docs: Vec<&str> = yaml.split("---\n").collect();
     assert_eq!(docs.len(), 2, "{yaml}");
-    assert!(docs[0].starts_with("filename: ") && docs[0].contains("\nmessage: m4\n"), "{yaml}");
-    assert!(docs[1].contains("\nmessage: m5\n") && docs[1].contains("\nrequeue: true\n"), "{yaml}");
+    assert!(
+        docs[0].starts_with("filename: ") && docs[0].contains("\nmessage: m4\n"),
+        "{yaml}"
+    );
+    assert!(
+        docs[1].contains("\nmessage: m5\n") && docs[1].contains("\nrequeue: true\n"),
+        "{yaml}"
+    );
     assert_eq!(s.in_work().len(), 6);
 }
 
 #[test]
 fn consume_from_an_empty_queue_is_a_soft_outcome() {
     let s = Sandbox::with_queue();
-    assert_eq!(s.run(&["consume", &s.root(), "q"]).ok().stdout, "No more messages in q\n");
+    assert_eq!(
+        s.run(&["consume", &s.root(), "q"]).ok().stdout,
+        "No more messages in q\n"
+    );
     let e = s.run(&["consume", &s.root(), "nope"]).code(1);
     assert!(e.stderr.contains("does not exist"), "{}", e.stderr);
 }
@@ -502,9 +725,15 @@ fn consume_ack_drains_what_it_printed() {
     for i in 0..3 {
         s.publish("q", &format!("m{i}"), &["-r"]);
     }
-    let out = s.run(&["consume", "--ack", "-n", "5", &s.root(), "q"]).ok().stdout;
+    let out = s
+        .run(&["consume", "--ack", "-n", "5", &s.root(), "q"])
+        .ok()
+        .stdout;
     assert_eq!(out.lines().count(), 3);
-    assert!(s.waiting().is_empty() && s.in_work().is_empty(), "printed and acknowledged");
+    assert!(
+        s.waiting().is_empty() && s.in_work().is_empty(),
+        "printed and acknowledged"
+    );
 }
 
 #[test]
@@ -514,24 +743,40 @@ fn consume_wait_receives_a_message_published_later() {
     let publisher_cwd = s.path().join("cwd");
     let publisher = std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_millis(300));
-        finish(ddmq_cmd(&publisher_cwd).args(["publish", "-s", &root, "q", "late news"]), None).ok();
+        finish(
+            ddmq_cmd(&publisher_cwd).args(["publish", "-s", &root, "q", "late news"]),
+            None,
+        )
+        .ok();
     });
-    let out = s.run(&["consume", "--wait", "60", "--poll-ms", "5", &s.root(), "q"]).ok().stdout;
+    let out = s
+        .run(&["consume", "--wait", "60", "--poll-ms", "5", &s.root(), "q"])
+        .ok()
+        .stdout;
     publisher.join().unwrap();
     let m: Value = serde_json::from_str(out.trim_end()).expect(&out);
     assert_eq!(m["message"], "late news");
     // Nothing comes: the wait ends with the usual soft outcome.
-    assert_eq!(s.run(&["consume", "--wait", "0.05", &s.root(), "q"]).ok().stdout, "No more messages in q\n");
+    assert_eq!(
+        s.run(&["consume", "--wait", "0.05", &s.root(), "q"])
+            .ok()
+            .stdout,
+        "No more messages in q\n"
+    );
     s.run(&["consume", "--wait", "-1", &s.root(), "q"]).code(2);
 }
 
 #[test]
 fn consume_gives_messages_back_when_they_cannot_be_printed() {
-    let Ok(full) = fs::OpenOptions::new().write(true).open("/dev/full") else { return };
+    let Ok(full) = fs::OpenOptions::new().write(true).open("/dev/full") else {
+        return;
+    };
     let s = Sandbox::with_queue();
     s.publish("q", "keep me", &[]);
     let mut c = ddmq_cmd(&s.path().join("cwd"));
-    c.args(["consume", &s.root(), "q"]).stdout(full).stderr(Stdio::piped());
+    c.args(["consume", &s.root(), "q"])
+        .stdout(full)
+        .stderr(Stdio::piped());
     let o = c.output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(s.waiting().len(), 1, "the message went back to the queue");
@@ -548,18 +793,39 @@ fn ack_reports_acked_and_failed() {
     let m = s.consume(1);
     let name = m[0]["filename"].as_str().unwrap();
     let missing = "1.999.1.ddmqabc";
-    let out = s.run(&["ack", &root, "q", &format!("{name},{missing}")]).ok();
+    let out = s
+        .run(&["ack", &root, "q", &format!("{name},{missing}")])
+        .ok();
     assert_eq!(
         out.stdout,
         format!("acked {root}/q/work/{name}\nfailed ack {root}/q/work/{missing}\n")
     );
-    assert!(out.stderr.contains("Warning: message file missing"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("Warning: message file missing"),
+        "{}",
+        out.stderr
+    );
     assert!(s.in_work().is_empty());
     // A message id works too.
     s.publish("q", "b", &[]);
     let m = s.consume(1);
-    let out = s.run(&["ack", "--skip_cleaning", &root, "q", m[0]["id"].as_str().unwrap()]).ok().stdout;
-    assert_eq!(out, format!("acked {root}/q/work/{}\n", m[0]["filename"].as_str().unwrap()));
+    let out = s
+        .run(&[
+            "ack",
+            "--skip_cleaning",
+            &root,
+            "q",
+            m[0]["id"].as_str().unwrap(),
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(
+        out,
+        format!(
+            "acked {root}/q/work/{}\n",
+            m[0]["filename"].as_str().unwrap()
+        )
+    );
 }
 
 #[test]
@@ -568,9 +834,15 @@ fn b1_ack_deletes_even_requeue_messages() {
     s.publish("q", "r", &["-r"]);
     s.publish("q", "rp", &["--requeue_prio", "3"]);
     let got = s.consume(2);
-    let names: Vec<&str> = got.iter().map(|m| m["filename"].as_str().unwrap()).collect();
+    let names: Vec<&str> = got
+        .iter()
+        .map(|m| m["filename"].as_str().unwrap())
+        .collect();
     s.run(&["ack", &s.root(), "q", &names.join(",")]).ok();
-    assert!(s.waiting().is_empty() && s.in_work().is_empty(), "acked means gone");
+    assert!(
+        s.waiting().is_empty() && s.in_work().is_empty(),
+        "acked means gone"
+    );
 }
 
 #[test]
@@ -578,10 +850,25 @@ fn ack_with_r_requeues() {
     let s = Sandbox::with_queue();
     s.publish("q", "again", &["--no-requeue"]);
     let m = s.consume(1);
-    let out = s.run(&["ack", "-r", &s.root(), "q", m[0]["filename"].as_str().unwrap()]).ok().stdout;
+    let out = s
+        .run(&[
+            "ack",
+            "-r",
+            &s.root(),
+            "q",
+            m[0]["filename"].as_str().unwrap(),
+        ])
+        .ok()
+        .stdout;
     assert!(out.starts_with("acked "), "{out}");
     let again = s.consume(1);
-    assert_eq!((again[0]["message"].as_str(), again[0]["requeue_counter"].as_u64()), (Some("again"), Some(1)));
+    assert_eq!(
+        (
+            again[0]["message"].as_str(),
+            again[0]["requeue_counter"].as_u64()
+        ),
+        (Some("again"), Some(1))
+    );
 }
 
 #[test]
@@ -593,12 +880,33 @@ fn b6_nack_honours_message_requeue() {
     s.publish("q", "force me", &["--no-requeue"]);
     let got = s.consume(3);
     let name = |i: usize| got[i]["filename"].as_str().unwrap().to_string();
-    let out = s.run(&["nack", &root, "q", &format!("{},{}", name(0), name(1))]).ok().stdout;
-    assert_eq!(out, format!("nacked {root}/q/work/{}\nnacked {root}/q/work/{}\n", name(0), name(1)));
-    assert_eq!(s.in_work(), [name(2)], "nacked messages never stay in work/");
+    let out = s
+        .run(&["nack", &root, "q", &format!("{},{}", name(0), name(1))])
+        .ok()
+        .stdout;
+    assert_eq!(
+        out,
+        format!(
+            "nacked {root}/q/work/{}\nnacked {root}/q/work/{}\n",
+            name(0),
+            name(1)
+        )
+    );
+    assert_eq!(
+        s.in_work(),
+        [name(2)],
+        "nacked messages never stay in work/"
+    );
     let back = s.consume(5);
     assert_eq!(back.len(), 1);
-    assert_eq!((back[0]["message"].as_str(), back[0]["requeue_counter"].as_u64(), back[0]["priority"].as_u64()), (Some("requeue me"), Some(1), Some(0)));
+    assert_eq!(
+        (
+            back[0]["message"].as_str(),
+            back[0]["requeue_counter"].as_u64(),
+            back[0]["priority"].as_u64()
+        ),
+        (Some("requeue me"), Some(1), Some(0))
+    );
     // -r forces a requeue of a message that says drop.
     s.run(&["nack", "-r", "-C", &root, "q", &name(2)]).ok();
     let forced = s.consume(5);
@@ -614,11 +922,26 @@ fn b5_nack_respects_the_requeue_limit() {
     let s = Sandbox::with_queue();
     s.publish("q", "limited", &["-r", "-l", "1"]);
     let first = s.consume(1);
-    s.run(&["nack", &s.root(), "q", first[0]["filename"].as_str().unwrap()]).ok();
+    s.run(&[
+        "nack",
+        &s.root(),
+        "q",
+        first[0]["filename"].as_str().unwrap(),
+    ])
+    .ok();
     let second = s.consume(1);
     assert_eq!(second[0]["requeue_counter"], 1);
-    s.run(&["nack", &s.root(), "q", second[0]["filename"].as_str().unwrap()]).ok();
-    assert!(s.waiting().is_empty() && s.in_work().is_empty(), "the limit is reached: dropped");
+    s.run(&[
+        "nack",
+        &s.root(),
+        "q",
+        second[0]["filename"].as_str().unwrap(),
+    ])
+    .ok();
+    assert!(
+        s.waiting().is_empty() && s.in_work().is_empty(),
+        "the limit is reached: dropped"
+    );
 }
 
 #[test]
@@ -630,13 +953,33 @@ fn del_msg_deletes_waiting_and_consumed_messages() {
     }
     let consumed = s.consume(1)[0]["filename"].as_str().unwrap().to_string();
     let waiting = s.waiting();
-    let out = s.run(&["del_msg", &root, "q", &format!("{consumed},{}", waiting[0])]).ok().stdout;
-    assert_eq!(out, format!("Deleted {root}/q/work/{consumed}\nDeleted {root}/q/{}\nDeleted 2 messages\n", waiting[0]));
+    let out = s
+        .run(&["del_msg", &root, "q", &format!("{consumed},{}", waiting[0])])
+        .ok()
+        .stdout;
+    assert_eq!(
+        out,
+        format!(
+            "Deleted {root}/q/work/{consumed}\nDeleted {root}/q/{}\nDeleted 2 messages\n",
+            waiting[0]
+        )
+    );
     assert_eq!(s.waiting(), [waiting[1].clone()]);
     assert!(s.in_work().is_empty());
-    let out = s.run(&["del-msg", "--skip-cleaning", &root, "q", &waiting[0]]).ok().stdout;
-    assert_eq!(out, format!("Skipping {root}/q/{}, file does not exists\n", waiting[0]));
-    assert_eq!(s.run(&["del_msg", "-s", &root, "q", &waiting[1]]).ok().stdout, "");
+    let out = s
+        .run(&["del-msg", "--skip-cleaning", &root, "q", &waiting[0]])
+        .ok()
+        .stdout;
+    assert_eq!(
+        out,
+        format!("Skipping {root}/q/{}, file does not exists\n", waiting[0])
+    );
+    assert_eq!(
+        s.run(&["del_msg", "-s", &root, "q", &waiting[1]])
+            .ok()
+            .stdout,
+        ""
+    );
     assert!(s.waiting().is_empty());
 }
 
@@ -647,14 +990,42 @@ fn exit_code_classes() {
     let s = Sandbox::with_queue();
     let root = s.root();
     // 0: success and soft outcomes.
-    assert!(s.run(&["create", &root, "q"]).ok().stdout.contains("Already existing: q"));
-    assert!(s.run(&["delete", &root, "nope"]).ok().stdout.contains("Queue not existing: nope"));
-    assert!(s.run(&["ack", &root, "q", "1.2.3.ddmqab"]).ok().stdout.contains("failed ack"));
-    assert!(s.run(&["consume", &root, "q"]).ok().stdout.contains("No more messages in q"));
+    assert!(
+        s.run(&["create", &root, "q"])
+            .ok()
+            .stdout
+            .contains("Already existing: q")
+    );
+    assert!(
+        s.run(&["delete", &root, "nope"])
+            .ok()
+            .stdout
+            .contains("Queue not existing: nope")
+    );
+    assert!(
+        s.run(&["ack", &root, "q", "1.2.3.ddmqab"])
+            .ok()
+            .stdout
+            .contains("failed ack")
+    );
+    assert!(
+        s.run(&["consume", &root, "q"])
+            .ok()
+            .stdout
+            .contains("No more messages in q")
+    );
     // 1: errors, one line on stderr.
-    for args in [vec!["publish", root.as_str(), "nope", "x"], vec!["view", "/nonexistent/ddmq/root"], vec!["ack", root.as_str(), "q", "../x"]] {
+    for args in [
+        vec!["publish", root.as_str(), "nope", "x"],
+        vec!["view", "/nonexistent/ddmq/root"],
+        vec!["ack", root.as_str(), "q", "../x"],
+    ] {
         let e = s.run(&args).code(1);
-        assert!(e.stderr.contains("Error: ") || e.stderr.contains("does not exist"), "{args:?}: {}", e.stderr);
+        assert!(
+            e.stderr.contains("Error: ") || e.stderr.contains("does not exist"),
+            "{args:?}: {}",
+            e.stderr
+        );
     }
     // 2: usage errors.
     for args in [
@@ -678,10 +1049,14 @@ fn skip_cleaning_has_both_spellings_everywhere() {
     for flag in ["-C", "--skip-cleaning", "--skip_cleaning"] {
         s.publish("q", "m", &[flag]);
         let m = s.run(&["consume", flag, &root, "q"]).ok().stdout;
-        let name = serde_json::from_str::<Value>(m.trim_end()).unwrap()["filename"].as_str().unwrap().to_string();
+        let name = serde_json::from_str::<Value>(m.trim_end()).unwrap()["filename"]
+            .as_str()
+            .unwrap()
+            .to_string();
         s.run(&["nack", flag, &root, "q", &name]).ok();
         let m = s.consume(1);
-        s.run(&["ack", flag, &root, "q", m[0]["filename"].as_str().unwrap()]).ok();
+        s.run(&["ack", flag, &root, "q", m[0]["filename"].as_str().unwrap()])
+            .ok();
         s.publish("q", "m", &[]);
         let w = s.waiting();
         s.run(&["del_msg", flag, &root, "q", &w[0]]).ok();
@@ -698,11 +1073,21 @@ fn b8_publish_skip_cleaning_is_not_inverted() {
     set_queue_setting(&s, "cleaned: 0\n");
     s.publish("q", "with -C", &["-C"]);
     assert_eq!(s.in_work(), [expired], "-C: no cleaning");
-    assert_eq!(fs::read_to_string(s.q().join("ddmq.yaml")).unwrap(), "cleaned: 0\n");
+    assert_eq!(
+        fs::read_to_string(s.q().join("ddmq.yaml")).unwrap(),
+        "cleaned: 0\n"
+    );
     s.publish("q", "default", &[]);
-    assert!(s.in_work().is_empty(), "publish cleans by default: the expired message was requeued");
+    assert!(
+        s.in_work().is_empty(),
+        "publish cleans by default: the expired message was requeued"
+    );
     assert_eq!(s.waiting().len(), 3);
-    assert!(!fs::read_to_string(s.q().join("ddmq.yaml")).unwrap().contains("cleaned: 0\n"));
+    assert!(
+        !fs::read_to_string(s.q().join("ddmq.yaml"))
+            .unwrap()
+            .contains("cleaned: 0\n")
+    );
 }
 
 #[test]
@@ -710,13 +1095,32 @@ fn verbose_debug_and_rust_log_go_to_stderr() {
     let s = Sandbox::with_queue();
     let quiet = s.run(&["publish", "-C", "-s", &s.root(), "q", "x"]).ok();
     assert_eq!(quiet.stderr, "");
-    let verbose = s.run(&["publish", "-C", "-s", "-v", &s.root(), "q", "x"]).ok();
-    assert!(verbose.stderr.contains("INFO:\tSkipping queue cleaning."), "{}", verbose.stderr);
+    let verbose = s
+        .run(&["publish", "-C", "-s", "-v", &s.root(), "q", "x"])
+        .ok();
+    assert!(
+        verbose.stderr.contains("INFO:\tSkipping queue cleaning."),
+        "{}",
+        verbose.stderr
+    );
     assert_eq!(verbose.stdout, "");
-    let debug = s.run(&["json", &format!("{{\"cmd\": \"view\", \"root\": \"{}\", \"d\": true}}", s.root())]).ok();
-    assert!(debug.stderr.contains("DEBUG:\tjson payload runs"), "{}", debug.stderr);
+    let debug = s
+        .run(&[
+            "json",
+            &format!(
+                "{{\"cmd\": \"view\", \"root\": \"{}\", \"d\": true}}",
+                s.root()
+            ),
+        ])
+        .ok();
+    assert!(
+        debug.stderr.contains("DEBUG:\tjson payload runs"),
+        "{}",
+        debug.stderr
+    );
     let mut c = ddmq_cmd(&s.path().join("cwd"));
-    c.env("RUST_LOG", "info").args(["publish", "-C", "-s", &s.root(), "q", "x"]);
+    c.env("RUST_LOG", "info")
+        .args(["publish", "-C", "-s", &s.root(), "q", "x"]);
     assert!(finish(&mut c, None).ok().stderr.contains("INFO:"));
 }
 
@@ -743,14 +1147,30 @@ fn b9_missing_root_is_a_friendly_error() {
         for args in runs {
             let e = s.run(&args).code(1);
             let first = e.stderr.lines().next().unwrap_or_default();
-            assert!(first.starts_with("Error: root folder "), "{args:?}: {}", e.stderr);
+            assert!(
+                first.starts_with("Error: root folder "),
+                "{args:?}: {}",
+                e.stderr
+            );
             assert!(first.contains(root.as_str()));
-            assert_eq!(e.stderr.lines().count(), 1, "one line, no traceback: {}", e.stderr);
+            assert_eq!(
+                e.stderr.lines().count(),
+                1,
+                "one line, no traceback: {}",
+                e.stderr
+            );
             let has_force = !matches!(args[0], "ack" | "nack" | "del_msg");
-            assert_eq!(first.contains("-f"), has_force, "advice to use -f only where it exists: {first}");
+            assert_eq!(
+                first.contains("-f"),
+                has_force,
+                "advice to use -f only where it exists: {first}"
+            );
         }
     }
-    assert!(!Path::new(&missing).exists(), "nothing was created without -f");
+    assert!(
+        !Path::new(&missing).exists(),
+        "nothing was created without -f"
+    );
     assert!(!Path::new(&uninit).join("ddmq.yaml").exists());
 }
 
@@ -765,30 +1185,94 @@ fn b10_json_runs_every_subcommand() {
     use serde_json::json;
     let s = Sandbox::new();
     let root = s.root();
-    let out = json_run(&s, json!({"cmd": "create", "root": root, "queue": ["q", "q2"], "f": true})).ok().stdout;
-    assert_eq!(out, "Created new queue: q\nCreated new queue: q2\nCreated 2 new queues\n");
+    let out = json_run(
+        &s,
+        json!({"cmd": "create", "root": root, "queue": ["q", "q2"], "f": true}),
+    )
+    .ok()
+    .stdout;
+    assert_eq!(
+        out,
+        "Created new queue: q\nCreated new queue: q2\nCreated 2 new queues\n"
+    );
     let out = json_run(&s, json!({"command": "publish", "root": root, "queue": "q", "message": "hi", "priority": 0, "format": "plain"})).ok().stdout;
     assert!(out.contains("message = hi\npriority = 0\n"), "{out}");
     json_run(&s, json!({"cmd": "publish", "root": root, "queue": "q", "message": "two", "requeue": true, "s": true, "n": false, "timeout": null})).ok();
     json_run(&s, json!({"cmd": "publish", "root": root, "queue": "q", "message": "three", "s": true, "C": true})).ok();
     // The original's json mode defaults to the plain format.
-    let out = json_run(&s, json!({"cmd": "view", "root": root})).ok().stdout;
-    assert_eq!(out, "| *queue* | *msg in queue* | *msg at work* |\n| q       | 3              | 0             |\n| q2      | 0              | 0             |\n");
-    let out = json_run(&s, json!({"cmd": "consume", "root": root, "queue": "q", "n": 2, "format": "json"})).ok().stdout;
-    let names: Vec<String> = out.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["filename"].as_str().unwrap().to_string()).collect();
+    let out = json_run(&s, json!({"cmd": "view", "root": root}))
+        .ok()
+        .stdout;
+    assert_eq!(
+        out,
+        "| *queue* | *msg in queue* | *msg at work* |\n| q       | 3              | 0             |\n| q2      | 0              | 0             |\n"
+    );
+    let out = json_run(
+        &s,
+        json!({"cmd": "consume", "root": root, "queue": "q", "n": 2, "format": "json"}),
+    )
+    .ok()
+    .stdout;
+    let names: Vec<String> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["filename"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
     assert_eq!(names.len(), 2);
-    let out = json_run(&s, json!({"cmd": "ack", "root": root, "queue": "q", "msg_files": [names[0]]})).ok().stdout;
+    let out = json_run(
+        &s,
+        json!({"cmd": "ack", "root": root, "queue": "q", "msg_files": [names[0]]}),
+    )
+    .ok()
+    .stdout;
     assert!(out.starts_with("acked "), "{out}");
-    let out = json_run(&s, json!({"cmd": "nack", "root": root, "queue": "q", "msg_files": names[1], "requeue": true})).ok().stdout;
+    let out = json_run(
+        &s,
+        json!({"cmd": "nack", "root": root, "queue": "q", "msg_files": names[1], "requeue": true}),
+    )
+    .ok()
+    .stdout;
     assert!(out.starts_with("nacked "), "{out}");
-    let out = json_run(&s, json!({"cmd": "consume", "root": root, "queue": "q", "n": 1})).ok().stdout;
-    assert!(out.starts_with("filename = "), "plain by default in json mode: {out}");
+    let out = json_run(
+        &s,
+        json!({"cmd": "consume", "root": root, "queue": "q", "n": 1}),
+    )
+    .ok()
+    .stdout;
+    assert!(
+        out.starts_with("filename = "),
+        "plain by default in json mode: {out}"
+    );
     let waiting = s.waiting();
-    let out = json_run(&s, json!({"cmd": "del_msg", "root": root, "queue": "q", "message": waiting[0]})).ok().stdout;
+    let out = json_run(
+        &s,
+        json!({"cmd": "del_msg", "root": root, "queue": "q", "message": waiting[0]}),
+    )
+    .ok()
+    .stdout;
     assert!(out.starts_with("Deleted "), "{out}");
-    assert!(json_run(&s, json!({"cmd": "clean", "root": root, "queue": "q"})).ok().stdout.starts_with("Cleaned queue: q"));
-    assert!(json_run(&s, json!({"cmd": "purge", "root": root, "queue": "q"})).ok().stdout.starts_with("Purged queue: q"));
-    assert_eq!(json_run(&s, json!({"cmd": "delete", "root": root, "queue": "q2"})).ok().stdout, "Deleted queue: q2\n");
+    assert!(
+        json_run(&s, json!({"cmd": "clean", "root": root, "queue": "q"}))
+            .ok()
+            .stdout
+            .starts_with("Cleaned queue: q")
+    );
+    assert!(
+        json_run(&s, json!({"cmd": "purge", "root": root, "queue": "q"}))
+            .ok()
+            .stdout
+            .starts_with("Purged queue: q")
+    );
+    assert_eq!(
+        json_run(&s, json!({"cmd": "delete", "root": root, "queue": "q2"}))
+            .ok()
+            .stdout,
+        "Deleted queue: q2\n"
+    );
     // The full example structure of the original, filled in, works as it is.
     let full = json!({"cmd": "view", "root": root, "queue": null, "message": null, "f": false, "v": false, "d": false, "n": true,
                       "format": "json", "s": false, "priority": null, "timeout": null, "requeue": false, "requeue_prio": null, "skip_cleaning": false});
@@ -801,17 +1285,43 @@ fn json_errors_have_the_usual_exit_codes() {
     let s = Sandbox::with_queue();
     let root = s.root();
     let e = s.run(&["json", "{not json"]).code(1);
-    assert!(e.stderr.starts_with("Error: unable to load the JSON object"), "{}", e.stderr);
+    assert!(
+        e.stderr
+            .starts_with("Error: unable to load the JSON object"),
+        "{}",
+        e.stderr
+    );
     assert!(e.stderr.contains("\"cmd\": null"), "{}", e.stderr);
-    assert!(json_run(&s, json!({"cmd": "fly", "root": root})).code(1).stderr.contains("Unrecognized command: fly"));
+    assert!(
+        json_run(&s, json!({"cmd": "fly", "root": root}))
+            .code(1)
+            .stderr
+            .contains("Unrecognized command: fly")
+    );
     json_run(&s, json!({"root": root})).code(2);
     json_run(&s, json!({"cmd": "json", "root": root})).code(1);
     json_run(&s, json!({"cmd": "mount", "root": root})).code(1);
-    json_run(&s, json!({"cmd": "publish", "root": root, "queue": "q", "message": "x", "priority": -1})).code(2);
-    json_run(&s, json!({"cmd": "publish", "root": root, "queue": "q", "message": "x", "bogus": 1})).code(2);
-    json_run(&s, json!({"cmd": "consume", "root": root, "queue": "q", "priority": 3})).code(2);
+    json_run(
+        &s,
+        json!({"cmd": "publish", "root": root, "queue": "q", "message": "x", "priority": -1}),
+    )
+    .code(2);
+    json_run(
+        &s,
+        json!({"cmd": "publish", "root": root, "queue": "q", "message": "x", "bogus": 1}),
+    )
+    .code(2);
+    json_run(
+        &s,
+        json!({"cmd": "consume", "root": root, "queue": "q", "priority": 3}),
+    )
+    .code(2);
     json_run(&s, json!({"cmd": "publish", "root": root, "message": "x"})).code(2);
-    json_run(&s, json!({"cmd": "publish", "command": "view", "root": root})).code(2);
+    json_run(
+        &s,
+        json!({"cmd": "publish", "command": "view", "root": root}),
+    )
+    .code(2);
     assert!(s.waiting().is_empty());
 }
 
@@ -854,7 +1364,9 @@ fn b11_silent_does_not_skip_name_validation() {
     fs::write(victim.join("ddmq.yaml"), "cleaned: 0\n").unwrap();
     fs::write(victim.join("999.1.ddmqabc"), "{\"message\": \"m\"}").unwrap();
     let before = s.outside_root();
-    let out = s.run(&["create", "-f", "-s", &root, "ok,bad.name,../escaped"]).ok();
+    let out = s
+        .run(&["create", "-f", "-s", &root, "ok,bad.name,../escaped"])
+        .ok();
     assert_eq!(out.stdout, "");
     assert!(s.path().join("R/ok").is_dir());
     assert!(!s.path().join("R/bad.name").exists());
@@ -868,17 +1380,32 @@ fn b11_silent_does_not_skip_name_validation() {
 fn s1_ack_cannot_delete_outside_root() {
     let s = Sandbox::with_queue();
     let root = s.root();
-    let victim = s.path().join("outside/victim").to_string_lossy().into_owned();
+    let victim = s
+        .path()
+        .join("outside/victim")
+        .to_string_lossy()
+        .into_owned();
     // A victim that looks like a message file name, next to work/ and next to ROOT.
     fs::write(s.path().join("R/1.2.3.ddmqab"), "x").unwrap();
     fs::write(s.path().join("cwd/1.2.3.ddmqab"), "x").unwrap();
     fs::write(s.path().join("cwd/1.2.ddmqab"), "x").unwrap();
     let before = s.outside_root();
-    let hostile = [victim.as_str(), "../../../outside/victim", "../../1.2.3.ddmqab", "../1.2.3.ddmqab", "./../../cwd/1.2.ddmqab", "work/../../1.2.3.ddmqab"];
+    let hostile = [
+        victim.as_str(),
+        "../../../outside/victim",
+        "../../1.2.3.ddmqab",
+        "../1.2.3.ddmqab",
+        "./../../cwd/1.2.ddmqab",
+        "work/../../1.2.3.ddmqab",
+    ];
     for name in hostile {
         for cmd in ["ack", "nack", "del_msg"] {
             let e = s.run(&[cmd, &root, "q", name]).code(1);
-            assert!(e.stderr.contains("invalid message file name"), "{cmd} {name}: {}", e.stderr);
+            assert!(
+                e.stderr.contains("invalid message file name"),
+                "{cmd} {name}: {}",
+                e.stderr
+            );
         }
         s.run(&["ack", "-r", &root, "q", name]).code(1);
         s.run(&["nack", "-r", &root, "q", name]).code(1);
@@ -894,8 +1421,20 @@ fn hostile_queue_names_touch_nothing_outside_root() {
     let abs = s.path().join("outside/absq").to_string_lossy().into_owned();
     let long = "x".repeat(300);
     let before = s.outside_root();
-    let before_root: Vec<_> = fs::read_dir(s.path().join("R")).unwrap().map(|e| e.unwrap().file_name()).collect();
-    for name in ["../x", abs.as_str(), "a/b", long.as_str(), "..", ".", "", "q/../../outside"] {
+    let before_root: Vec<_> = fs::read_dir(s.path().join("R"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    for name in [
+        "../x",
+        abs.as_str(),
+        "a/b",
+        long.as_str(),
+        "..",
+        ".",
+        "",
+        "q/../../outside",
+    ] {
         for args in [
             vec!["create", "-f", root.as_str(), name],
             vec!["delete", root.as_str(), name],
@@ -905,7 +1444,11 @@ fn hostile_queue_names_touch_nothing_outside_root() {
         ] {
             let out = s.run(&args).ok();
             if !name.is_empty() && args[0] != "view" {
-                assert!(out.stdout.contains("invalid name"), "{args:?}: {}", out.stdout);
+                assert!(
+                    out.stdout.contains("invalid name"),
+                    "{args:?}: {}",
+                    out.stdout
+                );
             }
         }
         for args in [
@@ -916,11 +1459,18 @@ fn hostile_queue_names_touch_nothing_outside_root() {
             vec!["del_msg", root.as_str(), name, "1.2.ddmqab"],
         ] {
             let e = s.run(&args).code(1);
-            assert!(e.stderr.contains("invalid queue name"), "{args:?}: {}", e.stderr);
+            assert!(
+                e.stderr.contains("invalid queue name"),
+                "{args:?}: {}",
+                e.stderr
+            );
         }
     }
     assert_eq!(s.outside_root(), before);
-    let after_root: Vec<_> = fs::read_dir(s.path().join("R")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let after_root: Vec<_> = fs::read_dir(s.path().join("R"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(after_root, before_root, "nothing new inside ROOT either");
 }
 
@@ -930,7 +1480,10 @@ fn message_files_keep_the_original_format() {
     s.publish("q", "héllo", &[]);
     let name = &s.waiting()[0];
     let text = fs::read_to_string(s.q().join(name)).unwrap();
-    assert!(text.starts_with("{\"message\": \"h\\u00e9llo\", \"queue\": \"q\", "), "{text}");
+    assert!(
+        text.starts_with("{\"message\": \"h\\u00e9llo\", \"queue\": \"q\", "),
+        "{text}"
+    );
     assert!(!text.ends_with('\n'));
     assert_eq!(read_json(&s.q().join(name))["filename"], name.as_str());
 }

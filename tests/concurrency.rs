@@ -6,7 +6,7 @@ mod support;
 
 use ddmq::engine::message::to_python_json;
 use ddmq::engine::*;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -32,19 +32,29 @@ impl Run {
         std::fs::create_dir(&coord).unwrap();
         let b = Broker::open_or_init(&root).unwrap();
         b.create_queue("q").unwrap();
-        Run { _dir: dir, root, coord }
+        Run {
+            _dir: dir,
+            root,
+            coord,
+        }
     }
 
     /// Starts this test binary as a worker with `role` ("publish" or "consume") and parameters.
     fn spawn(&self, id: &str, role: &str, params: &[(&str, String)]) -> Child {
         let mut c = Command::new(std::env::current_exe().unwrap());
-        c.args(["worker_entry", "--exact", "--nocapture", "--test-threads=1", "-q"])
-            .env("DDMQ_TEST_WORKER", role)
-            .env("DDMQ_TEST_ID", id)
-            .env("DDMQ_TEST_ROOT", &self.root)
-            .env("DDMQ_TEST_COORD", &self.coord)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
+        c.args([
+            "worker_entry",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env("DDMQ_TEST_WORKER", role)
+        .env("DDMQ_TEST_ID", id)
+        .env("DDMQ_TEST_ROOT", &self.root)
+        .env("DDMQ_TEST_COORD", &self.coord)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
         for (k, v) in params {
             c.env(k, v);
         }
@@ -59,10 +69,19 @@ impl Run {
     fn reports(&self) -> Vec<(String, String, Value)> {
         let mut out = Vec::new();
         for name in entries(&self.coord) {
-            let Some(id) = name.strip_prefix("report-") else { continue };
-            for line in std::fs::read_to_string(self.coord.join(&name)).unwrap().lines() {
+            let Some(id) = name.strip_prefix("report-") else {
+                continue;
+            };
+            for line in std::fs::read_to_string(self.coord.join(&name))
+                .unwrap()
+                .lines()
+            {
                 let (kind, rest) = line.split_once(' ').unwrap_or((line, "null"));
-                out.push((id.to_string(), kind.to_string(), serde_json::from_str(rest).unwrap_or(Value::String(rest.to_string()))));
+                out.push((
+                    id.to_string(),
+                    kind.to_string(),
+                    serde_json::from_str(rest).unwrap_or(Value::String(rest.to_string())),
+                ));
             }
         }
         out
@@ -105,7 +124,11 @@ fn wait_for_go(coord: &Path) {
 }
 
 fn publishers_done(coord: &Path, publishers: usize) -> bool {
-    entries(coord).iter().filter(|n| n.starts_with("done-")).count() >= publishers
+    entries(coord)
+        .iter()
+        .filter(|n| n.starts_with("done-"))
+        .count()
+        >= publishers
 }
 
 fn publisher(root: &Path, coord: &Path, id: &str, report: &mut Report) {
@@ -115,7 +138,11 @@ fn publisher(root: &Path, coord: &Path, id: &str, report: &mut Report) {
     wait_for_go(coord);
     for i in 0..count {
         let body = json!(format!("{id}-{i}"));
-        let opts = PublishOptions { priority: Some([999, 5, 999, 0][i % 4]), clean: i % 50 == 0, ..Default::default() };
+        let opts = PublishOptions {
+            priority: Some([999, 5, 999, 0][i % 4]),
+            clean: i % 50 == 0,
+            ..Default::default()
+        };
         match q.publish(body.clone(), &opts) {
             Ok(_) => report.line("published", &body),
             Err(e) => report.line("error", &json!(format!("publish: {e}"))),
@@ -133,7 +160,10 @@ fn consumer(root: &Path, coord: &Path, report: &mut Report) {
     let start = Instant::now();
     loop {
         if start.elapsed() > WORKER_DEADLINE {
-            report.line("error", &json!("deadline passed with the queue not drained"));
+            report.line(
+                "error",
+                &json!("deadline passed with the queue not drained"),
+            );
             return;
         }
         // Read before consuming: if they were done then, an empty result means drained.
@@ -155,7 +185,9 @@ fn consumer(root: &Path, coord: &Path, report: &mut Report) {
         for d in got {
             let body = d.message.message.clone();
             // Now and then a message is handed back for someone else to do (nack, requeued).
-            let unlucky = d.message.requeue.is_requeue() && d.message.requeue_counter == 0 && d.message.id.as_bytes()[31] % 16 == 0;
+            let unlucky = d.message.requeue.is_requeue()
+                && d.message.requeue_counter == 0
+                && d.message.id.as_bytes()[31] % 16 == 0;
             if unlucky {
                 match q.nack(&d.work_name.to_string(), false) {
                     Ok(RequeueOutcome::Requeued(_)) => report.line("nacked", &body),
@@ -166,8 +198,12 @@ fn consumer(root: &Path, coord: &Path, report: &mut Report) {
             }
             match q.ack(&d.work_name.to_string()) {
                 // "acked_early": while some publisher was still at work (shows the run really overlapped).
-                Ok(AckOutcome::Acked(_)) => report.line(if done { "acked" } else { "acked_early" }, &body),
-                Ok(AckOutcome::NotFound) => report.line("error", &json!(format!("ack of {body}: not found"))),
+                Ok(AckOutcome::Acked(_)) => {
+                    report.line(if done { "acked" } else { "acked_early" }, &body)
+                }
+                Ok(AckOutcome::NotFound) => {
+                    report.line("error", &json!(format!("ack of {body}: not found")))
+                }
                 Err(e) => report.line("error", &json!(format!("ack of {body}: {e}"))),
             }
         }
@@ -177,8 +213,14 @@ fn consumer(root: &Path, coord: &Path, report: &mut Report) {
 /// Entry point of the worker processes; a no-op in a normal test run.
 #[test]
 fn worker_entry() {
-    let Ok(role) = std::env::var("DDMQ_TEST_WORKER") else { return };
-    let (root, coord, id) = (PathBuf::from(env("DDMQ_TEST_ROOT")), PathBuf::from(env("DDMQ_TEST_COORD")), env("DDMQ_TEST_ID"));
+    let Ok(role) = std::env::var("DDMQ_TEST_WORKER") else {
+        return;
+    };
+    let (root, coord, id) = (
+        PathBuf::from(env("DDMQ_TEST_ROOT")),
+        PathBuf::from(env("DDMQ_TEST_COORD")),
+        env("DDMQ_TEST_ID"),
+    );
     let mut report = Report(std::fs::File::create(coord.join(format!("report-{id}"))).unwrap());
     match role.as_str() {
         "publish" => publisher(&root, &coord, &id, &mut report),
@@ -217,14 +259,27 @@ fn check_exactly_once(run: &Run, expected: &BTreeSet<String>) -> BTreeMap<String
     let acked_set: BTreeSet<String> = acked.keys().cloned().collect();
     let missing: Vec<_> = expected.difference(&acked_set).take(10).collect();
     let unexpected: Vec<_> = acked_set.difference(expected).take(10).collect();
-    assert!(missing.is_empty() && unexpected.is_empty(), "missing {missing:?}, unexpected (mangled?) {unexpected:?}");
+    assert!(
+        missing.is_empty() && unexpected.is_empty(),
+        "missing {missing:?}, unexpected (mangled?) {unexpected:?}"
+    );
     assert!(nacked > 0, "the run exercised requeues");
-    eprintln!("{} acked, {early} of them while publishers were still running, {nacked} nacked and redelivered", acked.len());
+    eprintln!(
+        "{} acked, {early} of them while publishers were still running, {nacked} nacked and redelivered",
+        acked.len()
+    );
     let q = Broker::open(&run.root).unwrap().queue("q").unwrap();
     assert_eq!(q.status(false).unwrap(), QueueStatus::default());
     assert!(message_files(&q.dir().join("work")).is_empty());
-    assert!(entries(&q.dir().join("work")).is_empty(), "no claim or temporary files left: {:?}", entries(&q.dir().join("work")));
-    assert!(!q.dir().join("quarantine").exists(), "nothing was quarantined");
+    assert!(
+        entries(&q.dir().join("work")).is_empty(),
+        "no claim or temporary files left: {:?}",
+        entries(&q.dir().join("work"))
+    );
+    assert!(
+        !q.dir().join("quarantine").exists(),
+        "nothing was quarantined"
+    );
     per_worker
 }
 
@@ -236,16 +291,40 @@ fn processes_publish_and_consume_every_message_exactly_once() {
     let mut children = Vec::new();
     for p in 0..PUBLISHERS {
         let id = format!("pub{p}");
-        children.push((id.clone(), run.spawn(&id, "publish", &[("DDMQ_TEST_COUNT", PER_PUBLISHER.to_string())])));
+        children.push((
+            id.clone(),
+            run.spawn(
+                &id,
+                "publish",
+                &[("DDMQ_TEST_COUNT", PER_PUBLISHER.to_string())],
+            ),
+        ));
     }
     for (c, batch) in [1, 10, 1, 10].into_iter().enumerate() {
         let id = format!("con{c}");
-        children.push((id.clone(), run.spawn(&id, "consume", &[("DDMQ_TEST_BATCH", batch.to_string()), ("DDMQ_TEST_PUBLISHERS", PUBLISHERS.to_string())])));
+        children.push((
+            id.clone(),
+            run.spawn(
+                &id,
+                "consume",
+                &[
+                    ("DDMQ_TEST_BATCH", batch.to_string()),
+                    ("DDMQ_TEST_PUBLISHERS", PUBLISHERS.to_string()),
+                ],
+            ),
+        ));
     }
     run.go();
     wait_all(children);
-    let expected: BTreeSet<String> = (0..PUBLISHERS).flat_map(|p| (0..PER_PUBLISHER).map(move |i| format!("pub{p}-{i}"))).collect();
-    let published: BTreeSet<String> = run.reports().into_iter().filter(|r| r.1 == "published").map(|r| r.2.as_str().unwrap().to_string()).collect();
+    let expected: BTreeSet<String> = (0..PUBLISHERS)
+        .flat_map(|p| (0..PER_PUBLISHER).map(move |i| format!("pub{p}-{i}")))
+        .collect();
+    let published: BTreeSet<String> = run
+        .reports()
+        .into_iter()
+        .filter(|r| r.1 == "published")
+        .map(|r| r.2.as_str().unwrap().to_string())
+        .collect();
     assert_eq!(published, expected);
     let per_worker = check_exactly_once(&run, &expected);
     eprintln!("acks per consumer: {per_worker:?}");
@@ -270,21 +349,51 @@ fn python_original_publishing_alongside_loses_or_mangles_nothing() {
                    open(os.path.join(coord, 'done-python'), 'w').close()\n";
     let python = python_command()
         .arg("-c")
-        .arg(format!("import sys, os\nfrom ddmq.broker import broker\n{py_code}"))
-        .args([run.root.to_str().unwrap(), run.coord.to_str().unwrap(), &PY_COUNT.to_string()])
+        .arg(format!(
+            "import sys, os\nfrom ddmq.broker import broker\n{py_code}"
+        ))
+        .args([
+            run.root.to_str().unwrap(),
+            run.coord.to_str().unwrap(),
+            &PY_COUNT.to_string(),
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start the Python publisher");
-    let mut children = vec![("rspub".to_string(), run.spawn("rspub", "publish", &[("DDMQ_TEST_COUNT", RS_COUNT.to_string())]))];
+    let mut children = vec![(
+        "rspub".to_string(),
+        run.spawn(
+            "rspub",
+            "publish",
+            &[("DDMQ_TEST_COUNT", RS_COUNT.to_string())],
+        ),
+    )];
     for (c, batch) in [1, 10, 3].into_iter().enumerate() {
         let id = format!("con{c}");
-        children.push((id.clone(), run.spawn(&id, "consume", &[("DDMQ_TEST_BATCH", batch.to_string()), ("DDMQ_TEST_PUBLISHERS", "2".to_string())])));
+        children.push((
+            id.clone(),
+            run.spawn(
+                &id,
+                "consume",
+                &[
+                    ("DDMQ_TEST_BATCH", batch.to_string()),
+                    ("DDMQ_TEST_PUBLISHERS", "2".to_string()),
+                ],
+            ),
+        ));
     }
     run.go();
     let py_out = python.wait_with_output().unwrap();
-    assert!(py_out.status.success(), "the Python publisher failed: {}", String::from_utf8_lossy(&py_out.stderr));
+    assert!(
+        py_out.status.success(),
+        "the Python publisher failed: {}",
+        String::from_utf8_lossy(&py_out.stderr)
+    );
     wait_all(children);
-    let expected: BTreeSet<String> = (0..PY_COUNT).map(python_body).chain((0..RS_COUNT).map(|i| format!("rspub-{i}"))).collect();
+    let expected: BTreeSet<String> = (0..PY_COUNT)
+        .map(python_body)
+        .chain((0..RS_COUNT).map(|i| format!("rspub-{i}")))
+        .collect();
     check_exactly_once(&run, &expected);
 }

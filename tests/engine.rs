@@ -40,17 +40,35 @@ fn waiting_count(q: &Queue) -> usize {
 fn publish_writes_one_python_style_file_and_returns_its_record() {
     let (_d, b) = root_with_queue();
     let q = b.queue("q").unwrap();
-    let m = publish_with(&q, "hello", PublishOptions { priority: Some(7), timeout: Some(30), requeue_limit: Some(3), ..Default::default() });
+    let m = publish_with(
+        &q,
+        "hello",
+        PublishOptions {
+            priority: Some(7),
+            timeout: Some(30),
+            requeue_limit: Some(3),
+            ..Default::default()
+        },
+    );
     assert_eq!(m.filename, format!("7.{}.ddmq{}", m.queue_number, m.id));
     assert_eq!(m.id.len(), 32);
     assert_eq!(message_files(q.dir()), vec![m.filename.clone()]);
     let text = std::fs::read_to_string(q.dir().join(&m.filename)).unwrap();
-    assert!(text.starts_with(r#"{"message": "hello", "queue": "q", "timeout": 30, "id": ""#), "{text}");
+    assert!(
+        text.starts_with(r#"{"message": "hello", "queue": "q", "timeout": 30, "id": ""#),
+        "{text}"
+    );
     assert!(!text.ends_with('\n'));
-    let back = q.read_waiting(&WaitingName::parse(&m.filename).unwrap()).unwrap().unwrap();
+    let back = q
+        .read_waiting(&WaitingName::parse(&m.filename).unwrap())
+        .unwrap()
+        .unwrap();
     assert_eq!(back, m);
     // Nothing but the message and the queue's own files: no temporary file left behind.
-    assert_eq!(entries(q.dir()), vec![m.filename.clone(), "ddmq.yaml".into(), "work".into()]);
+    assert_eq!(
+        entries(q.dir()),
+        vec![m.filename.clone(), "ddmq.yaml".into(), "work".into()]
+    );
 }
 
 #[test]
@@ -61,8 +79,20 @@ fn publish_takes_any_json_body_and_refuses_oversized_ones() {
     q.publish(body.clone(), &PublishOptions::default()).unwrap();
     assert_eq!(q.consume_one().unwrap().unwrap().message.message, body);
     set_queue_settings(&q, "max_message_bytes: 10\n");
-    let e = q.publish(json!("01234567890"), &PublishOptions::default()).unwrap_err();
-    assert!(matches!(e, Error::TooLarge { size: 11, limit: 10, .. }), "{e}");
+    let e = q
+        .publish(json!("01234567890"), &PublishOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::TooLarge {
+                size: 11,
+                limit: 10,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert_eq!(waiting_count(&q), 0);
 }
 
@@ -78,11 +108,22 @@ fn consume_n_claims_in_order_and_moves_to_work_with_expiry() {
     let after = now_secs();
     assert_eq!(bodies(&got), ["m0", "m1", "m2"]);
     for d in &got {
-        assert_eq!(d.message.filename, d.work_name.to_string(), "consume returns the work/ name, as the original");
+        assert_eq!(
+            d.message.filename,
+            d.work_name.to_string(),
+            "consume returns the work/ name, as the original"
+        );
         assert!(d.work_name.expiry >= before + 600 && d.work_name.expiry <= after + 600);
         assert!(q.dir().join("work").join(d.work_name.to_string()).is_file());
     }
-    assert_eq!(q.status(false).unwrap(), QueueStatus { waiting: 2, in_flight: 3, oldest_waiting_age: None });
+    assert_eq!(
+        q.status(false).unwrap(),
+        QueueStatus {
+            waiting: 2,
+            in_flight: 3,
+            oldest_waiting_age: None
+        }
+    );
     assert_eq!(bodies(&q.consume(10, &no_clean()).unwrap()), ["m3", "m4"]);
     assert!(q.consume(10, &no_clean()).unwrap().is_empty());
     assert!(q.consume_one().unwrap().is_none());
@@ -93,11 +134,17 @@ fn consume_sees_messages_published_by_another_handle() {
     let (d, b) = root_with_queue();
     let q = b.queue("q").unwrap();
     publish(&q, "first");
-    assert_eq!(q.consume_one().unwrap().unwrap().message.body_text(), "first");
+    assert_eq!(
+        q.consume_one().unwrap().unwrap().message.body_text(),
+        "first"
+    );
     // Another process (another broker): our cached listing must notice the new file.
     let other = Broker::open(d.path()).unwrap();
     publish(&other.queue("q").unwrap(), "second");
-    assert_eq!(q.consume_one().unwrap().unwrap().message.body_text(), "second");
+    assert_eq!(
+        q.consume_one().unwrap().unwrap().message.body_text(),
+        "second"
+    );
 }
 
 #[test]
@@ -110,10 +157,16 @@ fn consume_wait_returns_a_message_published_later_and_gives_up_when_asked() {
         let b = Broker::open(root).unwrap();
         publish(&b.queue("q").unwrap(), "late");
     });
-    let got = q.consume_wait(Duration::from_secs(60), Duration::from_millis(20), &|| false).unwrap();
+    let got = q
+        .consume_wait(Duration::from_secs(60), Duration::from_millis(20), &|| {
+            false
+        })
+        .unwrap();
     publisher.join().unwrap();
     assert_eq!(got.unwrap().message.body_text(), "late");
-    let got = q.consume_wait(Duration::from_secs(60), Duration::from_millis(10), &|| true).unwrap();
+    let got = q
+        .consume_wait(Duration::from_secs(60), Duration::from_millis(10), &|| true)
+        .unwrap();
     assert!(got.is_none());
 }
 
@@ -124,27 +177,75 @@ fn ack_deletes_by_work_name_or_id_once() {
     publish(&q, "a");
     publish(&q, "b");
     let got = q.consume(2, &no_clean()).unwrap();
-    assert_eq!(q.ack(&got[0].work_name.to_string()).unwrap(), AckOutcome::Acked(got[0].work_name.to_string()));
-    assert_eq!(q.ack(&got[0].work_name.to_string()).unwrap(), AckOutcome::NotFound);
-    assert!(matches!(q.ack(&got[1].message.id).unwrap(), AckOutcome::Acked(_)));
+    assert_eq!(
+        q.ack(&got[0].work_name.to_string()).unwrap(),
+        AckOutcome::Acked(got[0].work_name.to_string())
+    );
+    assert_eq!(
+        q.ack(&got[0].work_name.to_string()).unwrap(),
+        AckOutcome::NotFound
+    );
+    assert!(matches!(
+        q.ack(&got[1].message.id).unwrap(),
+        AckOutcome::Acked(_)
+    ));
     assert!(entries(&q.dir().join("work")).is_empty());
-    assert!(matches!(q.ack("not a name/").unwrap_err(), Error::InvalidMessageName(_)));
+    assert!(matches!(
+        q.ack("not a name/").unwrap_err(),
+        Error::InvalidMessageName(_)
+    ));
 }
 
 #[test]
 fn nack_follows_the_message_and_force_requeues_a_drop_message() {
     let (_d, b) = root_with_queue();
     let q = b.queue("q").unwrap();
-    publish_with(&q, "keep", PublishOptions { requeue: Some(Requeue::QueuePriority), ..Default::default() });
-    publish_with(&q, "drop", PublishOptions { requeue: Some(Requeue::Drop), ..Default::default() });
-    publish_with(&q, "forced", PublishOptions { requeue: Some(Requeue::Drop), ..Default::default() });
+    publish_with(
+        &q,
+        "keep",
+        PublishOptions {
+            requeue: Some(Requeue::QueuePriority),
+            ..Default::default()
+        },
+    );
+    publish_with(
+        &q,
+        "drop",
+        PublishOptions {
+            requeue: Some(Requeue::Drop),
+            ..Default::default()
+        },
+    );
+    publish_with(
+        &q,
+        "forced",
+        PublishOptions {
+            requeue: Some(Requeue::Drop),
+            ..Default::default()
+        },
+    );
     let got = q.consume(3, &no_clean()).unwrap();
-    assert!(matches!(q.nack(&got[0].work_name.to_string(), false).unwrap(), RequeueOutcome::Requeued(_)));
-    assert_eq!(q.nack(&got[1].work_name.to_string(), false).unwrap(), RequeueOutcome::Dropped);
-    let RequeueOutcome::Requeued(name) = q.nack(&got[2].work_name.to_string(), true).unwrap() else { panic!("force requeue") };
+    assert!(matches!(
+        q.nack(&got[0].work_name.to_string(), false).unwrap(),
+        RequeueOutcome::Requeued(_)
+    ));
+    assert_eq!(
+        q.nack(&got[1].work_name.to_string(), false).unwrap(),
+        RequeueOutcome::Dropped
+    );
+    let RequeueOutcome::Requeued(name) = q.nack(&got[2].work_name.to_string(), true).unwrap()
+    else {
+        panic!("force requeue")
+    };
     assert_eq!(name.priority, 0, "requeue_prio defaults to 0");
-    assert_eq!(q.nack(&got[2].work_name.to_string(), true).unwrap(), RequeueOutcome::NotFound);
-    assert!(entries(&q.dir().join("work")).is_empty(), "nack leaves nothing in work/");
+    assert_eq!(
+        q.nack(&got[2].work_name.to_string(), true).unwrap(),
+        RequeueOutcome::NotFound
+    );
+    assert!(
+        entries(&q.dir().join("work")).is_empty(),
+        "nack leaves nothing in work/"
+    );
     let mut back = drain(&q);
     back.sort();
     assert_eq!(back, ["forced", "keep"]);
@@ -169,7 +270,14 @@ fn give_back_restores_the_same_waiting_name_uncounted() {
 fn touch_extends_the_lease_so_clean_leaves_it_alone() {
     let (_d, b) = root_with_queue();
     let q = b.queue("q").unwrap();
-    publish_with(&q, "slow job", PublishOptions { requeue: Some(Requeue::QueuePriority), ..Default::default() });
+    publish_with(
+        &q,
+        "slow job",
+        PublishOptions {
+            requeue: Some(Requeue::QueuePriority),
+            ..Default::default()
+        },
+    );
     let d = q.consume_one().unwrap().unwrap();
     expire_in_flight(&q);
     let stale_name = q.in_flight().unwrap()[0].to_string();
@@ -180,7 +288,10 @@ fn touch_extends_the_lease_so_clean_leaves_it_alone() {
     assert_eq!(q.clean().unwrap().requeued, 0);
     assert_eq!(q.status(false).unwrap().in_flight, 1);
     // The name the consumer was given still acks it after the lease moved.
-    assert!(matches!(q.ack(&d.work_name.to_string()).unwrap(), AckOutcome::Acked(_)));
+    assert!(matches!(
+        q.ack(&d.work_name.to_string()).unwrap(),
+        AckOutcome::Acked(_)
+    ));
     assert!(q.touch(&d.message.id).unwrap().is_none());
 }
 
@@ -188,23 +299,56 @@ fn touch_extends_the_lease_so_clean_leaves_it_alone() {
 fn clean_requeues_or_drops_expired_messages_only() {
     let (_d, b) = root_with_queue();
     let q = b.queue("q").unwrap();
-    publish_with(&q, "again", PublishOptions { requeue: Some(Requeue::Priority(4)), ..Default::default() });
-    publish_with(&q, "gone", PublishOptions { requeue: Some(Requeue::Drop), ..Default::default() });
-    publish_with(&q, "live", PublishOptions { requeue: Some(Requeue::QueuePriority), ..Default::default() });
+    publish_with(
+        &q,
+        "again",
+        PublishOptions {
+            requeue: Some(Requeue::Priority(4)),
+            ..Default::default()
+        },
+    );
+    publish_with(
+        &q,
+        "gone",
+        PublishOptions {
+            requeue: Some(Requeue::Drop),
+            ..Default::default()
+        },
+    );
+    publish_with(
+        &q,
+        "live",
+        PublishOptions {
+            requeue: Some(Requeue::QueuePriority),
+            ..Default::default()
+        },
+    );
     let got = q.consume(2, &no_clean()).unwrap();
     expire_in_flight(&q);
     let live = q.consume_one().unwrap().unwrap();
     let report = q.clean().unwrap();
     assert_eq!((report.requeued, report.dropped), (1, 1), "{report:?}");
     let in_flight: Vec<WorkName> = q.in_flight().unwrap();
-    assert_eq!(in_flight, vec![live.work_name.clone()], "the unexpired one stays");
+    assert_eq!(
+        in_flight,
+        vec![live.work_name.clone()],
+        "the unexpired one stays"
+    );
     let w = q.waiting().unwrap();
     assert_eq!(w.len(), 1);
-    assert_eq!(w[0].priority, 4, "an integer requeue is the priority to requeue at");
+    assert_eq!(
+        w[0].priority, 4,
+        "an integer requeue is the priority to requeue at"
+    );
     assert_eq!(w[0].id, got[0].message.id, "requeue keeps the id");
     let m = q.read_waiting(&w[0]).unwrap().unwrap();
-    assert_eq!((m.body_text().as_str(), m.requeue_counter, m.requeue), ("again", 1, Requeue::Priority(4)));
-    let cleaned = ddmq::engine::config::read_mapping(&q.config_path()).unwrap().unwrap();
+    assert_eq!(
+        (m.body_text().as_str(), m.requeue_counter, m.requeue),
+        ("again", 1, Requeue::Priority(4))
+    );
+    let cleaned = ddmq::engine::config::read_mapping(&q.config_path())
+        .unwrap()
+        .unwrap();
     let cleaned = cleaned.get("cleaned").and_then(|v| v.as_u64()).unwrap();
     assert!(cleaned + 5 >= now_secs(), "clean records when it ran");
 }
@@ -214,7 +358,14 @@ fn clean_with_message_timeout_zero_expires_after_the_second_passes() {
     let (_d, b) = root_with_queue();
     let q = b.queue("q").unwrap();
     set_queue_settings(&q, "message_timeout: 0\n");
-    publish_with(&q, "x", PublishOptions { requeue: Some(Requeue::QueuePriority), ..Default::default() });
+    publish_with(
+        &q,
+        "x",
+        PublishOptions {
+            requeue: Some(Requeue::QueuePriority),
+            ..Default::default()
+        },
+    );
     let d = q.consume_one().unwrap().unwrap();
     assert!(d.work_name.expiry <= now_secs());
     // Expired once its expiry second is over (as the original: expiry < now).
@@ -229,7 +380,10 @@ fn clean_with_message_timeout_zero_expires_after_the_second_passes() {
 fn maybe_clean_runs_at_most_once_a_minute_judged_by_the_file() {
     let (d, b) = root_with_queue();
     let q = b.queue("q").unwrap();
-    assert!(q.maybe_clean().unwrap().is_some(), "a new queue (cleaned: 0) is due");
+    assert!(
+        q.maybe_clean().unwrap().is_some(),
+        "a new queue (cleaned: 0) is due"
+    );
     assert!(q.maybe_clean().unwrap().is_none(), "just cleaned");
     // Another process reads `cleaned` from the file: not due either.
     let other = Broker::open(d.path()).unwrap().queue("q").unwrap();
@@ -244,7 +398,14 @@ fn maybe_clean_runs_at_most_once_a_minute_judged_by_the_file() {
 fn consume_and_publish_clean_when_due() {
     let (_d, b) = root_with_queue();
     let q = b.queue("q").unwrap();
-    publish_with(&q, "x", PublishOptions { requeue: Some(Requeue::QueuePriority), ..Default::default() });
+    publish_with(
+        &q,
+        "x",
+        PublishOptions {
+            requeue: Some(Requeue::QueuePriority),
+            ..Default::default()
+        },
+    );
     q.consume_one().unwrap().unwrap();
     expire_in_flight(&q);
     // cleaned is 0: the consume's housekeeping requeues the expired message, which it then gets.
@@ -262,7 +423,14 @@ fn purge_removes_every_message_and_keeps_the_queue() {
     }
     q.consume(2, &no_clean()).unwrap();
     assert_eq!(q.purge().unwrap(), (3, 2));
-    assert_eq!(q.status(false).unwrap(), QueueStatus { waiting: 0, in_flight: 0, oldest_waiting_age: None });
+    assert_eq!(
+        q.status(false).unwrap(),
+        QueueStatus {
+            waiting: 0,
+            in_flight: 0,
+            oldest_waiting_age: None
+        }
+    );
     assert!(b.queue_exists("q").unwrap());
     publish(&q, "after purge");
     assert_eq!(drain(&q), ["after purge"]);
@@ -279,7 +447,10 @@ fn delete_queue_removes_it_and_only_if_empty_refuses_while_it_holds_messages() {
     b.delete_queue("q", false).unwrap();
     assert!(!b.queue_exists("q").unwrap());
     assert_eq!(entries(d.path()), ["ddmq.yaml", "ddmq.yaml.example"]);
-    assert!(matches!(b.delete_queue("q", false).unwrap_err(), Error::NoSuchQueue(_)));
+    assert!(matches!(
+        b.delete_queue("q", false).unwrap_err(),
+        Error::NoSuchQueue(_)
+    ));
     b.create_queue("e").unwrap();
     b.delete_queue("e", true).unwrap();
     assert!(b.list_queues().unwrap().is_empty());
@@ -289,14 +460,23 @@ fn delete_queue_removes_it_and_only_if_empty_refuses_while_it_holds_messages() {
 fn create_queue_validates_names_and_refuses_foreign_directories() {
     let (d, b) = root_with_queue();
     for bad in ["", "../x", "a/b", "a.b", "/abs", "."] {
-        assert!(matches!(b.create_queue(bad).unwrap_err(), Error::InvalidQueueName(_)), "{bad:?}");
+        assert!(
+            matches!(b.create_queue(bad).unwrap_err(), Error::InvalidQueueName(_)),
+            "{bad:?}"
+        );
     }
     std::fs::create_dir(d.path().join("busy")).unwrap();
     std::fs::write(d.path().join("busy/data.txt"), "mine").unwrap();
-    assert!(matches!(b.create_queue("busy").unwrap_err(), Error::NotAQueue(_)));
+    assert!(matches!(
+        b.create_queue("busy").unwrap_err(),
+        Error::NotAQueue(_)
+    ));
     assert_eq!(entries(&d.path().join("busy")), ["data.txt"]);
     std::fs::create_dir(d.path().join("empty")).unwrap();
-    assert!(b.create_queue("empty").unwrap(), "an empty directory becomes a queue");
+    assert!(
+        b.create_queue("empty").unwrap(),
+        "an empty directory becomes a queue"
+    );
     assert_eq!(b.list_queues().unwrap(), ["empty", "q"]);
 }
 
@@ -309,7 +489,8 @@ fn create_queue_race_one_creator_wins_nobody_errs() {
         let barrier = Arc::new(Barrier::new(6));
         let handles: Vec<_> = (0..6)
             .map(|_| {
-                let (root, name, barrier) = (dir.path().to_path_buf(), name.clone(), barrier.clone());
+                let (root, name, barrier) =
+                    (dir.path().to_path_buf(), name.clone(), barrier.clone());
                 std::thread::spawn(move || {
                     let b = Broker::open(root).unwrap();
                     barrier.wait();
@@ -317,20 +498,34 @@ fn create_queue_race_one_creator_wins_nobody_errs() {
                 })
             })
             .collect();
-        let results: Vec<bool> = handles.into_iter().map(|h| h.join().unwrap().expect("no creator errs")).collect();
+        let results: Vec<bool> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap().expect("no creator errs"))
+            .collect();
         assert_eq!(results.iter().filter(|c| **c).count(), 1, "{results:?}");
     }
     let b = Broker::open(dir.path()).unwrap();
     assert_eq!(b.list_queues().unwrap().len(), 5);
     // No half-built queue directory left behind.
-    assert!(entries(dir.path()).iter().all(|n| !n.starts_with(".tmp-")), "{:?}", entries(dir.path()));
+    assert!(
+        entries(dir.path()).iter().all(|n| !n.starts_with(".tmp-")),
+        "{:?}",
+        entries(dir.path())
+    );
 }
 
 #[test]
 fn status_counts_and_ages_waiting_messages() {
     let (_d, b) = root_with_queue();
     let q = b.queue("q").unwrap();
-    assert_eq!(q.status(true).unwrap(), QueueStatus { waiting: 0, in_flight: 0, oldest_waiting_age: None });
+    assert_eq!(
+        q.status(true).unwrap(),
+        QueueStatus {
+            waiting: 0,
+            in_flight: 0,
+            oldest_waiting_age: None
+        }
+    );
     let m = publish(&q, "old");
     publish(&q, "new");
     age_file(&q.dir().join(&m.filename), 100);
@@ -338,24 +533,60 @@ fn status_counts_and_ages_waiting_messages() {
     publish(&q, "newer");
     let s = q.status(true).unwrap();
     assert_eq!((s.waiting, s.in_flight), (2, 1));
-    assert!(s.oldest_waiting_age.unwrap() < 100, "the aged one was consumed");
+    assert!(
+        s.oldest_waiting_age.unwrap() < 100,
+        "the aged one was consumed"
+    );
 }
 
 #[test]
 fn waiting_lists_delivery_order_and_read_waiting_does_not_take() {
     let (_d, b) = root_with_queue();
     let q = b.queue("q").unwrap();
-    publish_with(&q, "low", PublishOptions { priority: Some(50), ..Default::default() });
-    publish_with(&q, "high", PublishOptions { priority: Some(2), ..Default::default() });
-    publish_with(&q, "low2", PublishOptions { priority: Some(50), ..Default::default() });
+    publish_with(
+        &q,
+        "low",
+        PublishOptions {
+            priority: Some(50),
+            ..Default::default()
+        },
+    );
+    publish_with(
+        &q,
+        "high",
+        PublishOptions {
+            priority: Some(2),
+            ..Default::default()
+        },
+    );
+    publish_with(
+        &q,
+        "low2",
+        PublishOptions {
+            priority: Some(50),
+            ..Default::default()
+        },
+    );
     let w = q.waiting().unwrap();
-    let read: Vec<String> = w.iter().map(|n| q.read_waiting(n).unwrap().unwrap().body_text()).collect();
+    let read: Vec<String> = w
+        .iter()
+        .map(|n| q.read_waiting(n).unwrap().unwrap().body_text())
+        .collect();
     assert_eq!(read, ["high", "low", "low2"]);
     assert_eq!(waiting_count(&q), 3);
     assert_eq!(drain(&q), read);
-    assert!(q.read_waiting(&w[0]).unwrap().is_none(), "consumed: gone from the waiting list");
+    assert!(
+        q.read_waiting(&w[0]).unwrap().is_none(),
+        "consumed: gone from the waiting list"
+    );
     let in_flight = q.in_flight().unwrap();
-    assert_eq!(q.read_in_flight(&in_flight[0]).unwrap().unwrap().body_text(), "high");
+    assert_eq!(
+        q.read_in_flight(&in_flight[0])
+            .unwrap()
+            .unwrap()
+            .body_text(),
+        "high"
+    );
 }
 
 #[test]
@@ -363,13 +594,20 @@ fn config_validation_refuses_bad_text_and_changes_nothing() {
     let (_d, b) = root_with_queue();
     let q = b.queue("q").unwrap();
     let before = q.read_config_text().unwrap();
-    for bad in ["message_timeout: soon\n", "priority: -3\n", "requeue: maybe\n", "[1, 2]\n", "a: [1\n"] {
+    for bad in [
+        "message_timeout: soon\n",
+        "priority: -3\n",
+        "requeue: maybe\n",
+        "[1, 2]\n",
+        "a: [1\n",
+    ] {
         let e = q.write_config_text(bad.as_bytes()).unwrap_err();
         assert!(matches!(e, Error::Config { .. }), "{bad:?}: {e}");
         assert!(e.to_string().contains("ddmq.yaml"), "{e}");
     }
     assert_eq!(q.read_config_text().unwrap(), before);
-    q.write_config_text(b"priority: 3\nmessage_timeout: 20\nmy_note: kept\n").unwrap();
+    q.write_config_text(b"priority: 3\nmessage_timeout: 20\nmy_note: kept\n")
+        .unwrap();
     let s = q.settings().unwrap();
     assert_eq!((s.priority, s.message_timeout), (3, 20));
     assert!(q.read_config_text().unwrap().contains("my_note: kept"));
@@ -378,7 +616,11 @@ fn config_validation_refuses_bad_text_and_changes_nothing() {
 #[test]
 fn empty_settings_files_are_empty_mappings() {
     let (d, b) = root_with_queue();
-    assert_eq!(std::fs::read(d.path().join("ddmq.yaml")).unwrap(), b"", "root file starts empty, as the original's");
+    assert_eq!(
+        std::fs::read(d.path().join("ddmq.yaml")).unwrap(),
+        b"",
+        "root file starts empty, as the original's"
+    );
     let q = b.queue("q").unwrap();
     std::fs::write(q.config_path(), "").unwrap();
     let q = Broker::open(d.path()).unwrap().queue("q").unwrap();
@@ -393,11 +635,23 @@ fn broken_settings_are_an_error_naming_the_file() {
     let q = b.queue("q").unwrap();
     std::fs::write(q.config_path(), "priority: [1\n").unwrap();
     let fresh = Broker::open(d.path()).unwrap().queue("q").unwrap();
-    let e = fresh.publish(json!("x"), &PublishOptions::default()).unwrap_err();
-    assert!(e.to_string().contains(&q.config_path().display().to_string()), "{e}");
+    let e = fresh
+        .publish(json!("x"), &PublishOptions::default())
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains(&q.config_path().display().to_string()),
+        "{e}"
+    );
     std::fs::write(d.path().join("ddmq.yaml"), "message_timeout: {\n").unwrap();
-    let e = Broker::open(d.path()).err().expect("broken root settings refuse to open");
-    assert!(e.to_string().contains(&d.path().join("ddmq.yaml").display().to_string()), "{e}");
+    let e = Broker::open(d.path())
+        .err()
+        .expect("broken root settings refuse to open");
+    assert!(
+        e.to_string()
+            .contains(&d.path().join("ddmq.yaml").display().to_string()),
+        "{e}"
+    );
 }
 
 #[test]
@@ -405,9 +659,20 @@ fn dead_letter_keeps_messages_past_their_requeue_limit() {
     let (_d, b) = root_with_queue();
     let q = b.queue("q").unwrap();
     set_queue_settings(&q, "dead_letter: true\n");
-    let m = publish_with(&q, "poison", PublishOptions { requeue: Some(Requeue::QueuePriority), requeue_limit: Some(1), ..Default::default() });
+    let m = publish_with(
+        &q,
+        "poison",
+        PublishOptions {
+            requeue: Some(Requeue::QueuePriority),
+            requeue_limit: Some(1),
+            ..Default::default()
+        },
+    );
     let d = q.consume_one().unwrap().unwrap();
-    assert!(matches!(q.nack(&d.work_name.to_string(), false).unwrap(), RequeueOutcome::Requeued(_)));
+    assert!(matches!(
+        q.nack(&d.work_name.to_string(), false).unwrap(),
+        RequeueOutcome::Requeued(_)
+    ));
     q.consume_one().unwrap().unwrap();
     expire_in_flight(&q);
     let r = q.clean().unwrap();
@@ -415,9 +680,20 @@ fn dead_letter_keeps_messages_past_their_requeue_limit() {
     let dead = entries(&q.dir().join("dead"));
     assert_eq!(dead.len(), 1);
     assert!(dead[0].contains(&m.id));
-    let kept: Message = Message::from_json(&std::fs::read(q.dir().join("dead").join(&dead[0])).unwrap()).unwrap();
-    assert_eq!((kept.body_text().as_str(), kept.requeue_counter), ("poison", 1));
-    assert_eq!(q.status(false).unwrap(), QueueStatus { waiting: 0, in_flight: 0, oldest_waiting_age: None });
+    let kept: Message =
+        Message::from_json(&std::fs::read(q.dir().join("dead").join(&dead[0])).unwrap()).unwrap();
+    assert_eq!(
+        (kept.body_text().as_str(), kept.requeue_counter),
+        ("poison", 1)
+    );
+    assert_eq!(
+        q.status(false).unwrap(),
+        QueueStatus {
+            waiting: 0,
+            in_flight: 0,
+            oldest_waiting_age: None
+        }
+    );
     // dead/ is ours: the queue can still be deleted.
     b.delete_queue("q", false).unwrap();
 }
@@ -428,12 +704,36 @@ fn dead_letter_keeps_messages_past_their_requeue_limit() {
 fn b1_ack_deletes_a_requeue_message() {
     let (_d, b) = root_with_queue();
     let q = b.queue("q").unwrap();
-    publish_with(&q, "x", PublishOptions { requeue: Some(Requeue::QueuePriority), ..Default::default() });
-    publish_with(&q, "y", PublishOptions { requeue: Some(Requeue::Priority(3)), ..Default::default() });
+    publish_with(
+        &q,
+        "x",
+        PublishOptions {
+            requeue: Some(Requeue::QueuePriority),
+            ..Default::default()
+        },
+    );
+    publish_with(
+        &q,
+        "y",
+        PublishOptions {
+            requeue: Some(Requeue::Priority(3)),
+            ..Default::default()
+        },
+    );
     for d in q.consume(2, &no_clean()).unwrap() {
-        assert!(matches!(q.ack(&d.work_name.to_string()).unwrap(), AckOutcome::Acked(_)));
+        assert!(matches!(
+            q.ack(&d.work_name.to_string()).unwrap(),
+            AckOutcome::Acked(_)
+        ));
     }
-    assert_eq!(q.status(false).unwrap(), QueueStatus { waiting: 0, in_flight: 0, oldest_waiting_age: None });
+    assert_eq!(
+        q.status(false).unwrap(),
+        QueueStatus {
+            waiting: 0,
+            in_flight: 0,
+            oldest_waiting_age: None
+        }
+    );
     expire_in_flight(&q);
     assert_eq!(q.clean().unwrap(), CleanReport::default());
 }
@@ -448,7 +748,14 @@ fn b3_fifo_beyond_ten_and_numeric_priorities() {
     }
     assert_eq!(drain(&q), expected);
     for p in [1000, 999, 10, 5] {
-        publish_with(&q, &format!("p{p}"), PublishOptions { priority: Some(p), ..Default::default() });
+        publish_with(
+            &q,
+            &format!("p{p}"),
+            PublishOptions {
+                priority: Some(p),
+                ..Default::default()
+            },
+        );
     }
     assert_eq!(drain(&q), ["p5", "p10", "p999", "p1000"]);
 }
@@ -460,7 +767,15 @@ fn b3_numeric_order_also_for_files_the_original_named() {
     let q = b.queue("q").unwrap();
     for i in 1..=12u32 {
         let name = format!("999.{i}.ddmq{:032x}", i);
-        let m = Message { message: json!(format!("n{i}")), queue: "q".into(), id: format!("{:032x}", i), priority: 999, queue_number: i as u64, filename: name.clone(), ..serde_json::from_str("{}").unwrap() };
+        let m = Message {
+            message: json!(format!("n{i}")),
+            queue: "q".into(),
+            id: format!("{:032x}", i),
+            priority: 999,
+            queue_number: i as u64,
+            filename: name.clone(),
+            ..serde_json::from_str("{}").unwrap()
+        };
         std::fs::write(q.dir().join(&name), m.to_json()).unwrap();
     }
     let got = drain(&q);
@@ -472,41 +787,95 @@ fn b4_priority_zero_and_requeue_prio_zero_are_honoured() {
     let (_d, b) = root_with_queue();
     let q = b.queue("q").unwrap();
     publish(&q, "normal");
-    let urgent = publish_with(&q, "urgent", PublishOptions { priority: Some(0), ..Default::default() });
+    let urgent = publish_with(
+        &q,
+        "urgent",
+        PublishOptions {
+            priority: Some(0),
+            ..Default::default()
+        },
+    );
     assert_eq!(urgent.priority, 0);
     assert!(urgent.filename.starts_with("0."));
-    assert_eq!(q.consume_one().unwrap().unwrap().message.body_text(), "urgent");
+    assert_eq!(
+        q.consume_one().unwrap().unwrap().message.body_text(),
+        "urgent"
+    );
     // requeue_prio 0 (the default): a nacked message goes to the front.
     publish(&q, "later");
     let d = q.consume_one().unwrap().unwrap();
     assert_eq!(d.message.body_text(), "normal");
     assert_eq!(q.settings().unwrap().requeue_prio, 0);
-    let RequeueOutcome::Requeued(n) = q.nack(&d.work_name.to_string(), true).unwrap() else { panic!() };
+    let RequeueOutcome::Requeued(n) = q.nack(&d.work_name.to_string(), true).unwrap() else {
+        panic!()
+    };
     assert_eq!(n.priority, 0);
-    assert_eq!(q.consume_one().unwrap().unwrap().message.body_text(), "normal");
+    assert_eq!(
+        q.consume_one().unwrap().unwrap().message.body_text(),
+        "normal"
+    );
 }
 
 #[test]
 fn b5_requeue_keeps_timeout_counts_and_enforces_the_limit_on_nack_too() {
     let (_d, b) = root_with_queue();
     let q = b.queue("q").unwrap();
-    publish_with(&q, "job", PublishOptions { timeout: Some(30), requeue: Some(Requeue::QueuePriority), requeue_limit: Some(2), ..Default::default() });
+    publish_with(
+        &q,
+        "job",
+        PublishOptions {
+            timeout: Some(30),
+            requeue: Some(Requeue::QueuePriority),
+            requeue_limit: Some(2),
+            ..Default::default()
+        },
+    );
     for round in 0..3u64 {
         let before = now_secs();
         let d = q.consume_one().unwrap().unwrap();
-        assert_eq!(d.message.timeout, Some(30), "timeout kept through requeues (round {round})");
-        assert!(d.work_name.expiry >= before + 30 && d.work_name.expiry <= now_secs() + 30, "expiry from the message's timeout");
+        assert_eq!(
+            d.message.timeout,
+            Some(30),
+            "timeout kept through requeues (round {round})"
+        );
+        assert!(
+            d.work_name.expiry >= before + 30 && d.work_name.expiry <= now_secs() + 30,
+            "expiry from the message's timeout"
+        );
         assert_eq!(d.message.requeue_counter, round);
         let outcome = q.nack(&d.work_name.to_string(), false).unwrap();
         if round < 2 {
-            assert!(matches!(outcome, RequeueOutcome::Requeued(_)), "{outcome:?}");
+            assert!(
+                matches!(outcome, RequeueOutcome::Requeued(_)),
+                "{outcome:?}"
+            );
         } else {
-            assert_eq!(outcome, RequeueOutcome::LimitReached { dead_lettered: false });
+            assert_eq!(
+                outcome,
+                RequeueOutcome::LimitReached {
+                    dead_lettered: false
+                }
+            );
         }
     }
-    assert_eq!(q.status(false).unwrap(), QueueStatus { waiting: 0, in_flight: 0, oldest_waiting_age: None });
+    assert_eq!(
+        q.status(false).unwrap(),
+        QueueStatus {
+            waiting: 0,
+            in_flight: 0,
+            oldest_waiting_age: None
+        }
+    );
     // The limit holds on expiry as well: limit 1 means at most two deliveries.
-    publish_with(&q, "expiring", PublishOptions { requeue: Some(Requeue::QueuePriority), requeue_limit: Some(1), ..Default::default() });
+    publish_with(
+        &q,
+        "expiring",
+        PublishOptions {
+            requeue: Some(Requeue::QueuePriority),
+            requeue_limit: Some(1),
+            ..Default::default()
+        },
+    );
     let mut deliveries = 0;
     while let Some(_d) = q.consume_one().unwrap() {
         deliveries += 1;
@@ -520,12 +889,31 @@ fn b5_requeue_keeps_timeout_counts_and_enforces_the_limit_on_nack_too() {
 fn b6_nack_of_a_drop_message_deletes_it_and_says_so() {
     let (_d, b) = root_with_queue();
     let q = b.queue("q").unwrap();
-    publish_with(&q, "x", PublishOptions { requeue: Some(Requeue::Drop), ..Default::default() });
-    publish_with(&q, "y", PublishOptions { requeue: Some(Requeue::Priority(9)), ..Default::default() });
+    publish_with(
+        &q,
+        "x",
+        PublishOptions {
+            requeue: Some(Requeue::Drop),
+            ..Default::default()
+        },
+    );
+    publish_with(
+        &q,
+        "y",
+        PublishOptions {
+            requeue: Some(Requeue::Priority(9)),
+            ..Default::default()
+        },
+    );
     let got = q.consume(2, &no_clean()).unwrap();
-    assert_eq!(q.nack(&got[0].work_name.to_string(), false).unwrap(), RequeueOutcome::Dropped);
+    assert_eq!(
+        q.nack(&got[0].work_name.to_string(), false).unwrap(),
+        RequeueOutcome::Dropped
+    );
     // The message's own flag is honoured without forcing (the original's CLI always dropped).
-    let RequeueOutcome::Requeued(n) = q.nack(&got[1].work_name.to_string(), false).unwrap() else { panic!() };
+    let RequeueOutcome::Requeued(n) = q.nack(&got[1].work_name.to_string(), false).unwrap() else {
+        panic!()
+    };
     assert_eq!(n.priority, 9);
     assert!(entries(&q.dir().join("work")).is_empty());
 }
@@ -548,7 +936,10 @@ fn b12_clean_on_a_fresh_broker_works() {
     b.create_queue("other").unwrap();
     let fresh = Broker::open(d.path()).unwrap();
     for name in fresh.list_queues().unwrap() {
-        assert_eq!(fresh.queue(&name).unwrap().clean().unwrap(), CleanReport::default());
+        assert_eq!(
+            fresh.queue(&name).unwrap().clean().unwrap(),
+            CleanReport::default()
+        );
     }
 }
 
@@ -564,8 +955,18 @@ fn b13_delete_message_works_for_waiting_and_in_flight() {
     assert!(q.delete_message(&waiting[0].to_string()).unwrap());
     assert!(q.delete_message(&consumed.work_name.to_string()).unwrap());
     assert!(!q.delete_message(&a.filename).unwrap(), "already gone");
-    assert!(matches!(q.delete_message("ddmq.yaml").unwrap_err(), Error::InvalidMessageName(_)));
-    assert_eq!(q.status(false).unwrap(), QueueStatus { waiting: 1, in_flight: 0, oldest_waiting_age: None });
+    assert!(matches!(
+        q.delete_message("ddmq.yaml").unwrap_err(),
+        Error::InvalidMessageName(_)
+    ));
+    assert_eq!(
+        q.status(false).unwrap(),
+        QueueStatus {
+            waiting: 1,
+            in_flight: 0,
+            oldest_waiting_age: None
+        }
+    );
     assert_eq!(drain(&q), ["c"]);
 }
 
@@ -573,19 +974,33 @@ fn b13_delete_message_works_for_waiting_and_in_flight() {
 fn b14_the_requeue_setting_is_honoured() {
     let (_d, b) = root_with_queue();
     let q = b.queue("q").unwrap();
-    assert_eq!(publish(&q, "default").requeue, Requeue::QueuePriority, "requeue: true is the default setting");
+    assert_eq!(
+        publish(&q, "default").requeue,
+        Requeue::QueuePriority,
+        "requeue: true is the default setting"
+    );
     set_queue_settings(&q, "requeue: false\n");
     assert_eq!(publish(&q, "no").requeue, Requeue::Drop);
     let got = q.consume(2, &no_clean()).unwrap();
-    assert!(matches!(q.nack(&got[0].work_name.to_string(), false).unwrap(), RequeueOutcome::Requeued(_)));
-    assert_eq!(q.nack(&got[1].work_name.to_string(), false).unwrap(), RequeueOutcome::Dropped);
+    assert!(matches!(
+        q.nack(&got[0].work_name.to_string(), false).unwrap(),
+        RequeueOutcome::Requeued(_)
+    ));
+    assert_eq!(
+        q.nack(&got[1].work_name.to_string(), false).unwrap(),
+        RequeueOutcome::Dropped
+    );
     assert_eq!(drain(&q), ["default"]);
 }
 
 #[test]
 fn b15_a_new_queue_does_not_shadow_root_settings() {
     let (d, b) = root_with_queue();
-    std::fs::write(d.path().join("ddmq.yaml"), "priority: 5\nmessage_timeout: 42\n").unwrap();
+    std::fs::write(
+        d.path().join("ddmq.yaml"),
+        "priority: 5\nmessage_timeout: 42\n",
+    )
+    .unwrap();
     let b2 = Broker::open(d.path()).unwrap();
     b2.create_queue("fresh").unwrap();
     let text = std::fs::read_to_string(d.path().join("fresh/ddmq.yaml")).unwrap();
@@ -607,7 +1022,11 @@ fn b16_delete_refuses_before_deleting_anything_when_foreign_files_exist() {
         publish(&q, "a");
         publish(&q, "b");
         q.consume_one().unwrap().unwrap();
-        let foreign = if foreign_in_work { q.dir().join("work/notes.txt") } else { q.dir().join("notes.txt") };
+        let foreign = if foreign_in_work {
+            q.dir().join("work/notes.txt")
+        } else {
+            q.dir().join("notes.txt")
+        };
         std::fs::write(&foreign, "not ddmq's").unwrap();
         let before_q = entries(q.dir());
         let before_w = entries(&q.dir().join("work"));
@@ -615,7 +1034,11 @@ fn b16_delete_refuses_before_deleting_anything_when_foreign_files_exist() {
         assert!(matches!(e, Error::ForeignFiles { .. }), "{e}");
         assert!(e.to_string().contains("notes.txt"), "{e}");
         assert_eq!(entries(q.dir()), before_q, "nothing deleted");
-        assert_eq!(entries(&q.dir().join("work")), before_w, "nothing deleted in work/");
+        assert_eq!(
+            entries(&q.dir().join("work")),
+            before_w,
+            "nothing deleted in work/"
+        );
         assert!(b.queue_exists("q").unwrap());
     }
 }
@@ -639,10 +1062,16 @@ fn r1_r2_racing_consumers_never_err_never_duplicate_never_orphan() {
                 barrier.wait();
                 let mut got = Vec::new();
                 loop {
-                    let batch = q.consume(if t % 2 == 0 { 1 } else { 10 }, &no_clean()).expect("a lost race is not an error");
+                    let batch = q
+                        .consume(if t % 2 == 0 { 1 } else { 10 }, &no_clean())
+                        .expect("a lost race is not an error");
                     if batch.is_empty() {
                         // Empty only when nothing is left unclaimed.
-                        assert_eq!(q.waiting().unwrap().len(), 0, "consume said empty while messages wait");
+                        assert_eq!(
+                            q.waiting().unwrap().len(),
+                            0,
+                            "consume said empty while messages wait"
+                        );
                         break;
                     }
                     got.extend(batch.into_iter().map(|d| d.message.body_text()));
@@ -651,9 +1080,16 @@ fn r1_r2_racing_consumers_never_err_never_duplicate_never_orphan() {
             })
         })
         .collect();
-    let all: Vec<String> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let all: Vec<String> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     let distinct: HashSet<&String> = all.iter().collect();
-    assert_eq!(all.len(), N, "every claimed message was returned exactly once");
+    assert_eq!(
+        all.len(),
+        N,
+        "every claimed message was returned exactly once"
+    );
     assert_eq!(distinct.len(), N);
     // Every message in work/ was returned to somebody: nothing orphaned.
     assert_eq!(q.status(false).unwrap().in_flight, N);
@@ -676,10 +1112,18 @@ fn r3_a_reader_never_sees_a_partial_file() {
                             names_seen.insert(name.split('-').next().unwrap().to_string());
                             continue;
                         }
-                        assert!(WaitingName::parse(&name).is_some() || WorkName::parse(&name).is_some(), "a *.ddmq* name that is not a message: {name}");
+                        assert!(
+                            WaitingName::parse(&name).is_some() || WorkName::parse(&name).is_some(),
+                            "a *.ddmq* name that is not a message: {name}"
+                        );
                         match std::fs::read(e.path()) {
                             Ok(bytes) => {
-                                Message::from_json(&bytes).unwrap_or_else(|err| panic!("partial file {name}: {err}: {:?}", String::from_utf8_lossy(&bytes)));
+                                Message::from_json(&bytes).unwrap_or_else(|err| {
+                                    panic!(
+                                        "partial file {name}: {err}: {:?}",
+                                        String::from_utf8_lossy(&bytes)
+                                    )
+                                });
                                 reads += 1;
                             }
                             Err(err) => assert_eq!(err.kind(), std::io::ErrorKind::NotFound),
@@ -696,7 +1140,14 @@ fn r3_a_reader_never_sees_a_partial_file() {
         let b = Broker::open(root).unwrap();
         let q = b.queue("q").unwrap();
         for i in 0..150 {
-            q.publish(json!(format!("{i}{big}")), &PublishOptions { requeue: Some(Requeue::QueuePriority), ..Default::default() }).unwrap();
+            q.publish(
+                json!(format!("{i}{big}")),
+                &PublishOptions {
+                    requeue: Some(Requeue::QueuePriority),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
             if i % 3 == 0 {
                 let d = q.consume_one().unwrap().unwrap();
                 q.nack(&d.work_name.to_string(), false).unwrap(); // claim files in work/
@@ -711,7 +1162,10 @@ fn r3_a_reader_never_sees_a_partial_file() {
     assert_eq!(q.status(false).unwrap().waiting, 150);
     // Everything else seen on the way: our own files and temporary names only.
     for n in &others {
-        assert!(matches!(n.as_str(), "ddmq.yaml" | "work" | ".tmp" | ".claim"), "unexpected entry {n}");
+        assert!(
+            matches!(n.as_str(), "ddmq.yaml" | "work" | ".tmp" | ".claim"),
+            "unexpected entry {n}"
+        );
     }
     drop(b);
 }
@@ -722,7 +1176,17 @@ fn r4_r5_concurrent_cleaners_requeue_each_message_exactly_once() {
     let q = b.queue("q").unwrap();
     let mut ids = BTreeSet::new();
     for i in 0..300 {
-        ids.insert(publish_with(&q, &format!("{i}"), PublishOptions { requeue: Some(Requeue::QueuePriority), ..Default::default() }).id);
+        ids.insert(
+            publish_with(
+                &q,
+                &format!("{i}"),
+                PublishOptions {
+                    requeue: Some(Requeue::QueuePriority),
+                    ..Default::default()
+                },
+            )
+            .id,
+        );
     }
     assert_eq!(q.consume(300, &no_clean()).unwrap().len(), 300);
     assert_eq!(expire_in_flight(&q), 300);
@@ -736,18 +1200,34 @@ fn r4_r5_concurrent_cleaners_requeue_each_message_exactly_once() {
                 barrier.wait();
                 let mut requeued = 0;
                 for _ in 0..3 {
-                    requeued += q.clean().expect("a concurrent clean is not an error").requeued;
+                    requeued += q
+                        .clean()
+                        .expect("a concurrent clean is not an error")
+                        .requeued;
                 }
                 requeued
             })
         })
         .collect();
     let requeued: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
-    assert_eq!(requeued, 300, "each expired message requeued by exactly one cleaner");
+    assert_eq!(
+        requeued, 300,
+        "each expired message requeued by exactly one cleaner"
+    );
     let waiting = q.waiting().unwrap();
     assert_eq!(waiting.len(), 300);
-    assert_eq!(waiting.iter().map(|w| w.id.to_string()).collect::<BTreeSet<_>>(), ids);
-    assert!(entries(&q.dir().join("work")).is_empty(), "{:?}", entries(&q.dir().join("work")));
+    assert_eq!(
+        waiting
+            .iter()
+            .map(|w| w.id.to_string())
+            .collect::<BTreeSet<_>>(),
+        ids
+    );
+    assert!(
+        entries(&q.dir().join("work")).is_empty(),
+        "{:?}",
+        entries(&q.dir().join("work"))
+    );
     assert!(q.read_config_text().unwrap().contains("cleaned:"));
     assert!(!q.dir().join("ddmq.yaml.intermediate").exists());
 }
@@ -757,18 +1237,31 @@ fn r7_queue_numbers_are_unique_and_increasing() {
     let (_d, b) = root_with_queue();
     let q = b.queue("q").unwrap();
     let numbers: Vec<u64> = (0..200).map(|_| publish(&q, "x").queue_number).collect();
-    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "increasing within one publisher");
+    assert!(
+        numbers.windows(2).all(|w| w[0] < w[1]),
+        "increasing within one publisher"
+    );
     let handles: Vec<_> = (0..4)
         .map(|_| {
             let q = q.clone();
-            std::thread::spawn(move || (0..200).map(|_| publish(&q, "y").queue_number).collect::<Vec<_>>())
+            std::thread::spawn(move || {
+                (0..200)
+                    .map(|_| publish(&q, "y").queue_number)
+                    .collect::<Vec<_>>()
+            })
         })
         .collect();
-    let mut all: Vec<u64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut all: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     all.extend(&numbers);
     let distinct: HashSet<u64> = all.iter().copied().collect();
     assert_eq!(distinct.len(), 1000, "unique across concurrent publishers");
-    assert!(all[..800].iter().all(|n| *n > numbers[199]), "later publishes number higher");
+    assert!(
+        all[..800].iter().all(|n| *n > numbers[199]),
+        "later publishes number higher"
+    );
 }
 
 #[test]
@@ -794,7 +1287,10 @@ fn s1_names_pointing_outside_the_queue_are_refused_and_nothing_is_deleted() {
         assert!(q.delete_message(name).is_err(), "delete {name:?}");
     }
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
-    assert_eq!(std::fs::read_to_string(d.path().join("1.2.3.ddmqabc")).unwrap(), "also precious");
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("1.2.3.ddmqabc")).unwrap(),
+        "also precious"
+    );
 }
 
 // ------------------------------------------------------------------ hostile and broken files
@@ -807,7 +1303,15 @@ fn write_raw(q: &Queue, name: &str, bytes: &[u8]) -> std::path::PathBuf {
 
 #[test]
 fn corrupt_old_message_at_the_head_is_quarantined_and_the_queue_flows() {
-    for (i, bad) in [&b""[..], b"{\"message\": \"trunc", b"\x00\x01garbage", b"[1, 2]"].into_iter().enumerate() {
+    for (i, bad) in [
+        &b""[..],
+        b"{\"message\": \"trunc",
+        b"\x00\x01garbage",
+        b"[1, 2]",
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let (_d, b) = root_with_queue();
         let q = b.queue("q").unwrap();
         let name = format!("0.1.ddmq{:032x}", i + 1);
@@ -818,8 +1322,19 @@ fn corrupt_old_message_at_the_head_is_quarantined_and_the_queue_flows() {
         let quarantined = entries(&q.dir().join("quarantine"));
         assert_eq!(quarantined.len(), 1);
         assert!(quarantined[0].contains(&name), "{quarantined:?}");
-        assert_eq!(std::fs::read(q.dir().join("quarantine").join(&quarantined[0])).unwrap(), bad, "kept as it was");
-        assert_eq!(q.status(false).unwrap(), QueueStatus { waiting: 0, in_flight: 1, oldest_waiting_age: None });
+        assert_eq!(
+            std::fs::read(q.dir().join("quarantine").join(&quarantined[0])).unwrap(),
+            bad,
+            "kept as it was"
+        );
+        assert_eq!(
+            q.status(false).unwrap(),
+            QueueStatus {
+                waiting: 0,
+                in_flight: 1,
+                oldest_waiting_age: None
+            }
+        );
         b.delete_queue("q", false).expect("quarantine/ is ours");
     }
 }
@@ -832,12 +1347,27 @@ fn corrupt_young_message_is_skipped_and_retried_once_written() {
     let p = write_raw(&q, &name, b""); // as the original leaves it between create and write (R3)
     publish(&q, "good");
     assert_eq!(drain(&q), ["good"]);
-    assert_eq!(message_files(q.dir()), vec![name.clone()], "given back, not quarantined");
+    assert_eq!(
+        message_files(q.dir()),
+        vec![name.clone()],
+        "given back, not quarantined"
+    );
     assert!(!q.dir().join("quarantine").exists());
     // The writer finishes; the next consume (after the short deferral) gets it.
-    let m = Message { message: json!("late writer"), queue: "q".into(), id: format!("{:032x}", 7), filename: name.clone(), queue_number: 1, ..serde_json::from_str("{}").unwrap() };
+    let m = Message {
+        message: json!("late writer"),
+        queue: "q".into(),
+        id: format!("{:032x}", 7),
+        filename: name.clone(),
+        queue_number: 1,
+        ..serde_json::from_str("{}").unwrap()
+    };
     std::fs::write(&p, m.to_json()).unwrap();
-    let got = q.consume_wait(Duration::from_secs(30), Duration::from_millis(50), &|| false).unwrap();
+    let got = q
+        .consume_wait(Duration::from_secs(30), Duration::from_millis(50), &|| {
+            false
+        })
+        .unwrap();
     assert_eq!(got.unwrap().message.body_text(), "late writer");
 }
 
@@ -845,13 +1375,28 @@ fn corrupt_young_message_is_skipped_and_retried_once_written() {
 fn junk_files_are_ignored() {
     let (_d, b) = root_with_queue();
     let q = b.queue("q").unwrap();
-    for junk in ["foo.ddmq.bak", "README", "999.x.ddmqab", "1.2.ddmq", "1.2.ddmqab-c", ".hidden", "999.1.ddmqab.swp"] {
+    for junk in [
+        "foo.ddmq.bak",
+        "README",
+        "999.x.ddmqab",
+        "1.2.ddmq",
+        "1.2.ddmqab-c",
+        ".hidden",
+        "999.1.ddmqab.swp",
+    ] {
         write_raw(&q, junk, b"{}");
         std::fs::write(q.dir().join("work").join(junk), b"{}").unwrap();
     }
     std::fs::write(q.dir().join("work/1.2.ddmqab"), b"{}").unwrap(); // a waiting name in work/
     publish(&q, "real");
-    assert_eq!(q.status(false).unwrap(), QueueStatus { waiting: 1, in_flight: 0, oldest_waiting_age: None });
+    assert_eq!(
+        q.status(false).unwrap(),
+        QueueStatus {
+            waiting: 1,
+            in_flight: 0,
+            oldest_waiting_age: None
+        }
+    );
     assert_eq!(drain(&q), ["real"]);
     assert_eq!(q.clean().unwrap(), CleanReport::default());
     assert_eq!(q.in_flight().unwrap().len(), 1);
@@ -872,21 +1417,47 @@ fn a_symlink_planted_as_a_message_is_never_followed() {
     let link2 = format!("0.2.ddmq{:032x}", 2);
     std::os::unix::fs::symlink(&target, q.dir().join(&link2)).unwrap();
     publish(&q, "real");
-    assert_eq!(q.read_waiting(&WaitingName::parse(&link2).unwrap()).map(|m| m.map(|m| m.body_text())).ok().flatten(), None, "read_waiting does not follow it");
+    assert_eq!(
+        q.read_waiting(&WaitingName::parse(&link2).unwrap())
+            .map(|m| m.map(|m| m.body_text()))
+            .ok()
+            .flatten(),
+        None,
+        "read_waiting does not follow it"
+    );
     let got = drain(&q);
     assert_eq!(got, ["real"], "the link's target is never delivered");
     // Links in work/ are not followed by clean either, and purge removes links, not targets.
-    std::os::unix::fs::symlink(&target, q.dir().join("work").join(format!("1.0.3.ddmq{:032x}", 3))).unwrap();
+    std::os::unix::fs::symlink(
+        &target,
+        q.dir().join("work").join(format!("1.0.3.ddmq{:032x}", 3)),
+    )
+    .unwrap();
     let r = q.clean().expect("a planted link does not make clean fail");
     assert_eq!((r.requeued, r.quarantined), (0, 1), "{r:?}");
-    assert_eq!(q.clean().unwrap(), CleanReport::default(), "set aside once, not met again");
+    assert_eq!(
+        q.clean().unwrap(),
+        CleanReport::default(),
+        "set aside once, not met again"
+    );
     std::os::unix::fs::symlink(&target, q.dir().join(format!("0.4.ddmq{:032x}", 4))).unwrap();
     q.purge().unwrap();
     b.delete_queue("q", false).unwrap();
-    assert_eq!(std::fs::read_to_string(&target).unwrap(), secret, "target untouched");
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap(),
+        secret,
+        "target untouched"
+    );
     let after = std::fs::metadata(&target).unwrap();
-    assert_eq!((after.len(), after.modified().unwrap()), (before.len(), before.modified().unwrap()));
-    assert!(entries(d.path()).iter().all(|n| n.starts_with("ddmq.yaml")), "{:?}", entries(d.path()));
+    assert_eq!(
+        (after.len(), after.modified().unwrap()),
+        (before.len(), before.modified().unwrap())
+    );
+    assert!(
+        entries(d.path()).iter().all(|n| n.starts_with("ddmq.yaml")),
+        "{:?}",
+        entries(d.path())
+    );
 }
 
 #[test]
@@ -902,7 +1473,16 @@ fn a_symlinked_queue_dir_is_not_a_queue() {
     assert!(b.queue("linked").is_err());
     assert!(b.delete_queue("linked", false).is_err());
     assert!(b.create_queue("linked").is_err());
-    assert_eq!(elsewhere.queue("real").unwrap().status(false).unwrap().waiting, 1, "untouched");
+    assert_eq!(
+        elsewhere
+            .queue("real")
+            .unwrap()
+            .status(false)
+            .unwrap()
+            .waiting,
+        1,
+        "untouched"
+    );
 }
 
 #[test]
@@ -910,12 +1490,29 @@ fn a_directory_or_fifo_named_like_a_message_is_set_aside() {
     let (_d, b) = root_with_queue();
     let q = b.queue("q").unwrap();
     std::fs::create_dir(q.dir().join(format!("0.1.ddmq{:032x}", 1))).unwrap();
-    let fifo = std::ffi::CString::new(q.dir().join(format!("0.2.ddmq{:032x}", 2)).into_os_string().into_encoded_bytes()).unwrap();
+    let fifo = std::ffi::CString::new(
+        q.dir()
+            .join(format!("0.2.ddmq{:032x}", 2))
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .unwrap();
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
     std::fs::create_dir(q.dir().join("work").join(format!("1.0.3.ddmq{:032x}", 3))).unwrap();
     publish(&q, "real");
-    assert_eq!(drain(&q), ["real"], "no hang on the fifo, no error on the directory");
+    assert_eq!(
+        drain(&q),
+        ["real"],
+        "no hang on the fifo, no error on the directory"
+    );
     assert_eq!(q.clean().unwrap().quarantined, 1);
-    assert_eq!(q.status(false).unwrap(), QueueStatus { waiting: 0, in_flight: 1, oldest_waiting_age: None });
+    assert_eq!(
+        q.status(false).unwrap(),
+        QueueStatus {
+            waiting: 0,
+            in_flight: 1,
+            oldest_waiting_age: None
+        }
+    );
     assert_eq!(entries(&q.dir().join("quarantine")).len(), 3);
 }

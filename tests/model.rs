@@ -18,14 +18,18 @@
 //! inputs per parser.
 
 use ddmq::engine::{
-    config, AckOutcome, Broker, ConsumeOptions, Message, PublishOptions, Queue, Requeue, RequeueOutcome, WorkName,
+    AckOutcome, Broker, ConsumeOptions, Message, PublishOptions, Queue, Requeue, RequeueOutcome,
+    WorkName, config,
 };
 use proptest::prelude::*;
 use serde_json::Value;
 use std::path::Path;
 
 fn env_cases(var: &str, default: u32) -> u32 {
-    std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[derive(Clone, Debug)]
@@ -39,25 +43,63 @@ struct ModelSettings {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Publish { priority: Option<u64>, timeout: Option<u64>, requeue: Option<Requeue>, limit: Option<u64> },
+    Publish {
+        priority: Option<u64>,
+        timeout: Option<u64>,
+        requeue: Option<Requeue>,
+        limit: Option<u64>,
+    },
     Consume(usize),
-    Ack { pick: usize, by_id: bool },
-    Nack { pick: usize, force: bool, by_id: bool },
-    GiveBack { pick: usize },
-    Touch { pick: usize },
-    Expire { pick: usize },
+    Ack {
+        pick: usize,
+        by_id: bool,
+    },
+    Nack {
+        pick: usize,
+        force: bool,
+        by_id: bool,
+    },
+    GiveBack {
+        pick: usize,
+    },
+    Touch {
+        pick: usize,
+    },
+    Expire {
+        pick: usize,
+    },
     Clean,
-    AckGone { pick: usize },
+    AckGone {
+        pick: usize,
+    },
 }
 
 fn settings_strategy() -> impl Strategy<Value = ModelSettings> {
-    (prop_oneof![Just(60u64), Just(600), Just(3600)], 0u64..4, any::<bool>(), 0u64..4, any::<bool>()).prop_map(
-        |(message_timeout, priority, requeue, requeue_prio, dead_letter)| ModelSettings { message_timeout, priority, requeue, requeue_prio, dead_letter },
+    (
+        prop_oneof![Just(60u64), Just(600), Just(3600)],
+        0u64..4,
+        any::<bool>(),
+        0u64..4,
+        any::<bool>(),
     )
+        .prop_map(
+            |(message_timeout, priority, requeue, requeue_prio, dead_letter)| ModelSettings {
+                message_timeout,
+                priority,
+                requeue,
+                requeue_prio,
+                dead_letter,
+            },
+        )
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
-    let requeue = prop_oneof![Just(None), Just(Some(Requeue::Drop)), Just(Some(Requeue::QueuePriority)), (1u64..4).prop_map(|p| Some(Requeue::Priority(p)))];
+    let requeue = prop_oneof![
+        Just(None),
+        Just(Some(Requeue::Drop)),
+        Just(Some(Requeue::QueuePriority)),
+        (1u64..4).prop_map(|p| Some(Requeue::Priority(p)))
+    ];
     prop_oneof![
         4 => (proptest::option::of(0u64..4), prop_oneof![Just(None), Just(Some(0u64)), Just(Some(120)), Just(Some(7200))], requeue, prop_oneof![Just(None), Just(Some(0u64)), Just(Some(1)), Just(Some(2))])
             .prop_map(|(priority, timeout, requeue, limit)| Op::Publish { priority, timeout, requeue, limit }),
@@ -112,7 +154,9 @@ enum Fate {
 
 impl Model {
     fn timeout_of(&self, m: &ModelMsg) -> u64 {
-        m.timeout.filter(|t| *t > 0).unwrap_or(self.s.message_timeout)
+        m.timeout
+            .filter(|t| *t > 0)
+            .unwrap_or(self.s.message_timeout)
     }
 
     /// nack and expiry: the documented rules, in the documented order.
@@ -120,10 +164,14 @@ impl Model {
         if !force && m.requeue == Requeue::Drop {
             return Fate::Dropped;
         }
-        if let Some(limit) = m.limit.filter(|l| *l > 0) {
-            if m.counter >= limit {
-                return if self.s.dead_letter { Fate::Dead } else { Fate::Deleted };
-            }
+        if let Some(limit) = m.limit.filter(|l| *l > 0)
+            && m.counter >= limit
+        {
+            return if self.s.dead_letter {
+                Fate::Dead
+            } else {
+                Fate::Deleted
+            };
         }
         Fate::Requeued(match m.requeue {
             Requeue::Priority(p) => p,
@@ -133,7 +181,14 @@ impl Model {
 }
 
 fn check_expiry(w: &WorkName, before: u64, after: u64, timeout: u64) -> Result<(), TestCaseError> {
-    prop_assert!(w.expiry >= before + timeout && w.expiry <= after + timeout, "expiry {} not in [{}+{t}, {}+{t}]", w.expiry, before, after, t = timeout);
+    prop_assert!(
+        w.expiry >= before + timeout && w.expiry <= after + timeout,
+        "expiry {} not in [{}+{t}, {}+{t}]",
+        w.expiry,
+        before,
+        after,
+        t = timeout
+    );
     Ok(())
 }
 
@@ -150,19 +205,36 @@ fn run_case(s: ModelSettings, ops: Vec<Op>) -> Result<(), TestCaseError> {
         .as_bytes(),
     )
     .unwrap();
-    let mut m = Model { s, waiting: vec![], in_flight: vec![], gone: vec![], dead: 0, next_seq: 0, published: 0 };
+    let mut m = Model {
+        s,
+        waiting: vec![],
+        in_flight: vec![],
+        gone: vec![],
+        dead: 0,
+        next_seq: 0,
+        published: 0,
+    };
     let no_clean = ConsumeOptions { clean: false };
     for op in ops {
-        step(&q, &mut m, &op, &no_clean).map_err(|e| TestCaseError::fail(format!("{op:?}: {e}")))?;
+        step(&q, &mut m, &op, &no_clean)
+            .map_err(|e| TestCaseError::fail(format!("{op:?}: {e}")))?;
         let st = q.status(false).unwrap();
-        prop_assert_eq!((st.waiting, st.in_flight), (m.waiting.len(), m.in_flight.len()), "counts after {:?}", op);
+        prop_assert_eq!(
+            (st.waiting, st.in_flight),
+            (m.waiting.len(), m.in_flight.len()),
+            "counts after {:?}",
+            op
+        );
     }
     // Drain: everything left comes out in an order the model allows, then the queue is empty.
     while !m.waiting.is_empty() {
-        step(&q, &mut m, &Op::Consume(3), &no_clean).map_err(|e| TestCaseError::fail(format!("drain: {e}")))?;
+        step(&q, &mut m, &Op::Consume(3), &no_clean)
+            .map_err(|e| TestCaseError::fail(format!("drain: {e}")))?;
     }
     prop_assert!(q.consume_one().unwrap().is_none());
-    let dead_files = std::fs::read_dir(q.dir().join("dead")).map(|d| d.count()).unwrap_or(0);
+    let dead_files = std::fs::read_dir(q.dir().join("dead"))
+        .map(|d| d.count())
+        .unwrap_or(0);
     prop_assert_eq!(dead_files, m.dead);
     prop_assert!(!q.dir().join("quarantine").exists());
     Ok(())
@@ -170,12 +242,27 @@ fn run_case(s: ModelSettings, ops: Vec<Op>) -> Result<(), TestCaseError> {
 
 fn step(q: &Queue, m: &mut Model, op: &Op, no_clean: &ConsumeOptions) -> Result<(), TestCaseError> {
     match op {
-        Op::Publish { priority, timeout, requeue, limit } => {
+        Op::Publish {
+            priority,
+            timeout,
+            requeue,
+            limit,
+        } => {
             let body = format!("m{}", m.published);
             m.published += 1;
-            let opts = PublishOptions { priority: *priority, timeout: *timeout, requeue: *requeue, requeue_limit: *limit, clean: false };
+            let opts = PublishOptions {
+                priority: *priority,
+                timeout: *timeout,
+                requeue: *requeue,
+                requeue_limit: *limit,
+                clean: false,
+            };
             let got = q.publish(Value::String(body.clone()), &opts).unwrap();
-            let want_requeue = requeue.unwrap_or(if m.s.requeue { Requeue::QueuePriority } else { Requeue::Drop });
+            let want_requeue = requeue.unwrap_or(if m.s.requeue {
+                Requeue::QueuePriority
+            } else {
+                Requeue::Drop
+            });
             prop_assert_eq!(got.priority, priority.unwrap_or(m.s.priority));
             prop_assert_eq!(got.requeue, want_requeue);
             prop_assert_eq!(got.timeout, timeout.filter(|t| *t > 0));
@@ -198,7 +285,13 @@ fn step(q: &Queue, m: &mut Model, op: &Op, no_clean: &ConsumeOptions) -> Result<
             let before = ddmq::engine::now_secs();
             let got = q.consume(*n, no_clean).unwrap();
             let after = ddmq::engine::now_secs();
-            prop_assert_eq!(got.len(), (*n).min(m.waiting.len()), "consume {} with {} waiting", n, m.waiting.len());
+            prop_assert_eq!(
+                got.len(),
+                (*n).min(m.waiting.len()),
+                "consume {} with {} waiting",
+                n,
+                m.waiting.len()
+            );
             for d in got {
                 let best = m.waiting.iter().map(|w| (w.priority, w.seq)).min().unwrap();
                 let body = d.message.body_text();
@@ -211,7 +304,10 @@ fn step(q: &Queue, m: &mut Model, op: &Op, no_clean: &ConsumeOptions) -> Result<
                 prop_assert_eq!(&d.message.id, &w.id);
                 prop_assert_eq!(&d.message.filename, &d.work_name.to_string());
                 check_expiry(&d.work_name, before, after, m.timeout_of(&w))?;
-                m.in_flight.push(InFlight { msg: w, work: d.work_name });
+                m.in_flight.push(InFlight {
+                    msg: w,
+                    work: d.work_name,
+                });
             }
         }
         Op::Ack { pick, by_id } => {
@@ -220,17 +316,28 @@ fn step(q: &Queue, m: &mut Model, op: &Op, no_clean: &ConsumeOptions) -> Result<
                 return Ok(());
             }
             let f = m.in_flight.remove(pick % m.in_flight.len());
-            let key = if *by_id { f.msg.id.clone() } else { f.work.to_string() };
+            let key = if *by_id {
+                f.msg.id.clone()
+            } else {
+                f.work.to_string()
+            };
             prop_assert_eq!(q.ack(&key).unwrap(), AckOutcome::Acked(f.work.to_string()));
             m.gone.push(f.work.to_string());
         }
         Op::Nack { pick, force, by_id } => {
             if m.in_flight.is_empty() {
-                prop_assert_eq!(q.nack("1.999.1.ddmq0123abcd", *force).unwrap(), RequeueOutcome::NotFound);
+                prop_assert_eq!(
+                    q.nack("1.999.1.ddmq0123abcd", *force).unwrap(),
+                    RequeueOutcome::NotFound
+                );
                 return Ok(());
             }
             let f = m.in_flight.remove(pick % m.in_flight.len());
-            let key = if *by_id { f.msg.id.clone() } else { f.work.to_string() };
+            let key = if *by_id {
+                f.msg.id.clone()
+            } else {
+                f.work.to_string()
+            };
             let got = q.nack(&key, *force).unwrap();
             m.gone.push(f.work.to_string());
             apply_fate(m, f.msg, *force, got, None)?;
@@ -266,14 +373,24 @@ fn step(q: &Queue, m: &mut Model, op: &Op, no_clean: &ConsumeOptions) -> Result<
             }
             let i = pick % m.in_flight.len();
             let f = &mut m.in_flight[i];
-            let expired = WorkName { expiry: 1_000_000_000, waiting: f.work.waiting.clone() };
+            let expired = WorkName {
+                expiry: 1_000_000_000,
+                waiting: f.work.waiting.clone(),
+            };
             let work = q.dir().join("work");
-            std::fs::rename(work.join(f.work.to_string()), work.join(expired.to_string())).unwrap();
+            std::fs::rename(
+                work.join(f.work.to_string()),
+                work.join(expired.to_string()),
+            )
+            .unwrap();
             f.work = expired;
         }
         Op::Clean => {
             let report = q.clean().unwrap();
-            let (expired, live): (Vec<_>, Vec<_>) = m.in_flight.drain(..).partition(|f| f.work.expiry == 1_000_000_000);
+            let (expired, live): (Vec<_>, Vec<_>) = m
+                .in_flight
+                .drain(..)
+                .partition(|f| f.work.expiry == 1_000_000_000);
             m.in_flight = live;
             let (mut requeued, mut dropped, mut dead) = (0, 0, 0);
             let tie = m.next_seq;
@@ -282,7 +399,12 @@ fn step(q: &Queue, m: &mut Model, op: &Op, no_clean: &ConsumeOptions) -> Result<
                 match m.fate(&f.msg, false) {
                     Fate::Requeued(p) => {
                         requeued += 1;
-                        m.waiting.push(ModelMsg { priority: p, seq: tie, counter: f.msg.counter + 1, ..f.msg });
+                        m.waiting.push(ModelMsg {
+                            priority: p,
+                            seq: tie,
+                            counter: f.msg.counter + 1,
+                            ..f.msg
+                        });
                     }
                     Fate::Dropped | Fate::Deleted => dropped += 1,
                     Fate::Dead => {
@@ -292,7 +414,15 @@ fn step(q: &Queue, m: &mut Model, op: &Op, no_clean: &ConsumeOptions) -> Result<
                 }
                 m.gone.push(f.work.to_string());
             }
-            prop_assert_eq!((report.requeued, report.dropped, report.dead_lettered, report.quarantined), (requeued, dropped, dead, 0));
+            prop_assert_eq!(
+                (
+                    report.requeued,
+                    report.dropped,
+                    report.dead_lettered,
+                    report.quarantined
+                ),
+                (requeued, dropped, dead, 0)
+            );
         }
         Op::AckGone { pick } => {
             if m.gone.is_empty() {
@@ -301,7 +431,10 @@ fn step(q: &Queue, m: &mut Model, op: &Op, no_clean: &ConsumeOptions) -> Result<
             let name = m.gone[pick % m.gone.len()].clone();
             // A finished name may still resolve if its message is in flight again (same id): skip those.
             let w = WorkName::parse(&name).unwrap();
-            if m.in_flight.iter().any(|f| f.work.waiting.id == w.waiting.id) {
+            if m.in_flight
+                .iter()
+                .any(|f| f.work.waiting.id == w.waiting.id)
+            {
                 return Ok(());
             }
             prop_assert_eq!(q.ack(&name).unwrap(), AckOutcome::NotFound);
@@ -312,7 +445,13 @@ fn step(q: &Queue, m: &mut Model, op: &Op, no_clean: &ConsumeOptions) -> Result<
     Ok(())
 }
 
-fn apply_fate(m: &mut Model, msg: ModelMsg, force: bool, got: RequeueOutcome, tie: Option<u64>) -> Result<(), TestCaseError> {
+fn apply_fate(
+    m: &mut Model,
+    msg: ModelMsg,
+    force: bool,
+    got: RequeueOutcome,
+    tie: Option<u64>,
+) -> Result<(), TestCaseError> {
     match (m.fate(&msg, force), got) {
         (Fate::Requeued(p), RequeueOutcome::Requeued(name)) => {
             prop_assert_eq!(name.priority, p);
@@ -321,12 +460,32 @@ fn apply_fate(m: &mut Model, msg: ModelMsg, force: bool, got: RequeueOutcome, ti
                 m.next_seq += 1;
                 m.next_seq - 1
             });
-            m.waiting.push(ModelMsg { priority: p, seq, counter: msg.counter + 1, ..msg });
+            m.waiting.push(ModelMsg {
+                priority: p,
+                seq,
+                counter: msg.counter + 1,
+                ..msg
+            });
         }
         (Fate::Dropped, RequeueOutcome::Dropped) => {}
-        (Fate::Deleted, RequeueOutcome::LimitReached { dead_lettered: false }) => {}
-        (Fate::Dead, RequeueOutcome::LimitReached { dead_lettered: true }) => m.dead += 1,
-        (_, got) => prop_assert!(false, "model and engine disagree on the fate of {:?}: engine says {:?}", msg, got),
+        (
+            Fate::Deleted,
+            RequeueOutcome::LimitReached {
+                dead_lettered: false,
+            },
+        ) => {}
+        (
+            Fate::Dead,
+            RequeueOutcome::LimitReached {
+                dead_lettered: true,
+            },
+        ) => m.dead += 1,
+        (_, got) => prop_assert!(
+            false,
+            "model and engine disagree on the fate of {:?}: engine says {:?}",
+            msg,
+            got
+        ),
     }
     Ok(())
 }
@@ -346,19 +505,33 @@ fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|i| Value::from(i)),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
         ".{0,20}".prop_map(Value::String),
     ];
     leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            proptest::collection::btree_map(".{0,8}", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
+            proptest::collection::btree_map(".{0,8}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }
 
-const MESSAGE_KEYS: [&str; 10] = ["message", "queue", "timeout", "id", "priority", "queue_number", "filename", "requeue", "requeue_counter", "requeue_limit"];
+const MESSAGE_KEYS: [&str; 10] = [
+    "message",
+    "queue",
+    "timeout",
+    "id",
+    "priority",
+    "queue_number",
+    "filename",
+    "requeue",
+    "requeue_counter",
+    "requeue_limit",
+];
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: env_cases("DDMQ_FUZZ_CASES", 2000), ..ProptestConfig::default() })]

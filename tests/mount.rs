@@ -45,8 +45,16 @@ impl Mounted {
     fn new(options: &str) -> Mounted {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
-        Broker::open_or_init(&root).unwrap().create_queue("q").unwrap();
-        let mut m = Mounted { mnt: dir.path().join("mnt"), root, dir, daemon: None };
+        Broker::open_or_init(&root)
+            .unwrap()
+            .create_queue("q")
+            .unwrap();
+        let mut m = Mounted {
+            mnt: dir.path().join("mnt"),
+            root,
+            dir,
+            daemon: None,
+        };
         std::fs::create_dir(&m.mnt).unwrap();
         m.start(options);
         m
@@ -55,16 +63,31 @@ impl Mounted {
     /// Another mount of the same root.
     fn second(&self, name: &str) -> Mounted {
         let dir = tempfile::tempdir().unwrap();
-        let mut m = Mounted { mnt: dir.path().join(name), root: self.root.clone(), dir, daemon: None };
+        let mut m = Mounted {
+            mnt: dir.path().join(name),
+            root: self.root.clone(),
+            dir,
+            daemon: None,
+        };
         std::fs::create_dir(&m.mnt).unwrap();
         m.start("");
         m
     }
 
     fn start(&mut self, options: &str) {
-        let log = std::fs::File::create(self.dir.path().join(format!("daemon-{}.log", Instant::now().elapsed().as_nanos()))).unwrap();
+        let log = std::fs::File::create(self.dir.path().join(format!(
+            "daemon-{}.log",
+            Instant::now().elapsed().as_nanos()
+        )))
+        .unwrap();
         let mut cmd = Command::new(DDMQ);
-        cmd.arg("mount").arg("-f").arg(&self.root).arg(&self.mnt).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        cmd.arg("mount")
+            .arg("-f")
+            .arg(&self.root)
+            .arg(&self.mnt)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
         if !options.is_empty() {
             cmd.arg("-o").arg(options);
         }
@@ -78,13 +101,24 @@ impl Mounted {
     }
 
     fn sh(&self, script: &str) -> Output {
-        Command::new("sh").arg("-c").arg(script).env("MNT", &self.mnt).env("TMP", self.dir.path()).output().unwrap()
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("MNT", &self.mnt)
+            .env("TMP", self.dir.path())
+            .output()
+            .unwrap()
     }
 
     /// Runs a script that must succeed; returns its stdout.
     fn sh_ok(&self, script: &str) -> String {
         let out = self.sh(script);
-        assert!(out.status.success(), "script failed: {script}\nstdout: {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "script failed: {script}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -114,7 +148,11 @@ impl Drop for Mounted {
             signal(child.id(), libc::SIGKILL);
             let _ = child.wait();
         }
-        let _ = Command::new("umount").arg("-l").arg(&self.mnt).stderr(Stdio::null()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.mnt)
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -126,7 +164,11 @@ fn errno(r: std::io::Result<impl Sized>) -> i32 {
 }
 
 fn has_python() -> bool {
-    Command::new("python3").arg("--version").output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new("python3")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 #[test]
@@ -142,11 +184,17 @@ fn the_tree_through_the_shell() {
     assert_eq!(m.sh_ok("cat \"$MNT/tasks/next\""), "hello\n");
     assert_eq!(m.sh_ok("cat \"$MNT/tasks/next\""), "no newline");
     let out = m.sh("cat \"$MNT/tasks/next\"");
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("No data available"), "{out:?}");
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("No data available"),
+        "{out:?}"
+    );
 
     // read -r line of a one-line message consumes it.
     m.sh_ok("echo 'first line' > \"$MNT/tasks/in\"");
-    assert_eq!(m.sh_ok("read -r line < \"$MNT/tasks/next\" && echo \"got=$line\""), "got=first line\n");
+    assert_eq!(
+        m.sh_ok("read -r line < \"$MNT/tasks/next\" && echo \"got=$line\""),
+        "got=first line\n"
+    );
     m.expect_counts("tasks", (0, 0), "");
 
     // The drain loop takes everything, in order, and stops.
@@ -164,20 +212,52 @@ fn the_tree_through_the_shell() {
     }
 
     // Bodies that cannot be stored fail the write and publish nothing.
-    assert!(!m.sh("printf 'bad \\377 byte' > \"$MNT/tasks/in\"").status.success());
+    assert!(
+        !m.sh("printf 'bad \\377 byte' > \"$MNT/tasks/in\"")
+            .status
+            .success()
+    );
     m.sh_ok("echo 'max_message_bytes: 16' > \"$MNT/tasks/ddmq.yaml\"");
-    assert!(!m.sh("echo 'this body is longer than sixteen bytes' > \"$MNT/tasks/in\"").status.success());
-    assert_eq!(errno(std::fs::write(m.path("tasks/in"), "this body is longer than sixteen bytes")), libc::EFBIG);
+    assert!(
+        !m.sh("echo 'this body is longer than sixteen bytes' > \"$MNT/tasks/in\"")
+            .status
+            .success()
+    );
+    assert_eq!(
+        errno(std::fs::write(
+            m.path("tasks/in"),
+            "this body is longer than sixteen bytes"
+        )),
+        libc::EFBIG
+    );
     // A settings file that fails validation is refused and changes nothing.
-    assert!(!m.sh("echo 'message_timeout: soon' > \"$MNT/tasks/ddmq.yaml\"").status.success());
-    assert_eq!(errno(std::fs::write(m.path("tasks/ddmq.yaml"), "message_timeout: soon\n")), libc::EINVAL);
-    assert_eq!(m.sh_ok("cat \"$MNT/tasks/ddmq.yaml\""), "max_message_bytes: 16\n");
+    assert!(
+        !m.sh("echo 'message_timeout: soon' > \"$MNT/tasks/ddmq.yaml\"")
+            .status
+            .success()
+    );
+    assert_eq!(
+        errno(std::fs::write(
+            m.path("tasks/ddmq.yaml"),
+            "message_timeout: soon\n"
+        )),
+        libc::EINVAL
+    );
+    assert_eq!(
+        m.sh_ok("cat \"$MNT/tasks/ddmq.yaml\""),
+        "max_message_bytes: 16\n"
+    );
     m.expect_counts("tasks", (0, 0), "");
     m.sh_ok("echo 'max_message_bytes: 1000000' > \"$MNT/tasks/ddmq.yaml\"");
 
     // Writing where it makes no sense fails.
     for file in ["next", "claim", "status", "wait"] {
-        assert!(!m.sh(&format!("echo x > \"$MNT/tasks/{file}\"")).status.success(), "{file}");
+        assert!(
+            !m.sh(&format!("echo x > \"$MNT/tasks/{file}\""))
+                .status
+                .success(),
+            "{file}"
+        );
     }
 
     // claim, work/, touch, rm, ack, nack, messages/, status.
@@ -185,21 +265,41 @@ fn the_tree_through_the_shell() {
     let listed = m.sh_ok("ls -U \"$MNT/tasks/messages\""); // -U: as listed, in delivery order
     let ids: Vec<&str> = listed.lines().collect();
     assert_eq!(ids.len(), 3);
-    assert_eq!(m.sh_ok(&format!("cat \"$MNT/tasks/messages/{}\"", ids[0])), "a\n");
+    assert_eq!(
+        m.sh_ok(&format!("cat \"$MNT/tasks/messages/{}\"", ids[0])),
+        "a\n"
+    );
     m.expect_counts("tasks", (3, 0), "peeking and listing take nothing");
-    let record: serde_json::Value = serde_json::from_str(&m.sh_ok("cat \"$MNT/tasks/claim\"")).unwrap();
+    let record: serde_json::Value =
+        serde_json::from_str(&m.sh_ok("cat \"$MNT/tasks/claim\"")).unwrap();
     let id = record["id"].as_str().unwrap().to_string();
-    assert_eq!((id.as_str(), record["message"].as_str().unwrap()), (ids[0], "a\n"));
+    assert_eq!(
+        (id.as_str(), record["message"].as_str().unwrap()),
+        (ids[0], "a\n")
+    );
     assert_eq!(m.sh_ok("ls \"$MNT/tasks/work\""), format!("{id}\n"));
     assert_eq!(m.sh_ok(&format!("cat \"$MNT/tasks/work/{id}\"")), "a\n");
     m.sh_ok(&format!("touch \"$MNT/tasks/work/{id}\""));
     m.sh_ok(&format!("rm \"$MNT/tasks/work/{id}\""));
     m.expect_counts("tasks", (2, 0), "");
-    let second: serde_json::Value = serde_json::from_str(&m.sh_ok("cat \"$MNT/tasks/claim\"")).unwrap();
-    let third: serde_json::Value = serde_json::from_str(&m.sh_ok("cat \"$MNT/tasks/claim\"")).unwrap();
-    m.sh_ok(&format!("echo {} > \"$MNT/tasks/ack\"", second["id"].as_str().unwrap()));
-    m.sh_ok(&format!("echo {} > \"$MNT/tasks/nack\"", third["id"].as_str().unwrap()));
-    assert!(!m.sh("echo 0123456789abcdef > \"$MNT/tasks/ack\"").status.success(), "unknown id");
+    let second: serde_json::Value =
+        serde_json::from_str(&m.sh_ok("cat \"$MNT/tasks/claim\"")).unwrap();
+    let third: serde_json::Value =
+        serde_json::from_str(&m.sh_ok("cat \"$MNT/tasks/claim\"")).unwrap();
+    m.sh_ok(&format!(
+        "echo {} > \"$MNT/tasks/ack\"",
+        second["id"].as_str().unwrap()
+    ));
+    m.sh_ok(&format!(
+        "echo {} > \"$MNT/tasks/nack\"",
+        third["id"].as_str().unwrap()
+    ));
+    assert!(
+        !m.sh("echo 0123456789abcdef > \"$MNT/tasks/ack\"")
+            .status
+            .success(),
+        "unknown id"
+    );
     m.expect_counts("tasks", (1, 0), "");
     let status = m.sh_ok("cat \"$MNT/tasks/status\"");
     assert!(status.contains("waiting: 1\nin_flight: 0\n"), "{status}");
@@ -213,7 +313,10 @@ fn the_tree_through_the_shell() {
 
     if has_python() {
         m.sh_ok("python3 -c \"open('$MNT/q/in', 'w').write('from python')\"");
-        assert_eq!(m.sh_ok("python3 -c \"import sys; sys.stdout.write(open('$MNT/q/next').read())\""), "from python");
+        assert_eq!(
+            m.sh_ok("python3 -c \"import sys; sys.stdout.write(open('$MNT/q/next').read())\""),
+            "from python"
+        );
     } else {
         eprintln!("python3 not found: skipped the Python part");
     }
@@ -227,26 +330,58 @@ fn the_tree_through_std_fs() {
     assert_eq!(std::fs::read_to_string(m.path("q/next")).unwrap(), "one");
     assert_eq!(errno(std::fs::write(m.path("q/next"), "x")), libc::EACCES);
     assert_eq!(errno(std::fs::read(m.path("q/in"))), libc::EACCES);
-    let mut names: Vec<String> = std::fs::read_dir(m.path("q")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(m.path("q"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     names.sort();
-    assert_eq!(names, ["ack", "claim", "ddmq.yaml", "in", "messages", "nack", "next", "status", "wait", "work"]);
+    assert_eq!(
+        names,
+        [
+            "ack",
+            "claim",
+            "ddmq.yaml",
+            "in",
+            "messages",
+            "nack",
+            "next",
+            "status",
+            "wait",
+            "work"
+        ]
+    );
     let meta = std::fs::metadata(m.path("q/next")).unwrap();
     assert_eq!(meta.len(), 0);
     m.expect_counts("q", (1, 0), "stat and listing take nothing");
     std::fs::create_dir(m.path("made")).unwrap();
     assert_eq!(errno(std::fs::create_dir(m.path("made"))), libc::EEXIST);
-    assert_eq!(errno(std::fs::create_dir(m.path("q/work/sub"))), libc::EPERM);
+    assert_eq!(
+        errno(std::fs::create_dir(m.path("q/work/sub"))),
+        libc::EPERM
+    );
     assert_eq!(errno(std::fs::remove_dir(m.path("q"))), libc::ENOTEMPTY);
     std::fs::remove_dir(m.path("made")).unwrap();
     assert_eq!(errno(std::fs::write(m.path("q/newfile"), "x")), libc::EPERM);
     // Another client consumes behind the mount's back: the mount sees it at once.
-    let d = m.broker().queue("q").unwrap().consume_one().unwrap().unwrap();
+    let d = m
+        .broker()
+        .queue("q")
+        .unwrap()
+        .consume_one()
+        .unwrap()
+        .unwrap();
     assert_eq!(errno(std::fs::read(m.path("q/next"))), libc::ENODATA);
-    let in_work: Vec<_> = std::fs::read_dir(m.path("q/work")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let in_work: Vec<_> = std::fs::read_dir(m.path("q/work"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(in_work, [std::ffi::OsString::from(&d.message.id)]);
     std::fs::remove_file(m.path(&format!("q/work/{}", d.message.id))).unwrap();
     m.expect_counts("q", (0, 0), "");
-    assert_eq!(errno(std::fs::read(m.path(&format!("q/work/{}", d.message.id)))), libc::ENOENT);
+    assert_eq!(
+        errno(std::fs::read(m.path(&format!("q/work/{}", d.message.id)))),
+        libc::ENOENT
+    );
 }
 
 #[test]
@@ -256,7 +391,8 @@ fn two_mounts_and_a_direct_client_get_every_message_exactly_once() {
     const N: usize = 240;
     let q = a.broker().queue("q").unwrap();
     for i in 0..N / 2 {
-        q.publish(format!("m{i}").into(), &PublishOptions::default()).unwrap();
+        q.publish(format!("m{i}").into(), &PublishOptions::default())
+            .unwrap();
     }
     for i in N / 2..N {
         std::fs::write(b.path("q/in"), format!("m{i}")).unwrap();
@@ -313,25 +449,49 @@ fn killed_readers_take_nothing() {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(reader.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(reader.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         assert_eq!(line, "ready\n");
         m.expect_counts("q", (0, 1), "");
         signal(reader.id(), libc::SIGKILL);
         reader.wait().unwrap();
-        wait_until("the message to come back", Duration::from_secs(5), || m.counts("q") == (1, 0));
-        assert_eq!(std::fs::read_to_string(m.path("q/next")).unwrap(), "a body of some length");
+        wait_until("the message to come back", Duration::from_secs(5), || {
+            m.counts("q") == (1, 0)
+        });
+        assert_eq!(
+            std::fs::read_to_string(m.path("q/next")).unwrap(),
+            "a body of some length"
+        );
     }
 
     // A reader blocked on `wait` and killed ends promptly and takes nothing.
-    let mut waiter = Command::new("cat").arg(m.path("q/wait")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut waiter = Command::new("cat")
+        .arg(m.path("q/wait"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    assert!(waiter.try_wait().unwrap().is_none(), "the waiter is waiting");
+    assert!(
+        waiter.try_wait().unwrap().is_none(),
+        "the waiter is waiting"
+    );
     // Other requests are served meanwhile.
-    assert!(std::fs::read_to_string(m.path("q/status")).unwrap().contains("waiting: 0"));
+    assert!(
+        std::fs::read_to_string(m.path("q/status"))
+            .unwrap()
+            .contains("waiting: 0")
+    );
     let killed_at = Instant::now();
     signal(waiter.id(), libc::SIGKILL);
-    wait_until("the killed waiter to end", Duration::from_secs(5), || waiter.try_wait().unwrap().is_some());
-    eprintln!("a waiter killed with SIGKILL ended after {:?}", killed_at.elapsed());
+    wait_until("the killed waiter to end", Duration::from_secs(5), || {
+        waiter.try_wait().unwrap().is_some()
+    });
+    eprintln!(
+        "a waiter killed with SIGKILL ended after {:?}",
+        killed_at.elapsed()
+    );
     std::fs::write(m.path("q/in"), "for a live reader").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     m.expect_counts("q", (1, 0), "the dead waiter took nothing");
@@ -362,17 +522,31 @@ fn a_killed_daemon_loses_nothing_and_its_mountpoint_can_be_mounted_again() {
     m.expect_counts("q", (1, 1), "nothing lost");
 
     // `ddmq mount` (daemonising, as from fstab) recovers the stale mountpoint.
-    let out = Command::new(DDMQ).arg("mount").arg(&m.root).arg(&m.mnt).arg("-o").arg("_netdev").output().unwrap();
+    let out = Command::new(DDMQ)
+        .arg("mount")
+        .arg(&m.root)
+        .arg(&m.mnt)
+        .arg("-o")
+        .arg("_netdev")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(is_mounted(&m.mnt));
     // The message in flight through the dead daemon comes back when its lease expires.
     std::thread::sleep(Duration::from_millis(2100));
     m.broker().queue("q").unwrap().clean().unwrap();
-    let mut bodies = vec![std::fs::read_to_string(m.path("q/next")).unwrap(), std::fs::read_to_string(m.path("q/next")).unwrap()];
+    let mut bodies = vec![
+        std::fs::read_to_string(m.path("q/next")).unwrap(),
+        std::fs::read_to_string(m.path("q/next")).unwrap(),
+    ];
     bodies.sort();
     assert_eq!(bodies, ["held", "waiting"]);
 
-    let out = Command::new(DDMQ).arg("umount").arg(&m.mnt).output().unwrap();
+    let out = Command::new(DDMQ)
+        .arg("umount")
+        .arg(&m.mnt)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(!is_mounted(&m.mnt));
 }
@@ -385,7 +559,9 @@ fn sigterm_unmounts_and_gives_back_what_readers_held() {
     m.expect_counts("q", (0, 1), "");
     let mut daemon = m.daemon.take().unwrap();
     signal(daemon.id(), libc::SIGTERM);
-    wait_until("the daemon to exit", Duration::from_secs(15), || daemon.try_wait().unwrap().is_some());
+    wait_until("the daemon to exit", Duration::from_secs(15), || {
+        daemon.try_wait().unwrap().is_some()
+    });
     assert!(daemon.wait().unwrap().success());
     assert!(!is_mounted(&m.mnt));
     m.expect_counts("q", (1, 0), "given back at once");
@@ -395,7 +571,11 @@ fn sigterm_unmounts_and_gives_back_what_readers_held() {
 #[test]
 fn a_read_only_mount_changes_nothing() {
     let m = Mounted::new("ro");
-    m.broker().queue("q").unwrap().publish("x".into(), &PublishOptions::default()).unwrap();
+    m.broker()
+        .queue("q")
+        .unwrap()
+        .publish("x".into(), &PublishOptions::default())
+        .unwrap();
     assert_eq!(errno(std::fs::write(m.path("q/in"), "y")), libc::EROFS);
     assert_eq!(errno(std::fs::read(m.path("q/next"))), libc::EROFS);
     assert_eq!(errno(std::fs::create_dir(m.path("new"))), libc::EROFS);
@@ -412,7 +592,10 @@ fn a_read_only_mount_changes_nothing() {
 fn starting_programs_while_mount_files_are_open_does_not_hang() {
     let m = Mounted::new("");
     std::fs::write(m.path("q/in"), "held").unwrap();
-    let mut writer = std::fs::OpenOptions::new().write(true).open(m.path("q/in")).unwrap();
+    let mut writer = std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("q/in"))
+        .unwrap();
     let mut reader = std::fs::File::open(m.path("q/next")).unwrap();
     for _ in 0..3 {
         let mut child = Command::new("true").spawn().unwrap();
@@ -421,7 +604,10 @@ fn starting_programs_while_mount_files_are_open_does_not_hang() {
             if let Some(status) = child.try_wait().unwrap() {
                 break status;
             }
-            assert!(started.elapsed() < Duration::from_secs(20), "a child closing mount files in execve hung");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "a child closing mount files in execve hung"
+            );
             std::thread::sleep(Duration::from_millis(10));
         };
         assert!(status.success());

@@ -15,15 +15,17 @@
 
 mod rel_support;
 
-use ddmq::engine::{AckOutcome, Broker, ConsumeOptions, Error, PublishOptions, Requeue, RequeueOutcome};
+use ddmq::engine::{
+    AckOutcome, Broker, ConsumeOptions, Error, PublishOptions, Requeue, RequeueOutcome,
+};
 use rel_support::*;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const CHAOS_TIMEOUT_SECS: u64 = 3;
@@ -34,14 +36,36 @@ const CHAOS_TIMEOUT_SECS: u64 = 3;
 #[test]
 #[ignore = "worker process entry: started by the chaos and sshfs tests with DDMQ_REL_ROLE set"]
 fn worker() {
-    let Ok(role) = std::env::var("DDMQ_REL_ROLE") else { return };
+    let Ok(role) = std::env::var("DDMQ_REL_ROLE") else {
+        return;
+    };
     let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("worker needs {k}"));
     match role.as_str() {
-        "publish" => publish_worker(Path::new(&var("ROOT")), &var("QUEUE"), &var("WID"), Path::new(&var("LOG_DIR"))),
-        "consume" => consume_worker(Path::new(&var("ROOT")), &var("QUEUE"), &var("WID"), Path::new(&var("LOG_DIR"))),
+        "publish" => publish_worker(
+            Path::new(&var("ROOT")),
+            &var("QUEUE"),
+            &var("WID"),
+            Path::new(&var("LOG_DIR")),
+        ),
+        "consume" => consume_worker(
+            Path::new(&var("ROOT")),
+            &var("QUEUE"),
+            &var("WID"),
+            Path::new(&var("LOG_DIR")),
+        ),
         "group" => group_worker(Path::new(&var("ROOT"))),
-        "mount-write" => mount_write_worker(Path::new(&var("MNT")), &var("QUEUE"), &var("WID"), Path::new(&var("LOG_DIR"))),
-        "mount-read" => mount_read_worker(Path::new(&var("MNT")), &var("QUEUE"), &var("WID"), Path::new(&var("LOG_DIR"))),
+        "mount-write" => mount_write_worker(
+            Path::new(&var("MNT")),
+            &var("QUEUE"),
+            &var("WID"),
+            Path::new(&var("LOG_DIR")),
+        ),
+        "mount-read" => mount_read_worker(
+            Path::new(&var("MNT")),
+            &var("QUEUE"),
+            &var("WID"),
+            Path::new(&var("LOG_DIR")),
+        ),
         other => panic!("unknown worker role {other}"),
     }
 }
@@ -51,7 +75,11 @@ fn publish_worker(root: &Path, queue: &str, wid: &str, log_dir: &Path) {
     let broker = Broker::open(root).unwrap();
     let q = broker.queue(queue).unwrap();
     let log = log_dir.join(format!("published-{wid}"));
-    let opts = PublishOptions { timeout: Some(env_usize("MSG_TIMEOUT", CHAOS_TIMEOUT_SECS as usize) as u64), requeue: Some(Requeue::QueuePriority), ..Default::default() };
+    let opts = PublishOptions {
+        timeout: Some(env_usize("MSG_TIMEOUT", CHAOS_TIMEOUT_SECS as usize) as u64),
+        requeue: Some(Requeue::QueuePriority),
+        ..Default::default()
+    };
     let limit = env_usize("PUBLISH_LIMIT", usize::MAX);
     for seq in 0..limit {
         if log_dir.join("stop").exists() {
@@ -86,11 +114,20 @@ fn consume_worker(root: &Path, queue: &str, wid: &str, log_dir: &Path) {
             let body = d.message.body_text();
             match check_body(&body) {
                 Some(key) => append_line(&delivered, key),
-                None => append_line(&problems, &format!("torn body in {}: {:?}", d.message.filename, &body[..body.len().min(80)])),
+                None => append_line(
+                    &problems,
+                    &format!(
+                        "torn body in {}: {:?}",
+                        d.message.filename,
+                        &body[..body.len().min(80)]
+                    ),
+                ),
             }
             match q.ack(&d.message.filename) {
                 Ok(AckOutcome::Acked(_)) => {}
-                Ok(AckOutcome::NotFound) => append_line(&log_dir.join(format!("late-{wid}")), &d.message.filename),
+                Ok(AckOutcome::NotFound) => {
+                    append_line(&log_dir.join(format!("late-{wid}")), &d.message.filename)
+                }
                 Err(e) => append_line(&problems, &format!("ack error: {e}")),
             }
         }
@@ -140,17 +177,32 @@ impl Fleet {
 /// Checks the logs and the queue after a run: returns (published, delivered, duplicates).
 fn verify_delivery(log_dir: &Path, allowed_duplicates: usize) -> (usize, usize, usize) {
     let problems = read_all_lines(log_dir, "problems-");
-    assert!(problems.is_empty(), "workers reported problems: {problems:#?}");
+    assert!(
+        problems.is_empty(),
+        "workers reported problems: {problems:#?}"
+    );
     let published = read_all_lines(log_dir, "published-");
     let delivered = read_all_lines(log_dir, "delivered-");
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for k in &delivered {
         *counts.entry(k.as_str()).or_default() += 1;
     }
-    let lost: Vec<&String> = published.iter().filter(|k| !counts.contains_key(k.as_str())).collect();
-    assert!(lost.is_empty(), "{} of {} published messages never delivered, e.g. {:?}", lost.len(), published.len(), &lost[..lost.len().min(5)]);
+    let lost: Vec<&String> = published
+        .iter()
+        .filter(|k| !counts.contains_key(k.as_str()))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} published messages never delivered, e.g. {:?}",
+        lost.len(),
+        published.len(),
+        &lost[..lost.len().min(5)]
+    );
     let duplicates: usize = counts.values().map(|c| c - 1).sum();
-    assert!(duplicates <= allowed_duplicates, "{duplicates} duplicate deliveries, more than the {allowed_duplicates} allowed");
+    assert!(
+        duplicates <= allowed_duplicates,
+        "{duplicates} duplicate deliveries, more than the {allowed_duplicates} allowed"
+    );
     (published.len(), delivered.len(), duplicates)
 }
 
@@ -161,9 +213,15 @@ fn verify_delivery(log_dir: &Path, allowed_duplicates: usize) -> (usize, usize, 
 /// not messages; returns how many there were.
 fn remove_fuse_hidden_settings(qdir: &Path) -> usize {
     let mut n = 0;
-    for name in names_in(qdir).into_iter().filter(|n| n.starts_with(".fuse_hidden")) {
+    for name in names_in(qdir)
+        .into_iter()
+        .filter(|n| n.starts_with(".fuse_hidden"))
+    {
         let text = std::fs::read_to_string(qdir.join(&name)).unwrap_or_default();
-        assert!(text.starts_with("cleaned:") && !text.contains("queue_number"), "{name} holds {text:?}");
+        assert!(
+            text.starts_with("cleaned:") && !text.contains("queue_number"),
+            "{name} holds {text:?}"
+        );
         std::fs::remove_file(qdir.join(&name)).unwrap();
         n += 1;
     }
@@ -176,16 +234,34 @@ fn remove_fuse_hidden_settings(qdir: &Path) -> usize {
 fn clear_sshfs_leftovers(q: &ddmq::engine::Queue) -> (usize, usize) {
     let settings_copies = remove_fuse_hidden_settings(q.dir());
     let work = q.dir().join("work");
-    let hidden_in_work = names_in(&work).into_iter().filter(|n| n.starts_with(".fuse_hidden")).inspect(|n| age_file(&work.join(n), 700)).count();
+    let hidden_in_work = names_in(&work)
+        .into_iter()
+        .filter(|n| n.starts_with(".fuse_hidden"))
+        .inspect(|n| age_file(&work.join(n), 700))
+        .count();
     let report = q.clean().unwrap();
     assert_eq!(report.removed_temp_files, hidden_in_work);
     (settings_copies, hidden_in_work)
 }
 
 fn assert_nothing_left(qdir: &Path) {
-    let top: Vec<String> = names_in(qdir).into_iter().filter(|n| n != "ddmq.yaml" && n != "work").collect();
-    let peek = |n: &String| format!("{n}: {:?}", std::fs::read(qdir.join(n)).map(|b| String::from_utf8_lossy(&b[..b.len().min(60)]).into_owned()));
-    assert!(top.is_empty(), "left in {}: {:?}", qdir.display(), top.iter().map(peek).collect::<Vec<_>>());
+    let top: Vec<String> = names_in(qdir)
+        .into_iter()
+        .filter(|n| n != "ddmq.yaml" && n != "work")
+        .collect();
+    let peek = |n: &String| {
+        format!(
+            "{n}: {:?}",
+            std::fs::read(qdir.join(n))
+                .map(|b| String::from_utf8_lossy(&b[..b.len().min(60)]).into_owned())
+        )
+    };
+    assert!(
+        top.is_empty(),
+        "left in {}: {:?}",
+        qdir.display(),
+        top.iter().map(peek).collect::<Vec<_>>()
+    );
     let work = names_in(&qdir.join("work"));
     assert!(work.is_empty(), "left in work/: {work:?}");
 }
@@ -208,7 +284,10 @@ fn recover_leftovers(q: &ddmq::engine::Queue) -> (usize, usize) {
 
 /// Reads every message file it can see, in the queue and in work/, as an outside reader would
 /// (the original, or a `cat`): any file it manages to open must be a whole message.
-fn spawn_peeker(qdir: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(usize, Vec<String>)> {
+fn spawn_peeker(
+    qdir: PathBuf,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(usize, Vec<String>)> {
     std::thread::spawn(move || {
         let mut read = 0;
         let mut torn = Vec::new();
@@ -218,11 +297,19 @@ fn spawn_peeker(qdir: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle
                     if !name.contains(".ddmq") {
                         continue;
                     }
-                    let Ok(bytes) = std::fs::read(dir.join(&name)) else { continue };
+                    let Ok(bytes) = std::fs::read(dir.join(&name)) else {
+                        continue;
+                    };
                     read += 1;
-                    let whole = ddmq::engine::Message::from_json(&bytes).ok().map(|m| check_body(&m.body_text()).is_some()).unwrap_or(false);
+                    let whole = ddmq::engine::Message::from_json(&bytes)
+                        .ok()
+                        .map(|m| check_body(&m.body_text()).is_some())
+                        .unwrap_or(false);
                     if !whole {
-                        torn.push(format!("{name}: {:?}", String::from_utf8_lossy(&bytes[..bytes.len().min(60)])));
+                        torn.push(format!(
+                            "{name}: {:?}",
+                            String::from_utf8_lossy(&bytes[..bytes.len().min(60)])
+                        ));
                     }
                 }
             }
@@ -234,7 +321,16 @@ fn spawn_peeker(qdir: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle
 
 /// A fresh root `<tmp>/<root_name>` with one queue (its ddmq.yaml replaced by `settings`, if
 /// given) and an empty `<tmp>/logs` for workers' logs.
-fn queue_with_logs(root_name: &str, queue: &str, settings: Option<&str>) -> (tempfile::TempDir, PathBuf, PathBuf, Arc<ddmq::engine::Queue>) {
+fn queue_with_logs(
+    root_name: &str,
+    queue: &str,
+    settings: Option<&str>,
+) -> (
+    tempfile::TempDir,
+    PathBuf,
+    PathBuf,
+    Arc<ddmq::engine::Queue>,
+) {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join(root_name);
     let log_dir = tmp.path().join("logs");
@@ -249,8 +345,19 @@ fn queue_with_logs(root_name: &str, queue: &str, settings: Option<&str>) -> (tem
 }
 
 /// The chaos runs' queue: short timeouts, requeue on.
-fn chaos_queue() -> (tempfile::TempDir, PathBuf, PathBuf, Arc<ddmq::engine::Queue>) {
-    queue_with_logs("root", "chaos", Some(&format!("cleaned: 0\nmessage_timeout: {CHAOS_TIMEOUT_SECS}\nrequeue: true\n")))
+fn chaos_queue() -> (
+    tempfile::TempDir,
+    PathBuf,
+    PathBuf,
+    Arc<ddmq::engine::Queue>,
+) {
+    queue_with_logs(
+        "root",
+        "chaos",
+        Some(&format!(
+            "cleaned: 0\nmessage_timeout: {CHAOS_TIMEOUT_SECS}\nrequeue: true\n"
+        )),
+    )
 }
 
 #[test]
@@ -261,7 +368,15 @@ fn chaos_sigkill_publishers_and_consumers() {
 
     let stop_peek = Arc::new(AtomicBool::new(false));
     let peeker = spawn_peeker(q.dir().to_path_buf(), stop_peek.clone());
-    let mut fleet = Fleet { root: root.clone(), queue: "chaos".into(), log_dir: log_dir.clone(), publishers: vec![], consumers: vec![], spawned: 0, extra_env: vec![] };
+    let mut fleet = Fleet {
+        root: root.clone(),
+        queue: "chaos".into(),
+        log_dir: log_dir.clone(),
+        publishers: vec![],
+        consumers: vec![],
+        spawned: 0,
+        extra_env: vec![],
+    };
     for _ in 0..2 {
         let c = fleet.spawn("publish");
         fleet.publishers.push(c);
@@ -275,14 +390,22 @@ fn chaos_sigkill_publishers_and_consumers() {
     while kills < kills_wanted {
         std::thread::sleep(Duration::from_millis(15 + rng.below(60)));
         let victim_is_consumer = rng.below(2) == 0;
-        let (role, pool) = if victim_is_consumer { ("consume", &mut fleet.consumers) } else { ("publish", &mut fleet.publishers) };
+        let (role, pool) = if victim_is_consumer {
+            ("consume", &mut fleet.consumers)
+        } else {
+            ("publish", &mut fleet.publishers)
+        };
         let i = rng.below(pool.len() as u64) as usize;
         let mut victim = pool.swap_remove(i);
         sigkill(&mut victim);
         kills += 1;
         consumer_kills += victim_is_consumer as usize;
         let c = fleet.spawn(role);
-        if victim_is_consumer { fleet.consumers.push(c) } else { fleet.publishers.push(c) }
+        if victim_is_consumer {
+            fleet.consumers.push(c)
+        } else {
+            fleet.publishers.push(c)
+        }
     }
     std::fs::write(log_dir.join("stop"), "").unwrap();
     for p in &mut fleet.publishers {
@@ -291,17 +414,30 @@ fn chaos_sigkill_publishers_and_consumers() {
     // Consumers drain, waiting out the leases of the killed ones, then leave.
     for c in &mut fleet.consumers {
         let st = wait_or_kill(c, Duration::from_secs(120));
-        assert!(st.map(|s| s.success()).unwrap_or(false), "a consumer did not drain the queue in time: {:?}", q.status(false));
+        assert!(
+            st.map(|s| s.success()).unwrap_or(false),
+            "a consumer did not drain the queue in time: {:?}",
+            q.status(false)
+        );
     }
     let (claims, temps) = recover_leftovers(&q);
     // Messages recovered from claims are waiting again: deliver them the same way.
-    for d in q.consume(usize::MAX, &ConsumeOptions { clean: false }).unwrap() {
-        append_line(&log_dir.join("delivered-final"), check_body(&d.message.body_text()).expect("whole body"));
+    for d in q
+        .consume(usize::MAX, &ConsumeOptions { clean: false })
+        .unwrap()
+    {
+        append_line(
+            &log_dir.join("delivered-final"),
+            check_body(&d.message.body_text()).expect("whole body"),
+        );
         q.ack(&d.message.filename).unwrap();
     }
     stop_peek.store(true, Ordering::Relaxed);
     let (peeked, torn) = peeker.join().unwrap();
-    assert!(torn.is_empty(), "a reader saw torn message files: {torn:#?}");
+    assert!(
+        torn.is_empty(),
+        "a reader saw torn message files: {torn:#?}"
+    );
     let late = read_all_lines(&log_dir, "late-").len();
     let (published, delivered, duplicates) = verify_delivery(&log_dir, kills + late);
     assert_nothing_left(q.dir());
@@ -322,7 +458,11 @@ struct SmallFs {
 impl SmallFs {
     fn new(size: &str) -> SmallFs {
         let dir = tempfile::tempdir().unwrap();
-        let st = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(dir.path()).status().unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
         assert!(st.success(), "mount -t tmpfs needs root");
         SmallFs { dir }
     }
@@ -333,7 +473,10 @@ impl SmallFs {
 
 impl Drop for SmallFs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -353,7 +496,10 @@ fn disk_full_publish_fails_cleanly_and_consume_ack_keep_working() {
     // Fill to the last byte: big bodies, then smaller ones.
     for size in [8192usize, 1024, 64, 1] {
         loop {
-            match q.publish(Value::String(make_body(&format!("k{}", published.len()), size)), &PublishOptions::default()) {
+            match q.publish(
+                Value::String(make_body(&format!("k{}", published.len()), size)),
+                &PublishOptions::default(),
+            ) {
                 Ok(m) => published.push(m),
                 Err(e) => {
                     assert!(is_enospc(&e), "publish on a full disk: {e}");
@@ -364,10 +510,16 @@ fn disk_full_publish_fails_cleanly_and_consume_ack_keep_working() {
         }
     }
     let msg = first_error.unwrap();
-    assert!(msg.contains("No space left on device") && msg.contains(&root.display().to_string()), "unclear error: {msg}");
+    assert!(
+        msg.contains("No space left on device") && msg.contains(&root.display().to_string()),
+        "unclear error: {msg}"
+    );
     // Nothing partial: no temporary file, and every message file is whole.
     let names = names_in(q.dir());
-    assert!(!names.iter().any(|n| n.starts_with(".tmp-")), "temporary files left: {names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with(".tmp-")),
+        "temporary files left: {names:?}"
+    );
     let waiting = q.waiting().unwrap();
     assert_eq!(waiting.len(), published.len());
     for w in &waiting {
@@ -377,7 +529,10 @@ fn disk_full_publish_fails_cleanly_and_consume_ack_keep_working() {
     // Consume (with its housekeeping due) and ack keep working on the full disk.
     let got = q.consume(5, &ConsumeOptions { clean: true }).unwrap();
     assert_eq!(got.len(), 5);
-    assert!(matches!(q.ack(&got[0].message.filename).unwrap(), AckOutcome::Acked(_)));
+    assert!(matches!(
+        q.ack(&got[0].message.filename).unwrap(),
+        AckOutcome::Acked(_)
+    ));
     // A nack that cannot write its requeued copy fails clearly and loses nothing.
     let _ = q.nack(&got[1].message.filename, true);
     // Free space by acking, then publishing resumes.
@@ -387,12 +542,24 @@ fn disk_full_publish_fails_cleanly_and_consume_ack_keep_working() {
     for d in q.consume(20, &ConsumeOptions { clean: false }).unwrap() {
         q.ack(&d.message.filename).unwrap();
     }
-    q.publish(Value::String(make_body("after", 100)), &PublishOptions::default()).expect("publish after space was freed");
+    q.publish(
+        Value::String(make_body("after", 100)),
+        &PublishOptions::default(),
+    )
+    .expect("publish after space was freed");
     // Everything not acked is still there: waiting, in flight, or in a claim a cleaner recovers.
     let (_, _) = recover_leftovers(&q);
     let st = q.status(false).unwrap();
-    eprintln!("disk full: {} messages filled 1 MiB; error: {msg}; {} waiting after freeing space", published.len(), st.waiting);
-    assert_eq!(st.waiting, published.len() - 5 - 20 + 1 + 1, "a message was lost around the full disk");
+    eprintln!(
+        "disk full: {} messages filled 1 MiB; error: {msg}; {} waiting after freeing space",
+        published.len(),
+        st.waiting
+    );
+    assert_eq!(
+        st.waiting,
+        published.len() - 5 - 20 + 1 + 1,
+        "a message was lost around the full disk"
+    );
 }
 
 // ------------------------------------------------------------------ hostile and broken input
@@ -409,16 +576,39 @@ fn fresh_root() -> (tempfile::TempDir, PathBuf, Broker) {
 fn hostile_queue_names_are_refused() {
     let (tmp, root, broker) = fresh_root();
     let long = "a".repeat(300);
-    for bad in ["a/b", "..", ".", "../escape", "/etc", "a\0b", "", long.as_str(), "q/../../x", "work", "ddmq.yaml"] {
+    for bad in [
+        "a/b",
+        "..",
+        ".",
+        "../escape",
+        "/etc",
+        "a\0b",
+        "",
+        long.as_str(),
+        "q/../../x",
+        "work",
+        "ddmq.yaml",
+    ] {
         let created = broker.create_queue(bad);
         let opened = broker.queue(bad);
         if bad == "work" || bad == "ddmq.yaml" {
             // Valid names: "ddmq.yaml" is refused (the dot); "work" is a queue like any other.
             continue;
         }
-        assert!(matches!(created, Err(Error::InvalidQueueName(_))), "create {bad:?}: {created:?}");
-        assert!(matches!(opened, Err(Error::InvalidQueueName(_))), "queue {bad:?}");
-        assert!(created.unwrap_err().to_string().contains("invalid queue name"));
+        assert!(
+            matches!(created, Err(Error::InvalidQueueName(_))),
+            "create {bad:?}: {created:?}"
+        );
+        assert!(
+            matches!(opened, Err(Error::InvalidQueueName(_))),
+            "queue {bad:?}"
+        );
+        assert!(
+            created
+                .unwrap_err()
+                .to_string()
+                .contains("invalid queue name")
+        );
     }
     assert!(broker.create_queue("ddmq.yaml").is_err());
     // Nothing was created outside the root or in it.
@@ -435,7 +625,8 @@ fn ack_nack_delete_touch_never_reach_outside_the_queue() {
     let victim = tmp.path().join("victim");
     std::fs::write(&victim, "precious").unwrap();
     let inside = root.join("q").join("1.1.ddmqabc");
-    q.publish(Value::String("keep".into()), &PublishOptions::default()).unwrap();
+    q.publish(Value::String("keep".into()), &PublishOptions::default())
+        .unwrap();
     let d = q.consume_one().unwrap().unwrap();
     let victim_abs = victim.display().to_string();
     let hostile = [
@@ -472,7 +663,10 @@ fn ack_nack_delete_touch_never_reach_outside_the_queue() {
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
     assert!(root.join("q/ddmq.yaml").is_file() && root.join("q/work").is_dir() && inside.exists());
     // The real message is untouched by all that.
-    assert!(matches!(q.ack(&d.message.filename).unwrap(), AckOutcome::Acked(_)));
+    assert!(matches!(
+        q.ack(&d.message.filename).unwrap(),
+        AckOutcome::Acked(_)
+    ));
 }
 
 /// Writes `bytes` as a waiting message file named for priority 0, with an mtime 30 s ago.
@@ -488,7 +682,9 @@ fn corrupt_empty_truncated_huge_and_special_files_at_the_head_do_not_stop_the_qu
     let (_tmp, root, broker) = fresh_root();
     let q = broker.queue("q").unwrap();
     let qdir = root.join("q");
-    let good = q.publish(Value::String("whole".into()), &PublishOptions::default()).unwrap();
+    let good = q
+        .publish(Value::String("whole".into()), &PublishOptions::default())
+        .unwrap();
     let whole = std::fs::read(qdir.join(&good.filename)).unwrap();
     let mut bad = vec![
         plant_old(&qdir, 1, b""),
@@ -496,11 +692,18 @@ fn corrupt_empty_truncated_huge_and_special_files_at_the_head_do_not_stop_the_qu
         plant_old(&qdir, 3, b"\xff\xfe\x00garbage"),
         plant_old(&qdir, 4, b"[1, 2, 3]"),
         plant_old(&qdir, 5, b"{\"priority\": -5}"),
-        plant_old(&qdir, 6, b"{\"requeue\": {\"$eval\": \"__import__('os').system('touch /tmp/pwned')\"}}"),
+        plant_old(
+            &qdir,
+            6,
+            b"{\"requeue\": {\"$eval\": \"__import__('os').system('touch /tmp/pwned')\"}}",
+        ),
     ];
     // Larger than any message file we read into memory (sparse: costs no space).
     let huge = format!("0.7.ddmq{:032x}", 7);
-    std::fs::File::create(qdir.join(&huge)).unwrap().set_len((1 << 30) + 1).unwrap();
+    std::fs::File::create(qdir.join(&huge))
+        .unwrap()
+        .set_len((1 << 30) + 1)
+        .unwrap();
     bad.push(huge);
     // A directory and a FIFO named like messages.
     let dir_name = format!("0.8.ddmq{:032x}", 8);
@@ -514,16 +717,35 @@ fn corrupt_empty_truncated_huge_and_special_files_at_the_head_do_not_stop_the_qu
     let young = format!("0.10.ddmq{:032x}", 10);
     std::fs::write(qdir.join(&young), &whole[..10]).unwrap();
     for i in 0..3 {
-        q.publish(Value::String(format!("after{i}")), &PublishOptions::default()).unwrap();
+        q.publish(
+            Value::String(format!("after{i}")),
+            &PublishOptions::default(),
+        )
+        .unwrap();
     }
-    let got: Vec<String> = q.consume(10, &ConsumeOptions { clean: false }).unwrap().iter().map(|d| d.message.body_text()).collect();
+    let got: Vec<String> = q
+        .consume(10, &ConsumeOptions { clean: false })
+        .unwrap()
+        .iter()
+        .map(|d| d.message.body_text())
+        .collect();
     assert_eq!(got, ["whole", "after0", "after1", "after2"]);
     let quarantined = names_in(&qdir.join("quarantine"));
-    assert_eq!(quarantined.len(), bad.len(), "quarantine holds {quarantined:?}");
+    assert_eq!(
+        quarantined.len(),
+        bad.len(),
+        "quarantine holds {quarantined:?}"
+    );
     for b in &bad {
-        assert!(quarantined.iter().any(|n| n.contains(b.as_str())), "{b} not quarantined");
+        assert!(
+            quarantined.iter().any(|n| n.contains(b.as_str())),
+            "{b} not quarantined"
+        );
     }
-    assert!(qdir.join(&young).exists(), "the young file was not given back");
+    assert!(
+        qdir.join(&young).exists(),
+        "the young file was not given back"
+    );
     assert!(!Path::new("/tmp/pwned").exists());
 }
 
@@ -532,17 +754,32 @@ fn huge_message_is_refused_with_a_clear_error() {
     let (_tmp, _root, broker) = fresh_root();
     let q = broker.queue("q").unwrap();
     let big = "x".repeat((16 << 20) + 1);
-    let e = q.publish(Value::String(big), &PublishOptions::default()).unwrap_err();
+    let e = q
+        .publish(Value::String(big), &PublishOptions::default())
+        .unwrap_err();
     assert!(matches!(e, Error::TooLarge { .. }), "{e}");
-    assert!(e.to_string().contains("larger than max_message_bytes"), "{e}");
+    assert!(
+        e.to_string().contains("larger than max_message_bytes"),
+        "{e}"
+    );
     assert!(q.waiting().unwrap().is_empty());
     assert!(names_in(q.dir()).iter().all(|n| !n.starts_with(".tmp-")));
     // Up to the limit it goes through, whole.
-    q.write_config_text(b"max_message_bytes: 4194304\n").unwrap();
-    let body = make_body("big", 4 << 20).chars().take(4 << 20).collect::<String>();
-    let e = q.publish(Value::String(body.clone() + "y"), &PublishOptions::default()).unwrap_err();
+    q.write_config_text(b"max_message_bytes: 4194304\n")
+        .unwrap();
+    let body = make_body("big", 4 << 20)
+        .chars()
+        .take(4 << 20)
+        .collect::<String>();
+    let e = q
+        .publish(
+            Value::String(body.clone() + "y"),
+            &PublishOptions::default(),
+        )
+        .unwrap_err();
     assert!(matches!(e, Error::TooLarge { .. }));
-    q.publish(Value::String(body.clone()), &PublishOptions::default()).unwrap();
+    q.publish(Value::String(body.clone()), &PublishOptions::default())
+        .unwrap();
     assert_eq!(q.consume_one().unwrap().unwrap().message.body_text(), body);
 }
 
@@ -564,23 +801,48 @@ fn planted_symlinks_are_never_followed_out_of_root() {
     // Our own subdirectories replaced by links to the outside.
     std::os::unix::fs::symlink(&outside, qdir.join("quarantine")).unwrap();
     std::os::unix::fs::symlink(&outside, qdir.join("dead")).unwrap();
-    q.write_config_text(b"dead_letter: true\nrequeue: true\n").unwrap();
-    q.publish(Value::String("real".into()), &PublishOptions { requeue_limit: Some(1), ..Default::default() }).unwrap();
+    q.write_config_text(b"dead_letter: true\nrequeue: true\n")
+        .unwrap();
+    q.publish(
+        Value::String("real".into()),
+        &PublishOptions {
+            requeue_limit: Some(1),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let d = q.consume_one().unwrap().unwrap();
     assert_eq!(d.message.body_text(), "real", "a linked file was delivered");
     q.clean().expect("clean with a planted link in work/");
-    assert!(matches!(q.nack(&d.message.filename, false).unwrap(), RequeueOutcome::Requeued(_)));
+    assert!(matches!(
+        q.nack(&d.message.filename, false).unwrap(),
+        RequeueOutcome::Requeued(_)
+    ));
     // Over its requeue limit: to dead/, which must not be the planted link.
     let d = q.consume_one().unwrap().unwrap();
     assert_eq!(d.message.body_text(), "real");
-    assert_eq!(q.nack(&d.message.filename, false).unwrap(), RequeueOutcome::LimitReached { dead_lettered: true });
+    assert_eq!(
+        q.nack(&d.message.filename, false).unwrap(),
+        RequeueOutcome::LimitReached {
+            dead_lettered: true
+        }
+    );
     assert!(q.consume_one().unwrap().is_none());
-    assert_eq!(names_in(&outside), ["secret.json"], "something was moved out of ROOT");
+    assert_eq!(
+        names_in(&outside),
+        ["secret.json"],
+        "something was moved out of ROOT"
+    );
     assert_eq!(std::fs::read_to_string(&secret).unwrap(), forged);
     // A queue directory or work/ that is a link is not a queue.
     std::os::unix::fs::symlink(&outside, root.join("linked")).unwrap();
     assert!(broker.queue("linked").is_err());
-    assert!(!broker.list_queues().unwrap().contains(&"linked".to_string()));
+    assert!(
+        !broker
+            .list_queues()
+            .unwrap()
+            .contains(&"linked".to_string())
+    );
 }
 
 #[test]
@@ -591,11 +853,31 @@ fn yaml_bombs_and_huge_values_are_refused_clearly() {
     let big = format!("message_timeout: 5\npad: \"{}\"\n", "x".repeat(2 << 20));
     let qconf = root.join("q/ddmq.yaml");
     let q = broker.queue("q").unwrap();
-    for (what, text) in [("billion laughs", laughs.to_string()), ("deep nesting", deep), ("2 MiB file", big), ("not a mapping", "- 1\n- 2\n".into()), ("1e400", "message_timeout: 1e400\n".into()), ("too big", "message_timeout: 99999999999999999999999\n".into()), ("negative", "priority: -1\n".into()), ("string", "requeue: sometimes\n".into())] {
-        assert!(q.write_config_text(text.as_bytes()).is_err(), "{what} accepted by write_config_text");
+    for (what, text) in [
+        ("billion laughs", laughs.to_string()),
+        ("deep nesting", deep),
+        ("2 MiB file", big),
+        ("not a mapping", "- 1\n- 2\n".into()),
+        ("1e400", "message_timeout: 1e400\n".into()),
+        (
+            "too big",
+            "message_timeout: 99999999999999999999999\n".into(),
+        ),
+        ("negative", "priority: -1\n".into()),
+        ("string", "requeue: sometimes\n".into()),
+    ] {
+        assert!(
+            q.write_config_text(text.as_bytes()).is_err(),
+            "{what} accepted by write_config_text"
+        );
         std::fs::write(&qconf, &text).unwrap();
         broker.forget_queue("q"); // a fresh handle: settings are cached for a second
-        let e = broker.queue("q").unwrap().consume_one().expect_err(what).to_string();
+        let e = broker
+            .queue("q")
+            .unwrap()
+            .consume_one()
+            .expect_err(what)
+            .to_string();
         assert!(e.contains("ddmq.yaml"), "{what}: {e}");
         std::fs::write(root.join("ddmq.yaml"), &text).unwrap();
         let e = Broker::open(&root).err().expect(what).to_string();
@@ -603,19 +885,55 @@ fn yaml_bombs_and_huge_values_are_refused_clearly() {
         std::fs::write(root.join("ddmq.yaml"), "").unwrap();
     }
     // Values at the edge of u64 are accepted and must not overflow anything.
-    std::fs::write(&qconf, "cleaned: 18446744073709551615\nmessage_timeout: 18446744073709551615\n").unwrap();
-    let q = { broker.forget_queue("q"); broker.queue("q").unwrap() };
-    q.publish(Value::String("edge".into()), &PublishOptions { clean: true, ..Default::default() }).unwrap();
-    let d = q.consume(1, &ConsumeOptions { clean: true }).unwrap().pop().unwrap();
-    assert!(d.work_name.expiry > ddmq::engine::now_secs(), "expiry wrapped around: {}", d.work_name);
+    std::fs::write(
+        &qconf,
+        "cleaned: 18446744073709551615\nmessage_timeout: 18446744073709551615\n",
+    )
+    .unwrap();
+    let q = {
+        broker.forget_queue("q");
+        broker.queue("q").unwrap()
+    };
+    q.publish(
+        Value::String("edge".into()),
+        &PublishOptions {
+            clean: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let d = q
+        .consume(1, &ConsumeOptions { clean: true })
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert!(
+        d.work_name.expiry > ddmq::engine::now_secs(),
+        "expiry wrapped around: {}",
+        d.work_name
+    );
     assert!(q.touch(&d.message.filename).unwrap().unwrap().expiry > ddmq::engine::now_secs());
     assert_eq!(q.clean().unwrap().requeued, 0);
     // A message file carrying a huge timeout of its own.
     std::fs::write(&qconf, "message_timeout: 60\n").unwrap();
-    let q = { broker.forget_queue("q"); broker.queue("q").unwrap() };
-    q.publish(Value::String("own".into()), &PublishOptions { timeout: Some(u64::MAX), ..Default::default() }).unwrap();
+    let q = {
+        broker.forget_queue("q");
+        broker.queue("q").unwrap()
+    };
+    q.publish(
+        Value::String("own".into()),
+        &PublishOptions {
+            timeout: Some(u64::MAX),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let d = q.consume_one().unwrap().unwrap();
-    assert!(d.work_name.expiry > ddmq::engine::now_secs(), "expiry wrapped around: {}", d.work_name);
+    assert!(
+        d.work_name.expiry > ddmq::engine::now_secs(),
+        "expiry wrapped around: {}",
+        d.work_name
+    );
 }
 
 #[test]
@@ -627,17 +945,37 @@ fn group_shared_queue_files_are_group_writable() {
     std::os::unix::fs::chown(&root, None, Some(100)).unwrap();
     std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o2775)).unwrap();
     let mut w = spawn_worker("group", &[("ROOT", root.display().to_string())]);
-    assert!(wait_or_kill(&mut w, Duration::from_secs(60)).unwrap().success());
+    assert!(
+        wait_or_kill(&mut w, Duration::from_secs(60))
+            .unwrap()
+            .success()
+    );
     let mut checked = 0;
     let mut stack = vec![root.clone()];
     while let Some(dir) = stack.pop() {
         for e in std::fs::read_dir(&dir).unwrap().flatten() {
             let m = e.path().symlink_metadata().unwrap();
-            assert_eq!(m.gid(), 100, "{} not in the queue's group", e.path().display());
+            assert_eq!(
+                m.gid(),
+                100,
+                "{} not in the queue's group",
+                e.path().display()
+            );
             let group_rw = if m.is_dir() { 0o070 } else { 0o060 };
-            assert_eq!(m.mode() & group_rw, group_rw, "{} has mode {:o}", e.path().display(), m.mode());
+            assert_eq!(
+                m.mode() & group_rw,
+                group_rw,
+                "{} has mode {:o}",
+                e.path().display(),
+                m.mode()
+            );
             if m.is_dir() {
-                assert_ne!(m.mode() & 0o2000, 0, "{} lost the setgid bit", e.path().display());
+                assert_ne!(
+                    m.mode() & 0o2000,
+                    0,
+                    "{} lost the setgid bit",
+                    e.path().display()
+                );
                 stack.push(e.path());
             }
             checked += 1;
@@ -653,8 +991,16 @@ fn group_worker(root: &Path) {
     broker.create_queue("shared").unwrap();
     let q = broker.queue("shared").unwrap();
     q.write_config_text(b"dead_letter: true\n").unwrap();
-    q.publish(Value::String("a".into()), &PublishOptions { requeue_limit: Some(1), ..Default::default() }).unwrap();
-    q.publish(Value::String("b".into()), &PublishOptions::default()).unwrap();
+    q.publish(
+        Value::String("a".into()),
+        &PublishOptions {
+            requeue_limit: Some(1),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    q.publish(Value::String("b".into()), &PublishOptions::default())
+        .unwrap();
     let d = q.consume_one().unwrap().unwrap();
     q.nack(&d.message.filename, false).unwrap();
     let d = q.consume_one().unwrap().unwrap();
@@ -672,7 +1018,8 @@ fn group_worker(root: &Path) {
 #[test]
 fn two_hosts_over_sshfs_claim_every_message_exactly_once() {
     let per_publisher = env_usize("DDMQ_SSHFS_MESSAGES", 1000);
-    let (tmp, shared, log_dir, q) = queue_with_logs("shared", "net", Some("cleaned: 0\nmessage_timeout: 600\n"));
+    let (tmp, shared, log_dir, q) =
+        queue_with_logs("shared", "net", Some("cleaned: 0\nmessage_timeout: 600\n"));
     let keys = tmp.path().join("keys");
     std::fs::create_dir(&keys).unwrap();
     let mut sshd = rel_support::sshfs::Sshd::start(&keys);
@@ -682,27 +1029,56 @@ fn two_hosts_over_sshfs_claim_every_message_exactly_once() {
     }
     let mut children = Vec::new();
     for (i, h) in hosts.iter().enumerate() {
-        let mut fleet = Fleet { root: h.clone(), queue: "net".into(), log_dir: log_dir.clone(), publishers: vec![], consumers: vec![], spawned: i * 100, extra_env: vec![("PUBLISH_LIMIT".into(), per_publisher.to_string()), ("MSG_TIMEOUT".into(), "600".into())] };
+        let mut fleet = Fleet {
+            root: h.clone(),
+            queue: "net".into(),
+            log_dir: log_dir.clone(),
+            publishers: vec![],
+            consumers: vec![],
+            spawned: i * 100,
+            extra_env: vec![
+                ("PUBLISH_LIMIT".into(), per_publisher.to_string()),
+                ("MSG_TIMEOUT".into(), "600".into()),
+            ],
+        };
         children.push(("publish", fleet.spawn("publish")));
         for _ in 0..2 {
             children.push(("consume", fleet.spawn("consume")));
         }
     }
     for (role, c) in children.iter_mut().filter(|(r, _)| *r == "publish") {
-        assert!(wait_or_kill(c, Duration::from_secs(180)).unwrap().success(), "{role}");
+        assert!(
+            wait_or_kill(c, Duration::from_secs(180)).unwrap().success(),
+            "{role}"
+        );
     }
     std::fs::write(log_dir.join("stop"), "").unwrap();
     for (_, c) in children.iter_mut() {
-        assert!(wait_or_kill(c, Duration::from_secs(180)).map(|s| s.success()).unwrap_or(false), "a consumer did not finish: {:?}", q.status(false));
+        assert!(
+            wait_or_kill(c, Duration::from_secs(180))
+                .map(|s| s.success())
+                .unwrap_or(false),
+            "a consumer did not finish: {:?}",
+            q.status(false)
+        );
     }
     assert!(read_all_lines(&log_dir, "late-").is_empty());
     let (published, delivered, duplicates) = verify_delivery(&log_dir, 0);
     assert_eq!(published, 2 * per_publisher);
     assert_eq!(delivered, published);
-    let by_host: Vec<usize> = (0..2).map(|i| (0..3).map(|w| read_lines(&log_dir.join(format!("delivered-w{}", i * 100 + w + 1))).len()).sum()).collect();
+    let by_host: Vec<usize> = (0..2)
+        .map(|i| {
+            (0..3)
+                .map(|w| read_lines(&log_dir.join(format!("delivered-w{}", i * 100 + w + 1))).len())
+                .sum()
+        })
+        .collect();
     let (hidden, hidden_in_work) = clear_sshfs_leftovers(&q);
     assert_nothing_left(q.dir());
-    eprintln!("sshfs: {published} messages published from two hosts, {delivered} delivered (host A {}, host B {}), {duplicates} duplicates, 0 lost; {hidden} .fuse_hidden copies of ddmq.yaml and {hidden_in_work} in work/ left by sshfs", by_host[0], by_host[1]);
+    eprintln!(
+        "sshfs: {published} messages published from two hosts, {delivered} delivered (host A {}, host B {}), {duplicates} duplicates, 0 lost; {hidden} .fuse_hidden copies of ddmq.yaml and {hidden_in_work} in work/ left by sshfs",
+        by_host[0], by_host[1]
+    );
 }
 
 // ------------------------------------------------------------------ through the mount and the CLI
@@ -721,7 +1097,10 @@ fn mount_write_worker(mnt: &Path, queue: &str, wid: &str, log_dir: &Path) {
         }
         let key = format!("{wid}-{seq}");
         let body = make_body(&key, (seq * 131) % 3000);
-        let mut f = match std::fs::OpenOptions::new().write(true).open(mnt.join(queue).join("in")) {
+        let mut f = match std::fs::OpenOptions::new()
+            .write(true)
+            .open(mnt.join(queue).join("in"))
+        {
             Ok(f) => f,
             Err(e) => {
                 append_line(&problems, &format!("open in: {e}"));
@@ -741,7 +1120,10 @@ fn mount_write_worker(mnt: &Path, queue: &str, wid: &str, log_dir: &Path) {
         if ok && rc == 0 {
             append_line(&log, &key);
         } else if rc != 0 {
-            append_line(&problems, &format!("close in: {}", std::io::Error::last_os_error()));
+            append_line(
+                &problems,
+                &format!("close in: {}", std::io::Error::last_os_error()),
+            );
         }
     }
 }
@@ -799,11 +1181,21 @@ fn mount_read_worker(mnt: &Path, queue: &str, wid: &str, log_dir: &Path) {
                 }
             }
         }
-        if std::str::from_utf8(&body).ok().and_then(check_body).is_some() {
+        if std::str::from_utf8(&body)
+            .ok()
+            .and_then(check_body)
+            .is_some()
+        {
             logged = true;
         }
         if !logged {
-            append_line(&problems, &format!("torn body through next: {:?}", String::from_utf8_lossy(&body[..body.len().min(80)])));
+            append_line(
+                &problems,
+                &format!(
+                    "torn body through next: {:?}",
+                    String::from_utf8_lossy(&body[..body.len().min(80)])
+                ),
+            );
             let _ = &delivered;
         }
     }
@@ -822,7 +1214,12 @@ impl Killable {
     fn run(&self, cmd: &mut std::process::Command) -> (std::process::ExitStatus, Vec<u8>) {
         use std::io::Read;
         use std::os::unix::process::ExitStatusExt;
-        let mut child = cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let mut child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
         let pid = child.id();
         self.pids.lock().unwrap().push(pid);
         let mut out = child.stdout.take().unwrap();
@@ -851,7 +1248,11 @@ impl Killable {
             self.sigkilled.fetch_add(1, Ordering::Relaxed);
         }
         let stderr = err_reader.join().unwrap();
-        assert!(!String::from_utf8_lossy(&stderr).contains("panicked"), "ddmq panicked: {}", String::from_utf8_lossy(&stderr));
+        assert!(
+            !String::from_utf8_lossy(&stderr).contains("panicked"),
+            "ddmq panicked: {}",
+            String::from_utf8_lossy(&stderr)
+        );
         (status, reader.join().unwrap())
     }
 
@@ -884,8 +1285,14 @@ fn drain_with_engine(q: &ddmq::engine::Queue, log_dir: &Path, limit: Duration) {
     let deadline = Instant::now() + limit;
     loop {
         q.clean().unwrap();
-        for d in q.consume(usize::MAX, &ConsumeOptions { clean: false }).unwrap() {
-            append_line(&log_dir.join("delivered-drain"), check_body(&d.message.body_text()).unwrap_or("TORN"));
+        for d in q
+            .consume(usize::MAX, &ConsumeOptions { clean: false })
+            .unwrap()
+        {
+            append_line(
+                &log_dir.join("delivered-drain"),
+                check_body(&d.message.body_text()).unwrap_or("TORN"),
+            );
             q.ack(&d.message.filename).unwrap();
         }
         let st = q.status(false).unwrap();
@@ -908,14 +1315,25 @@ fn chaos_sigkill_cli_processes_and_mount_readers() {
     let killable = Arc::new(Killable::default());
     let mut threads = Vec::new();
     for t in 0..2 {
-        let (stop, killable, root, log_dir) = (stop.clone(), killable.clone(), root.clone(), log_dir.clone());
+        let (stop, killable, root, log_dir) = (
+            stop.clone(),
+            killable.clone(),
+            root.clone(),
+            log_dir.clone(),
+        );
         threads.push(std::thread::spawn(move || {
             let mut seq = 0;
             while !stop.load(Ordering::Relaxed) {
                 let key = format!("cli{t}-{seq}");
                 seq += 1;
                 let body = make_body(&key, (seq * 53) % 2000);
-                let (st, _) = killable.run(std::process::Command::new(ddmq_bin()).args(["publish", "-s", "-t", &CHAOS_TIMEOUT_SECS.to_string(), "-r"]).arg(&root).arg("chaos").arg(&body));
+                let (st, _) = killable.run(
+                    std::process::Command::new(ddmq_bin())
+                        .args(["publish", "-s", "-t", &CHAOS_TIMEOUT_SECS.to_string(), "-r"])
+                        .arg(&root)
+                        .arg("chaos")
+                        .arg(&body),
+                );
                 if st.success() {
                     append_line(&log_dir.join(format!("published-cli{t}")), &key);
                 }
@@ -923,10 +1341,20 @@ fn chaos_sigkill_cli_processes_and_mount_readers() {
         }));
     }
     for t in 0..2 {
-        let (stop, killable, root, log_dir) = (stop.clone(), killable.clone(), root.clone(), log_dir.clone());
+        let (stop, killable, root, log_dir) = (
+            stop.clone(),
+            killable.clone(),
+            root.clone(),
+            log_dir.clone(),
+        );
         threads.push(std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let (st, out) = killable.run(std::process::Command::new(ddmq_bin()).args(["consume", "--format", "json", "-n", "3"]).arg(&root).arg("chaos"));
+                let (st, out) = killable.run(
+                    std::process::Command::new(ddmq_bin())
+                        .args(["consume", "--format", "json", "-n", "3"])
+                        .arg(&root)
+                        .arg("chaos"),
+                );
                 let got = parse_consumed(&out);
                 if got.is_empty() && st.success() {
                     std::thread::sleep(Duration::from_millis(30));
@@ -935,18 +1363,35 @@ fn chaos_sigkill_cli_processes_and_mount_readers() {
                 for (key, file) in got {
                     match key {
                         Some(k) => append_line(&log_dir.join(format!("delivered-cli{t}")), &k),
-                        None => append_line(&log_dir.join(format!("problems-cli{t}")), &format!("torn body in {file}")),
+                        None => append_line(
+                            &log_dir.join(format!("problems-cli{t}")),
+                            &format!("torn body in {file}"),
+                        ),
                     }
                     files.push(file);
                 }
                 if !files.is_empty() {
-                    killable.run(std::process::Command::new(ddmq_bin()).args(["ack"]).arg(&root).arg("chaos").arg(files.join(",")));
+                    killable.run(
+                        std::process::Command::new(ddmq_bin())
+                            .args(["ack"])
+                            .arg(&root)
+                            .arg("chaos")
+                            .arg(files.join(",")),
+                    );
                 }
             }
         }));
     }
     let spawn_mount_worker = |role: &str, n: usize| {
-        spawn_worker(role, &[("MNT", mnt.display().to_string()), ("QUEUE", "chaos".into()), ("WID", format!("m{n}")), ("LOG_DIR", log_dir.display().to_string())])
+        spawn_worker(
+            role,
+            &[
+                ("MNT", mnt.display().to_string()),
+                ("QUEUE", "chaos".into()),
+                ("WID", format!("m{n}")),
+                ("LOG_DIR", log_dir.display().to_string()),
+            ],
+        )
     };
     let mut spawned = 0;
     let mut workers: Vec<(&str, Child)> = Vec::new();
@@ -960,7 +1405,9 @@ fn chaos_sigkill_cli_processes_and_mount_readers() {
         if rng.below(3) == 0 {
             // Mount readers only: a writer killed mid-body publishes it truncated (see
             // killed_mount_writer_never_publishes_a_torn_body).
-            let readers: Vec<usize> = (0..workers.len()).filter(|i| workers[*i].0 == "mount-read").collect();
+            let readers: Vec<usize> = (0..workers.len())
+                .filter(|i| workers[*i].0 == "mount-read")
+                .collect();
             let i = readers[rng.below(readers.len() as u64) as usize];
             let (role, mut victim) = workers.swap_remove(i);
             sigkill(&mut victim);
@@ -977,26 +1424,46 @@ fn chaos_sigkill_cli_processes_and_mount_readers() {
     }
     std::fs::write(log_dir.join("stop"), "").unwrap();
     for (role, w) in &mut workers {
-        assert!(wait_or_kill(w, Duration::from_secs(120)).map(|s| s.success()).unwrap_or(false), "{role} worker did not finish");
+        assert!(
+            wait_or_kill(w, Duration::from_secs(120))
+                .map(|s| s.success())
+                .unwrap_or(false),
+            "{role} worker did not finish"
+        );
     }
     drain_with_engine(&q, &log_dir, Duration::from_secs(60));
     let (claims, temps) = recover_leftovers(&q);
     drain_with_engine(&q, &log_dir, Duration::from_secs(10));
     let kills = killable.sigkilled.load(Ordering::Relaxed) + worker_kills;
     let (published, delivered, duplicates) = verify_delivery(&log_dir, kills);
-    assert!(!read_all_lines(&log_dir, "delivered-").iter().any(|k| k == "TORN"), "a torn message was published");
+    assert!(
+        !read_all_lines(&log_dir, "delivered-")
+            .iter()
+            .any(|k| k == "TORN"),
+        "a torn message was published"
+    );
     assert_nothing_left(q.dir());
-    eprintln!("chaos (CLI and mount): {kills} kills ({worker_kills} mount readers), {published} published, {delivered} delivered, {duplicates} duplicates, {claims} claims and {temps} temporary files recovered, 0 torn, 0 lost");
+    eprintln!(
+        "chaos (CLI and mount): {kills} kills ({worker_kills} mount readers), {published} published, {delivered} delivered, {duplicates} duplicates, {claims} claims and {temps} temporary files recovered, 0 torn, 0 lost"
+    );
 }
 
 #[test]
 fn daemon_sigkilled_under_traffic_then_remounted_loses_nothing() {
     use std::io::Read;
-    let (tmp, root, log_dir, q) = queue_with_logs("root", "dk", Some("cleaned: 0\nmessage_timeout: 3\nrequeue: true\n"));
+    let (tmp, root, log_dir, q) = queue_with_logs(
+        "root",
+        "dk",
+        Some("cleaned: 0\nmessage_timeout: 3\nrequeue: true\n"),
+    );
     let mnt = tmp.path().join("mnt");
     for i in 0..200 {
         let key = format!("pre-{i}");
-        q.publish(Value::String(make_body(&key, 100)), &PublishOptions::default()).unwrap();
+        q.publish(
+            Value::String(make_body(&key, 100)),
+            &PublishOptions::default(),
+        )
+        .unwrap();
         append_line(&log_dir.join("published-pre"), &key);
     }
     let mut mount = rel_support::mount::Mount::start(&root, &mnt);
@@ -1004,13 +1471,29 @@ fn daemon_sigkilled_under_traffic_then_remounted_loses_nothing() {
     let mut claimed = Vec::new();
     for _ in 0..10 {
         let mut text = String::new();
-        std::fs::File::open(mnt.join("dk/claim")).unwrap().read_to_string(&mut text).unwrap();
+        std::fs::File::open(mnt.join("dk/claim"))
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
         let m = ddmq::engine::Message::from_json(text.trim().as_bytes()).unwrap();
         claimed.push(check_body(&m.body_text()).unwrap().to_string());
     }
-    let envs = |wid: &str| vec![("MNT", mnt.display().to_string()), ("ROOT", root.display().to_string()), ("QUEUE", "dk".to_string()), ("WID", wid.to_string()), ("LOG_DIR", log_dir.display().to_string()), ("MSG_TIMEOUT", "3".to_string())];
+    let envs = |wid: &str| {
+        vec![
+            ("MNT", mnt.display().to_string()),
+            ("ROOT", root.display().to_string()),
+            ("QUEUE", "dk".to_string()),
+            ("WID", wid.to_string()),
+            ("LOG_DIR", log_dir.display().to_string()),
+            ("MSG_TIMEOUT", "3".to_string()),
+        ]
+    };
     let writer = std::env::var("DDMQ_REL_DAEMON_KILL_WRITER").unwrap_or_else(|_| "publish".into());
-    let mut workers = vec![spawn_worker(&writer, &envs("mw1")), spawn_worker(&writer, &envs("mw2")), spawn_worker("mount-read", &envs("mr1"))];
+    let mut workers = vec![
+        spawn_worker(&writer, &envs("mw1")),
+        spawn_worker(&writer, &envs("mw2")),
+        spawn_worker("mount-read", &envs("mr1")),
+    ];
     std::thread::sleep(Duration::from_millis(1500));
     let before = q.status(false).unwrap();
     mount.kill();
@@ -1029,18 +1512,28 @@ fn daemon_sigkilled_under_traffic_then_remounted_loses_nothing() {
     // Drain through the new mount.
     let mut reader = spawn_worker("mount-read", &envs("mr2"));
     std::fs::write(log_dir.join("stop"), "").unwrap();
-    assert!(wait_or_kill(&mut reader, Duration::from_secs(120)).unwrap().success());
+    assert!(
+        wait_or_kill(&mut reader, Duration::from_secs(120))
+            .unwrap()
+            .success()
+    );
     drain_with_engine(&q, &log_dir, Duration::from_secs(30));
     mount.stop();
     let delivered = read_all_lines(&log_dir, "delivered-mr2");
     for k in &claimed {
-        assert!(delivered.contains(k), "in-flight message {k} did not come back after its timeout");
+        assert!(
+            delivered.contains(k),
+            "in-flight message {k} did not come back after its timeout"
+        );
     }
     let (published, delivered, duplicates) = verify_delivery(&log_dir, 10 + 3);
     // A publish the kill cut short leaves its temporary file: housekeeping removes it once stale.
     recover_leftovers(&q);
     assert_nothing_left(q.dir());
-    eprintln!("daemon kill: killed with {} waiting and {} in flight; {published} published, {delivered} delivered, {duplicates} duplicates, 10 claimed messages came back after their timeout, 0 lost", before.waiting, before.in_flight);
+    eprintln!(
+        "daemon kill: killed with {} waiting and {} in flight; {published} published, {delivered} delivered, {duplicates} duplicates, 10 claimed messages came back after their timeout, 0 lost",
+        before.waiting, before.in_flight
+    );
 }
 
 #[test]
@@ -1051,9 +1544,23 @@ fn soak_mount_and_cli_memory_fds_flat_nothing_lost() {
     let mount = rel_support::mount::Mount::start(&root, &mnt);
     // Half through the mount (2 writers), half through `ddmq publish --lines` in batches.
     let mount_share = total / 2 / 2;
-    let envs = |wid: &str| vec![("MNT", mnt.display().to_string()), ("QUEUE", "soak".to_string()), ("WID", wid.to_string()), ("LOG_DIR", log_dir.display().to_string()), ("PUBLISH_LIMIT", mount_share.to_string())];
-    let mut writers = vec![spawn_worker("mount-write", &envs("mw1")), spawn_worker("mount-write", &envs("mw2"))];
-    let mut readers = vec![spawn_worker("mount-read", &envs("mr1")), spawn_worker("mount-read", &envs("mr2"))];
+    let envs = |wid: &str| {
+        vec![
+            ("MNT", mnt.display().to_string()),
+            ("QUEUE", "soak".to_string()),
+            ("WID", wid.to_string()),
+            ("LOG_DIR", log_dir.display().to_string()),
+            ("PUBLISH_LIMIT", mount_share.to_string()),
+        ]
+    };
+    let mut writers = vec![
+        spawn_worker("mount-write", &envs("mw1")),
+        spawn_worker("mount-write", &envs("mw2")),
+    ];
+    let mut readers = vec![
+        spawn_worker("mount-read", &envs("mr1")),
+        spawn_worker("mount-read", &envs("mr2")),
+    ];
     let cli_total = total - 2 * mount_share;
     let cli = {
         let (root, log_dir) = (root.clone(), log_dir.clone());
@@ -1063,17 +1570,42 @@ fn soak_mount_and_cli_memory_fds_flat_nothing_lost() {
                 let n = (cli_total - sent).min(1000);
                 let keys: Vec<String> = (sent..sent + n).map(|i| format!("cli-{i}")).collect();
                 let input: String = keys.iter().map(|k| make_body(k, 50) + "\n").collect();
-                let (code, _, err) = ddmq(&["publish", "-s", "--lines", &root.display().to_string(), "soak", "-"], Some(input.as_bytes()));
+                let (code, _, err) = ddmq(
+                    &[
+                        "publish",
+                        "-s",
+                        "--lines",
+                        &root.display().to_string(),
+                        "soak",
+                        "-",
+                    ],
+                    Some(input.as_bytes()),
+                );
                 assert_eq!(code, 0, "publish --lines: {err}");
                 for k in &keys {
                     append_line(&log_dir.join("published-cli"), k);
                 }
                 sent += n;
                 // A CLI consumer too, acking as it goes.
-                let (code, out, err) = ddmq(&["consume", "--ack", "--format", "json", "-n", "500", &root.display().to_string(), "soak"], None);
+                let (code, out, err) = ddmq(
+                    &[
+                        "consume",
+                        "--ack",
+                        "--format",
+                        "json",
+                        "-n",
+                        "500",
+                        &root.display().to_string(),
+                        "soak",
+                    ],
+                    None,
+                );
                 assert_eq!(code, 0, "consume --ack: {err}");
                 for (key, file) in parse_consumed(out.as_bytes()) {
-                    append_line(&log_dir.join("delivered-cli"), key.as_deref().unwrap_or_else(|| panic!("torn {file}")));
+                    append_line(
+                        &log_dir.join("delivered-cli"),
+                        key.as_deref().unwrap_or_else(|| panic!("torn {file}")),
+                    );
                 }
             }
         })
@@ -1103,17 +1635,44 @@ fn soak_mount_and_cli_memory_fds_flat_nothing_lost() {
     assert_nothing_left(q.dir());
     let warm = samples.get(samples.len() / 10).copied().unwrap_or(end);
     let peak = samples.iter().map(|s| s.0).max().unwrap_or(end.0);
-    eprintln!("soak: {published} messages through one mount and the CLI in {:?}, {delivered} delivered, {duplicates} duplicates; daemon RSS {} KiB after warm-up, {} KiB peak, {} KiB at the end; fds {} -> {}", started.elapsed(), warm.0, peak, end.0, warm.1, end.1);
-    assert!(end.1 <= warm.1 + 2, "daemon descriptors grew from {} to {}", warm.1, end.1);
-    assert!(end.0 <= warm.0 * 2 + 16 * 1024, "daemon memory grew from {} KiB to {} KiB", warm.0, end.0);
+    eprintln!(
+        "soak: {published} messages through one mount and the CLI in {:?}, {delivered} delivered, {duplicates} duplicates; daemon RSS {} KiB after warm-up, {} KiB peak, {} KiB at the end; fds {} -> {}",
+        started.elapsed(),
+        warm.0,
+        peak,
+        end.0,
+        warm.1,
+        end.1
+    );
+    assert!(
+        end.1 <= warm.1 + 2,
+        "daemon descriptors grew from {} to {}",
+        warm.1,
+        end.1
+    );
+    assert!(
+        end.0 <= warm.0 * 2 + 16 * 1024,
+        "daemon memory grew from {} KiB to {} KiB",
+        warm.0,
+        end.0
+    );
 }
 
 /// Asserts a failed CLI call: non-zero exit, a one-line clear error on stderr, no panic.
 fn assert_cli_refuses(args: &[&str], stdin: Option<&[u8]>, wanted: &str) {
     let (code, _out, err) = ddmq(args, stdin);
-    assert!(code != 0 && code != 101, "ddmq {args:?} exited {code}: {err}");
-    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "ddmq {args:?} panicked: {err}");
-    assert!(err.to_lowercase().contains(&wanted.to_lowercase()), "ddmq {args:?}: expected {wanted:?} in {err:?}");
+    assert!(
+        code != 0 && code != 101,
+        "ddmq {args:?} exited {code}: {err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "ddmq {args:?} panicked: {err}"
+    );
+    assert!(
+        err.to_lowercase().contains(&wanted.to_lowercase()),
+        "ddmq {args:?}: expected {wanted:?} in {err:?}"
+    );
 }
 
 #[test]
@@ -1127,10 +1686,18 @@ fn cli_refuses_hostile_input_clearly() {
         assert_cli_refuses(&["publish", &r, bad, "x"], None, "invalid queue name");
         // create keeps the original's soft failure: a "Skipping" line, exit 0, nothing created.
         let (code, out, err) = ddmq(&["create", &r, bad], None);
-        assert!(out.contains("invalid name") || err.contains("invalid queue name"), "create {bad:?}: exit {code}: {out}{err}");
+        assert!(
+            out.contains("invalid name") || err.contains("invalid queue name"),
+            "create {bad:?}: exit {code}: {out}{err}"
+        );
     }
     let v = victim.display().to_string();
-    for bad in [v.as_str(), "../../victim", "work/../../../victim", "1.1.1.ddmqab/../../../../victim"] {
+    for bad in [
+        v.as_str(),
+        "../../victim",
+        "work/../../../victim",
+        "1.1.1.ddmqab/../../../../victim",
+    ] {
         for cmd in ["ack", "nack", "del_msg"] {
             let (code, _, err) = ddmq(&[cmd, &r, "q", bad], None);
             assert!(!err.contains("panicked"), "{cmd} {bad}: {err}");
@@ -1140,24 +1707,49 @@ fn cli_refuses_hostile_input_clearly() {
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
     let mut top = names_in(&root);
     top.retain(|n| n != "work");
-    assert_eq!(top, ["ddmq.yaml", "ddmq.yaml.example", "q"], "a hostile name created something");
+    assert_eq!(
+        top,
+        ["ddmq.yaml", "ddmq.yaml.example", "q"],
+        "a hostile name created something"
+    );
     assert_eq!(names_in(tmp.path()), ["root", "victim"]);
     // The json command never evaluates anything.
     let pwned = tmp.path().join("pwned");
     for payload in [
-        format!(r#"{{"command": "__import__('os').system('touch {}')", "root": "{r}"}}"#, pwned.display()),
-        format!(r#"{{"command": "view; touch {}", "root": "{r}"}}"#, pwned.display()),
-        format!(r#"{{"command": "$(touch {})", "root": "{r}"}}"#, pwned.display()),
-        format!(r#"{{"command": "view", "root": "`touch {}`"}}"#, pwned.display()),
+        format!(
+            r#"{{"command": "__import__('os').system('touch {}')", "root": "{r}"}}"#,
+            pwned.display()
+        ),
+        format!(
+            r#"{{"command": "view; touch {}", "root": "{r}"}}"#,
+            pwned.display()
+        ),
+        format!(
+            r#"{{"command": "$(touch {})", "root": "{r}"}}"#,
+            pwned.display()
+        ),
+        format!(
+            r#"{{"command": "view", "root": "`touch {}`"}}"#,
+            pwned.display()
+        ),
         r#"{"command": {"nested": 1}}"#.to_string(),
         "[]".to_string(),
         "not json".to_string(),
     ] {
         let (code, _, err) = ddmq(&["json", &payload], None);
-        assert!(code != 0 && !err.contains("panicked"), "json {payload}: exit {code}: {err}");
+        assert!(
+            code != 0 && !err.contains("panicked"),
+            "json {payload}: exit {code}: {err}"
+        );
     }
     assert!(!pwned.exists(), "the json command ran code");
-    let (code, out, _) = ddmq(&["json", &format!(r#"{{"command": "view", "root": "{r}", "format": "json"}}"#)], None);
+    let (code, out, _) = ddmq(
+        &[
+            "json",
+            &format!(r#"{{"command": "view", "root": "{r}", "format": "json"}}"#),
+        ],
+        None,
+    );
     assert_eq!(code, 0);
     assert!(out.contains("\"q\""), "{out}");
     // A YAML bomb as settings: a clear error naming the file.
@@ -1187,14 +1779,27 @@ fn cli_disk_full_clear_error_then_resumes() {
         ok += 1;
         assert!(ok < 1000, "a 1 MiB filesystem never filled");
     };
-    assert!(err.contains("No space left on device") && !err.contains("panicked"), "{err}");
-    assert!(names_in(&root.join("q")).iter().all(|n| !n.starts_with(".tmp-")));
-    let (code, out, err) = ddmq(&["consume", "--ack", "--format", "json", "-n", "3", &r, "q"], None);
+    assert!(
+        err.contains("No space left on device") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert!(
+        names_in(&root.join("q"))
+            .iter()
+            .all(|n| !n.starts_with(".tmp-"))
+    );
+    let (code, out, err) = ddmq(
+        &["consume", "--ack", "--format", "json", "-n", "3", &r, "q"],
+        None,
+    );
     assert_eq!(code, 0, "consume --ack on a full disk: {err}");
     assert_eq!(parse_consumed(out.as_bytes()).len(), 3);
     let (code, _, err) = ddmq(&["publish", "-s", &r, "q", "small"], None);
     assert_eq!(code, 0, "publish after space was freed: {err}");
-    assert_eq!(broker.queue("q").unwrap().status(false).unwrap().waiting, ok - 3 + 1);
+    assert_eq!(
+        broker.queue("q").unwrap().status(false).unwrap().waiting,
+        ok - 3 + 1
+    );
 }
 
 #[test]
@@ -1209,21 +1814,35 @@ fn mount_refuses_paths_out_of_the_queue() {
         let _ = std::fs::remove_file(mnt.join("q/work").join(bad));
     }
     for bad in ["a.b", "..x", &"q".repeat(300)] {
-        assert!(std::fs::create_dir(mnt.join(bad)).is_err(), "mkdir {bad} accepted");
+        assert!(
+            std::fs::create_dir(mnt.join(bad)).is_err(),
+            "mkdir {bad} accepted"
+        );
     }
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
     assert!(root.join("ddmq.yaml").exists() && root.join("q/ddmq.yaml").exists());
     // ack and nack files take ids: paths are refused.
     for file in ["ack", "nack"] {
-        let mut f = std::fs::OpenOptions::new().write(true).open(mnt.join("q").join(file)).unwrap();
-        assert!(f.write_all(format!("{}\n", victim.display()).as_bytes()).and_then(|_| f.flush()).is_err() || std::fs::read_to_string(&victim).is_ok());
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(mnt.join("q").join(file))
+            .unwrap();
+        assert!(
+            f.write_all(format!("{}\n", victim.display()).as_bytes())
+                .and_then(|_| f.flush())
+                .is_err()
+                || std::fs::read_to_string(&victim).is_ok()
+        );
     }
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
     // A message written through `in` that is not UTF-8, or too big, is refused and not published.
     let q = broker.queue("q").unwrap();
     q.write_config_text(b"max_message_bytes: 1000\n").unwrap();
     std::thread::sleep(Duration::from_millis(1100));
-    let mut f = std::fs::OpenOptions::new().write(true).open(mnt.join("q/in")).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(mnt.join("q/in"))
+        .unwrap();
     assert!(f.write_all(&[b'x'; 2000]).is_err());
     drop(f);
     std::thread::sleep(Duration::from_millis(200));
@@ -1244,7 +1863,17 @@ fn two_hosts_over_sshfs_with_a_mount_on_each() {
         sshd.mount(&shared, &host_root);
         let mnt = tmp.path().join(format!("mnt{h}"));
         mounts.push(rel_support::mount::Mount::start(&host_root, &mnt));
-        let envs = |role: &str| vec![("MNT", mnt.display().to_string()), ("ROOT", host_root.display().to_string()), ("QUEUE", "net".to_string()), ("WID", format!("{role}{h}")), ("LOG_DIR", log_dir.display().to_string()), ("PUBLISH_LIMIT", per_writer.to_string()), ("MSG_TIMEOUT", "600".to_string())];
+        let envs = |role: &str| {
+            vec![
+                ("MNT", mnt.display().to_string()),
+                ("ROOT", host_root.display().to_string()),
+                ("QUEUE", "net".to_string()),
+                ("WID", format!("{role}{h}")),
+                ("LOG_DIR", log_dir.display().to_string()),
+                ("PUBLISH_LIMIT", per_writer.to_string()),
+                ("MSG_TIMEOUT", "600".to_string()),
+            ]
+        };
         workers.push(("w", spawn_worker("mount-write", &envs("mw"))));
         workers.push(("w", spawn_worker("publish", &envs("pub"))));
         workers.push(("r", spawn_worker("mount-read", &envs("mr"))));
@@ -1255,14 +1884,20 @@ fn two_hosts_over_sshfs_with_a_mount_on_each() {
     }
     std::fs::write(log_dir.join("stop"), "").unwrap();
     for (_, w) in workers.iter_mut().filter(|(k, _)| *k == "r") {
-        assert!(wait_or_kill(w, Duration::from_secs(240)).map(|s| s.success()).unwrap_or(false));
+        assert!(
+            wait_or_kill(w, Duration::from_secs(240))
+                .map(|s| s.success())
+                .unwrap_or(false)
+        );
     }
     drain_with_engine(&q, &log_dir, Duration::from_secs(30));
     let (published, delivered, duplicates) = verify_delivery(&log_dir, 0);
     assert_eq!(published, 4 * per_writer);
     clear_sshfs_leftovers(&q);
     assert_nothing_left(q.dir());
-    eprintln!("sshfs with mounts: {published} published through two hosts' mounts and engines, {delivered} delivered, {duplicates} duplicates, 0 lost");
+    eprintln!(
+        "sshfs with mounts: {published} published through two hosts' mounts and engines, {delivered} delivered, {duplicates} duplicates, 0 lost"
+    );
 }
 
 /// The daemon killed while writers publish through MNT/<q>/in: a close() that returned 0 must
@@ -1282,15 +1917,28 @@ fn killed_mount_writer_never_publishes_a_torn_body() {
     let (tmp, root, log_dir, q) = queue_with_logs("root", "mw", None);
     let mnt = tmp.path().join("mnt");
     let _mount = rel_support::mount::Mount::start(&root, &mnt);
-    let envs = |wid: String| vec![("MNT", mnt.display().to_string()), ("QUEUE", "mw".to_string()), ("WID", wid), ("LOG_DIR", log_dir.display().to_string())];
+    let envs = |wid: String| {
+        vec![
+            ("MNT", mnt.display().to_string()),
+            ("QUEUE", "mw".to_string()),
+            ("WID", wid),
+            ("LOG_DIR", log_dir.display().to_string()),
+        ]
+    };
     for i in 0..30 {
         let mut w = spawn_worker("mount-write", &envs(format!("w{i}")));
         std::thread::sleep(Duration::from_millis(20 + rng.below(80)));
         sigkill(&mut w);
     }
     let mut torn = 0;
-    for d in q.consume(usize::MAX, &ConsumeOptions { clean: false }).unwrap() {
+    for d in q
+        .consume(usize::MAX, &ConsumeOptions { clean: false })
+        .unwrap()
+    {
         torn += check_body(&d.message.body_text()).is_none() as usize;
     }
-    assert_eq!(torn, 0, "{torn} truncated bodies published by 30 killed writers");
+    assert_eq!(
+        torn, 0,
+        "{torn} truncated bodies published by 30 killed writers"
+    );
 }

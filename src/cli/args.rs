@@ -123,10 +123,19 @@ pub struct PublishArgs {
     #[arg(long = "no-requeue", conflicts_with_all = ["requeue", "requeue_prio"])]
     pub no_requeue: bool,
     /// requeues allowed on expiry and nack before the message is dropped (0: unlimited)
-    #[arg(short = 'l', long = "requeue_limit", visible_alias = "requeue-limit", value_name = "N")]
+    #[arg(
+        short = 'l',
+        long = "requeue_limit",
+        visible_alias = "requeue-limit",
+        value_name = "N"
+    )]
     pub requeue_limit: Option<u64>,
     /// priority the message gets when it is requeued; implies -r (0 stores `requeue: true`: the queue's `requeue_prio` applies)
-    #[arg(long = "requeue_prio", visible_alias = "requeue-prio", value_name = "PRIORITY")]
+    #[arg(
+        long = "requeue_prio",
+        visible_alias = "requeue-prio",
+        value_name = "PRIORITY"
+    )]
     pub requeue_prio: Option<u64>,
     /// with MESSAGE `-`: publish each line of stdin as its own message (one process, bulk)
     #[arg(long = "lines")]

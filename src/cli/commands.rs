@@ -1,12 +1,14 @@
 //! The subcommands of the original `ddmq`, on top of the engine. Each takes its parsed arguments
 //! and the (buffered) stdout; errors go back as [`CliError`], soft outcomes are printed lines.
 
-use super::args::{split_list, AckArgs, ConsumeArgs, DelMsgArgs, Format, PublishArgs, QueuesArgs, ViewArgs};
+use super::args::{
+    AckArgs, ConsumeArgs, DelMsgArgs, Format, PublishArgs, QueuesArgs, ViewArgs, split_list,
+};
 use super::error::{CliError, CliResult};
 use super::output::{self, ViewRow};
 use crate::engine::{
-    is_valid_queue_name, AckOutcome, Broker, ConsumeOptions, Delivery, Error, PublishOptions, Queue, Requeue, RequeueOutcome, WaitingName,
-    WorkName,
+    AckOutcome, Broker, ConsumeOptions, Delivery, Error, PublishOptions, Queue, Requeue,
+    RequeueOutcome, WaitingName, WorkName, is_valid_queue_name,
 };
 use serde_json::Value;
 use std::io::{self, BufRead, Read, Write};
@@ -29,22 +31,42 @@ fn open_broker(root: &Path, force: Option<bool>) -> CliResult<Broker> {
     if force == Some(true) {
         return Ok(Broker::open_or_init(root)?);
     }
-    let hint = |what: &str| if force.is_some() { format!(" (use -f to {what} it)") } else { String::new() };
+    let hint = |what: &str| {
+        if force.is_some() {
+            format!(" (use -f to {what} it)")
+        } else {
+            String::new()
+        }
+    };
     match Broker::open(root) {
         Ok(b) => Ok(b),
-        Err(Error::RootMissing(p)) => Err(CliError::failed(format!("root folder missing: {}{}", p.display(), hint("create")))),
-        Err(Error::RootUninitiated(p)) => {
-            Err(CliError::failed(format!("root folder uninitiated: {} has no ddmq.yaml{}", p.display(), hint("initiate"))))
-        }
+        Err(Error::RootMissing(p)) => Err(CliError::failed(format!(
+            "root folder missing: {}{}",
+            p.display(),
+            hint("create")
+        ))),
+        Err(Error::RootUninitiated(p)) => Err(CliError::failed(format!(
+            "root folder uninitiated: {} has no ddmq.yaml{}",
+            p.display(),
+            hint("initiate")
+        ))),
         Err(e) => Err(e.into()),
     }
 }
 
 /// A handle on queue `name`; with `force`, the queue is created first if missing (after the
 /// name is validated, B17), and `Created new queue: …` is printed unless `silent`.
-fn queue_for(broker: &Broker, name: &str, force: bool, silent: bool, out: &mut dyn Write) -> CliResult<Arc<Queue>> {
+fn queue_for(
+    broker: &Broker,
+    name: &str,
+    force: bool,
+    silent: bool,
+    out: &mut dyn Write,
+) -> CliResult<Arc<Queue>> {
     if !is_valid_queue_name(name) {
-        return Err(CliError::failed(format!("invalid queue name ({name}): use letters, digits, '_' and '-' only (at most 255)")));
+        return Err(CliError::failed(format!(
+            "invalid queue name ({name}): use letters, digits, '_' and '-' only (at most 255)"
+        )));
     }
     match broker.queue(name) {
         Ok(q) => Ok(q),
@@ -56,7 +78,10 @@ fn queue_for(broker: &Broker, name: &str, force: bool, silent: bool, out: &mut d
                 Err(e) => return Err(e.into()),
             }
             broker.queue(name).map_err(|e| match e {
-                Error::NoSuchQueue(_) => CliError::failed(format!("queue {} vanished right after it was created", path.display())),
+                Error::NoSuchQueue(_) => CliError::failed(format!(
+                    "queue {} vanished right after it was created",
+                    path.display()
+                )),
                 other => other.into(),
             })
         }
@@ -89,7 +114,15 @@ fn clean_after(queue: &Queue, skip: bool) {
 /// Ends a command that handled a list item by item: an error if any item failed (each was
 /// already reported on stderr).
 fn finish(what: &'static str, failed: usize, total: usize) -> CliResult {
-    if failed == 0 { Ok(()) } else { Err(CliError::Partial { what, failed, total }) }
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(CliError::Partial {
+            what,
+            failed,
+            total,
+        })
+    }
 }
 
 // ------------------------------------------------------------------------------------ view
@@ -125,7 +158,10 @@ pub fn view(a: &ViewArgs, out: &mut dyn Write) -> CliResult {
                 Err(e) => return Err(e.into()),
             }
         };
-        rows.push(ViewRow { queue: name, counts });
+        rows.push(ViewRow {
+            queue: name,
+            counts,
+        });
     }
     let text = match a.format {
         Format::Default => output::view_table(&rows, a.names_only),
@@ -186,54 +222,82 @@ fn for_each_queue(
 }
 
 pub fn create(a: &QueuesArgs, out: &mut dyn Write) -> CliResult {
-    for_each_queue(a, out, |n| format!("Created {n} new queues"), |broker, name| {
-        Ok(match broker.create_queue(name) {
-            Ok(true) => QueueOutcome::Done(format!("Created new queue: {name}")),
-            Ok(false) => QueueOutcome::Nothing(format!("Already existing: {name}")),
-            // B17: the original advised -f, which cannot help.
-            Err(Error::NotAQueue(path)) => QueueOutcome::Notice(format!(
-                "A directory with the same name as the requested queue ({}) already exists but is not a ddmq queue \
+    for_each_queue(
+        a,
+        out,
+        |n| format!("Created {n} new queues"),
+        |broker, name| {
+            Ok(match broker.create_queue(name) {
+                Ok(true) => QueueOutcome::Done(format!("Created new queue: {name}")),
+                Ok(false) => QueueOutcome::Nothing(format!("Already existing: {name}")),
+                // B17: the original advised -f, which cannot help.
+                Err(Error::NotAQueue(path)) => QueueOutcome::Notice(format!(
+                    "A directory with the same name as the requested queue ({}) already exists but is not a ddmq queue \
                  (no ddmq.yaml or no work/ directory in it). Move it out of the way or choose another queue name.",
-                path.display()
-            )),
-            Err(e) => return Err(e),
-        })
-    })
+                    path.display()
+                )),
+                Err(e) => return Err(e),
+            })
+        },
+    )
 }
 
 pub fn delete(a: &QueuesArgs, out: &mut dyn Write) -> CliResult {
-    for_each_queue(a, out, |n| format!("Deleted {n} queues"), |broker, name| {
-        Ok(match broker.delete_queue(name, false) {
-            Ok(()) => QueueOutcome::Done(format!("Deleted queue: {name}")),
-            Err(Error::NoSuchQueue(_)) | Err(Error::NotAQueue(_)) => QueueOutcome::Nothing(format!("Queue not existing: {name}")),
-            Err(e) => return Err(e),
-        })
-    })
+    for_each_queue(
+        a,
+        out,
+        |n| format!("Deleted {n} queues"),
+        |broker, name| {
+            Ok(match broker.delete_queue(name, false) {
+                Ok(()) => QueueOutcome::Done(format!("Deleted queue: {name}")),
+                Err(Error::NoSuchQueue(_)) | Err(Error::NotAQueue(_)) => {
+                    QueueOutcome::Nothing(format!("Queue not existing: {name}"))
+                }
+                Err(e) => return Err(e),
+            })
+        },
+    )
 }
 
 pub fn purge(a: &QueuesArgs, out: &mut dyn Write) -> CliResult {
     let root = a.root.root.clone();
-    for_each_queue(a, out, |n| format!("Purged {n} queues"), move |broker, name| {
-        Ok(match broker.queue(name).and_then(|q| q.purge()) {
-            Ok((waiting, work)) => QueueOutcome::Done(format!("Purged queue: {name}\t({waiting} messages in queue, {work} messages in work)")),
-            Err(Error::NoSuchQueue(_)) | Err(Error::NotAQueue(_)) => QueueOutcome::Nothing(format!("Queue does not exist: {}", root.join(name).display())),
-            Err(e) => return Err(e),
-        })
-    })
+    for_each_queue(
+        a,
+        out,
+        |n| format!("Purged {n} queues"),
+        move |broker, name| {
+            Ok(match broker.queue(name).and_then(|q| q.purge()) {
+                Ok((waiting, work)) => QueueOutcome::Done(format!(
+                    "Purged queue: {name}\t({waiting} messages in queue, {work} messages in work)"
+                )),
+                Err(Error::NoSuchQueue(_)) | Err(Error::NotAQueue(_)) => QueueOutcome::Nothing(
+                    format!("Queue does not exist: {}", root.join(name).display()),
+                ),
+                Err(e) => return Err(e),
+            })
+        },
+    )
 }
 
 pub fn clean(a: &QueuesArgs, out: &mut dyn Write) -> CliResult {
     let root = a.root.root.clone();
-    for_each_queue(a, out, |n| format!("Cleaned {n} queues"), move |broker, name| {
-        Ok(match broker.queue(name).and_then(|q| q.clean()) {
-            Ok(report) => {
-                log::info!("queue {name}: {report:?}");
-                QueueOutcome::Done(format!("Cleaned queue: {name}"))
-            }
-            Err(Error::NoSuchQueue(_)) | Err(Error::NotAQueue(_)) => QueueOutcome::Nothing(format!("Queue does not exist: {}", root.join(name).display())),
-            Err(e) => return Err(e),
-        })
-    })
+    for_each_queue(
+        a,
+        out,
+        |n| format!("Cleaned {n} queues"),
+        move |broker, name| {
+            Ok(match broker.queue(name).and_then(|q| q.clean()) {
+                Ok(report) => {
+                    log::info!("queue {name}: {report:?}");
+                    QueueOutcome::Done(format!("Cleaned queue: {name}"))
+                }
+                Err(Error::NoSuchQueue(_)) | Err(Error::NotAQueue(_)) => QueueOutcome::Nothing(
+                    format!("Queue does not exist: {}", root.join(name).display()),
+                ),
+                Err(e) => return Err(e),
+            })
+        },
+    )
 }
 
 // ------------------------------------------------------------------------------------ publish
@@ -244,7 +308,11 @@ fn requeue_choice(a: &PublishArgs) -> Option<Requeue> {
     if a.no_requeue {
         Some(Requeue::Drop)
     } else if let Some(prio) = a.requeue_prio {
-        Some(if prio == 0 { Requeue::QueuePriority } else { Requeue::Priority(prio) })
+        Some(if prio == 0 {
+            Requeue::QueuePriority
+        } else {
+            Requeue::Priority(prio)
+        })
     } else if a.requeue {
         Some(Requeue::QueuePriority)
     } else {
@@ -255,7 +323,9 @@ fn requeue_choice(a: &PublishArgs) -> Option<Requeue> {
 pub fn publish(a: &PublishArgs, out: &mut dyn Write) -> CliResult {
     let from_stdin = a.message == "-";
     if a.lines && !from_stdin {
-        return Err(super::usage_error("--lines reads the messages from stdin: give `-` as MESSAGE"));
+        return Err(super::usage_error(
+            "--lines reads the messages from stdin: give `-` as MESSAGE",
+        ));
     }
     let broker = open_broker(&a.root.root, Some(a.force.force))?;
     let queue = queue_for(&broker, &a.queue, a.force.force, a.silent.silent, out)?;
@@ -275,28 +345,49 @@ pub fn publish(a: &PublishArgs, out: &mut dyn Write) -> CliResult {
     }
     let body = if from_stdin {
         let mut bytes = Vec::new();
-        io::stdin().lock().read_to_end(&mut bytes).map_err(|source| CliError::Io { op: "reading stdin", source })?;
-        String::from_utf8(bytes).map_err(|_| CliError::failed("the message on stdin is not valid UTF-8 text"))?
+        io::stdin()
+            .lock()
+            .read_to_end(&mut bytes)
+            .map_err(|source| CliError::Io {
+                op: "reading stdin",
+                source,
+            })?;
+        String::from_utf8(bytes)
+            .map_err(|_| CliError::failed("the message on stdin is not valid UTF-8 text"))?
     } else {
         a.message.clone()
     };
     let msg = queue.publish(Value::String(body), &opts)?;
     if !a.silent.silent {
-        let text = format!("Successfully published message:\n\n{}", output::message_plain(&msg));
+        let text = format!(
+            "Successfully published message:\n\n{}",
+            output::message_plain(&msg)
+        );
         out.write_all(text.as_bytes()).map_err(CliError::stdout)?;
     }
     Ok(())
 }
 
 /// `publish --lines ROOT Q -`: every line of stdin (without its line ending) is one message.
-fn publish_lines(queue: &Queue, opts: &mut PublishOptions, silent: bool, out: &mut dyn Write) -> CliResult {
+fn publish_lines(
+    queue: &Queue,
+    opts: &mut PublishOptions,
+    silent: bool,
+    out: &mut dyn Write,
+) -> CliResult {
     let mut input = io::stdin().lock();
     let mut line = Vec::new();
     let mut published = 0usize;
-    let stopped = |published: usize, why: String| CliError::failed(format!("stopped after publishing {published} messages: {why}"));
+    let stopped = |published: usize, why: String| {
+        CliError::failed(format!(
+            "stopped after publishing {published} messages: {why}"
+        ))
+    };
     loop {
         line.clear();
-        let n = input.read_until(b'\n', &mut line).map_err(|e| stopped(published, format!("reading stdin: {e}")))?;
+        let n = input
+            .read_until(b'\n', &mut line)
+            .map_err(|e| stopped(published, format!("reading stdin: {e}")))?;
         if n == 0 {
             break;
         }
@@ -306,13 +397,25 @@ fn publish_lines(queue: &Queue, opts: &mut PublishOptions, silent: bool, out: &m
                 line.pop();
             }
         }
-        let text = std::str::from_utf8(&line).map_err(|_| stopped(published, format!("line {} is not valid UTF-8 text", published + 1)))?;
-        queue.publish(Value::String(text.to_string()), opts).map_err(|e| stopped(published, e.to_string()))?;
+        let text = std::str::from_utf8(&line).map_err(|_| {
+            stopped(
+                published,
+                format!("line {} is not valid UTF-8 text", published + 1),
+            )
+        })?;
+        queue
+            .publish(Value::String(text.to_string()), opts)
+            .map_err(|e| stopped(published, e.to_string()))?;
         // Housekeeping once per run is enough.
         opts.clean = false;
         published += 1;
     }
-    say!(out, silent, "Published {published} messages to {}", queue.name());
+    say!(
+        out,
+        silent,
+        "Published {published} messages to {}",
+        queue.name()
+    );
     Ok(())
 }
 
@@ -352,7 +455,9 @@ pub fn consume(a: &ConsumeArgs, out: &mut dyn Write) -> CliResult {
     }
     // Nobody has seen these messages until they are written out: if that fails, give them back.
     let shown = render_deliveries(&deliveries, a.format).and_then(|text| {
-        out.write_all(text.as_bytes()).and_then(|_| out.flush()).map_err(CliError::stdout)
+        out.write_all(text.as_bytes())
+            .and_then(|_| out.flush())
+            .map_err(CliError::stdout)
     });
     if let Err(e) = shown {
         for d in &deliveries {
@@ -369,7 +474,10 @@ pub fn consume(a: &ConsumeArgs, out: &mut dyn Write) -> CliResult {
                 Ok(AckOutcome::Acked(name)) => log::info!("acked {name}"),
                 Ok(AckOutcome::NotFound) => {
                     failed += 1;
-                    eprintln!("Warning: could not ack {}: it is no longer in work/ (expired and cleaned?)", d.work_name);
+                    eprintln!(
+                        "Warning: could not ack {}: it is no longer in work/ (expired and cleaned?)",
+                        d.work_name
+                    );
                 }
                 Err(e) => {
                     failed += 1;
@@ -384,10 +492,19 @@ pub fn consume(a: &ConsumeArgs, out: &mut dyn Write) -> CliResult {
 
 fn render_deliveries(deliveries: &[Delivery], format: Format) -> CliResult<String> {
     Ok(match format {
-        Format::Default | Format::Json => deliveries.iter().map(|d| output::message_json_line(&d.message)).collect(),
-        Format::Plain => deliveries.iter().map(|d| output::message_plain(&d.message)).collect(),
+        Format::Default | Format::Json => deliveries
+            .iter()
+            .map(|d| output::message_json_line(&d.message))
+            .collect(),
+        Format::Plain => deliveries
+            .iter()
+            .map(|d| output::message_plain(&d.message))
+            .collect(),
         Format::Yaml => {
-            let docs = deliveries.iter().map(|d| output::message_yaml(&d.message)).collect::<Result<Vec<_>, _>>()?;
+            let docs = deliveries
+                .iter()
+                .map(|d| output::message_yaml(&d.message))
+                .collect::<Result<Vec<_>, _>>()?;
             output::yaml_stream(&docs)
         }
     })

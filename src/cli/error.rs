@@ -22,7 +22,11 @@ pub enum CliError {
     Failed(String),
     /// Some items of a comma-separated list failed; each was reported on stderr as it happened.
     #[error("{failed} of {total} {what} failed")]
-    Partial { what: &'static str, failed: usize, total: usize },
+    Partial {
+        what: &'static str,
+        failed: usize,
+        total: usize,
+    },
     /// Reading stdin or writing stdout failed.
     #[error("{op}: {source}")]
     Io { op: &'static str, source: io::Error },
@@ -39,14 +43,21 @@ impl CliError {
     }
 
     pub fn stdout(source: io::Error) -> CliError {
-        CliError::Io { op: "writing to stdout", source }
+        CliError::Io {
+            op: "writing to stdout",
+            source,
+        }
     }
 
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(e) => e.exit_code().clamp(0, 255) as u8,
-            CliError::Engine(_) | CliError::Failed(_) | CliError::Partial { .. } | CliError::Io { .. } | CliError::Mount(_) => 1,
+            CliError::Engine(_)
+            | CliError::Failed(_)
+            | CliError::Partial { .. }
+            | CliError::Io { .. }
+            | CliError::Mount(_) => 1,
         }
     }
 

@@ -5,12 +5,14 @@
 //! only ever arguments.
 
 use super::error::{CliError, CliResult};
-use super::{usage_error, Cli, Command};
+use super::{Cli, Command, usage_error};
 use clap::{CommandFactory, Parser};
 use serde_json::{Map, Value};
 
 /// The subcommands a payload may name (not `json` itself, nor `mount`/`umount`).
-const COMMANDS: [&str; 10] = ["view", "create", "delete", "publish", "consume", "ack", "nack", "del_msg", "purge", "clean"];
+const COMMANDS: [&str; 10] = [
+    "view", "create", "delete", "publish", "consume", "ack", "nack", "del_msg", "purge", "clean",
+];
 
 /// Payload keys naming positionals, and the positional argument ids they may fill, in order of preference.
 const POSITIONAL_KEYS: &[(&str, &[&str])] = &[
@@ -64,27 +66,46 @@ pub fn command_from_payload(payload: &str) -> CliResult<(Command, Vec<String>)> 
             "unable to load the JSON object (wrong format or missing single quotes?)\n\nExample of structure and all the options that can be set:\n\n'{EXAMPLE}'"
         ))
     };
-    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(payload) else { return Err(not_json()) };
+    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(payload) else {
+        return Err(not_json());
+    };
     let argv = to_argv(&map)?;
     match Cli::try_parse_from(&argv)?.command {
         Some(command) if is_runnable(&command) => Ok((command, argv)),
-        Some(_) => Err(usage_error("the json command runs only the subcommands of the original ddmq")),
+        Some(_) => Err(usage_error(
+            "the json command runs only the subcommands of the original ddmq",
+        )),
         None => Err(usage_error("the JSON object names no command")),
     }
 }
 
 fn is_runnable(command: &Command) -> bool {
-    !matches!(command, Command::Mount(_) | Command::Umount(_) | Command::Json(_) | Command::Unknown(_))
+    !matches!(
+        command,
+        Command::Mount(_) | Command::Umount(_) | Command::Json(_) | Command::Unknown(_)
+    )
 }
 
 /// The command name: `cmd` (documented by the original) or `command` (what it actually read).
 fn command_name(map: &Map<String, Value>) -> CliResult<&str> {
-    let given: Vec<&Value> = ["cmd", "command"].iter().filter_map(|k| map.get(*k)).filter(|v| !v.is_null()).collect();
+    let given: Vec<&Value> = ["cmd", "command"]
+        .iter()
+        .filter_map(|k| map.get(*k))
+        .filter(|v| !v.is_null())
+        .collect();
     let name = match given.as_slice() {
-        [] => return Err(usage_error("the JSON object needs a \"cmd\" (or \"command\") key naming the subcommand")),
+        [] => {
+            return Err(usage_error(
+                "the JSON object needs a \"cmd\" (or \"command\") key naming the subcommand",
+            ));
+        }
         [one] => *one,
         [a, b] if a == b => *a,
-        _ => return Err(usage_error("\"cmd\" and \"command\" name different subcommands")),
+        _ => {
+            return Err(usage_error(
+                "\"cmd\" and \"command\" name different subcommands",
+            ));
+        }
     };
     match name.as_str() {
         Some(n) if COMMANDS.contains(&n) => Ok(n),
@@ -113,7 +134,9 @@ fn positional_text(key: &str, value: &Value) -> CliResult<String> {
             .map(|item| match item {
                 Value::String(s) => Ok(s.clone()),
                 Value::Number(n) => Ok(n.to_string()),
-                _ => Err(usage_error(&format!("\"{key}\": list items must be strings"))),
+                _ => Err(usage_error(&format!(
+                    "\"{key}\": list items must be strings"
+                ))),
             })
             .collect::<CliResult<Vec<_>>>()
             .map(|items| items.join(",")),
@@ -124,8 +147,13 @@ fn positional_text(key: &str, value: &Value) -> CliResult<String> {
 fn to_argv(map: &Map<String, Value>) -> CliResult<Vec<String>> {
     let name = command_name(map)?;
     let app = Cli::command();
-    let sub = app.find_subcommand(name).expect("every name in COMMANDS is a subcommand");
-    let find = |ids: &[&str]| ids.iter().find_map(|id| sub.get_arguments().find(|a| a.get_id().as_str() == *id));
+    let sub = app
+        .find_subcommand(name)
+        .expect("every name in COMMANDS is a subcommand");
+    let find = |ids: &[&str]| {
+        ids.iter()
+            .find_map(|id| sub.get_arguments().find(|a| a.get_id().as_str() == *id))
+    };
     let mut options = Vec::new();
     let mut positionals: Vec<(String, String)> = Vec::new();
     for (key, value) in map {
@@ -148,7 +176,9 @@ fn to_argv(map: &Map<String, Value>) -> CliResult<Vec<String>> {
             continue;
         }
         let Some((_, ids)) = FLAG_KEYS.iter().find(|(k, _)| k == key) else {
-            return Err(usage_error(&format!("unknown key \"{key}\"; the keys are those of: '{EXAMPLE}'")));
+            return Err(usage_error(&format!(
+                "unknown key \"{key}\"; the keys are those of: '{EXAMPLE}'"
+            )));
         };
         let Some(arg) = find(ids) else {
             if is_default(key, value) {
@@ -156,14 +186,22 @@ fn to_argv(map: &Map<String, Value>) -> CliResult<Vec<String>> {
             }
             return Err(usage_error(&format!("\"{key}\" does not apply to {name}")));
         };
-        let long = format!("--{}", arg.get_long().expect("every option of the CLI has a long name"));
+        let long = format!(
+            "--{}",
+            arg.get_long()
+                .expect("every option of the CLI has a long name")
+        );
         let takes_value = arg.get_action().takes_values();
         match value {
             Value::Null | Value::Bool(false) => {}
             Value::Bool(true) if !takes_value => options.push(long),
             Value::String(s) if takes_value => options.push(format!("{long}={s}")),
             Value::Number(n) if takes_value => options.push(format!("{long}={n}")),
-            _ if takes_value => return Err(usage_error(&format!("\"{key}\" needs a value (a number or a string)"))),
+            _ if takes_value => {
+                return Err(usage_error(&format!(
+                    "\"{key}\" needs a value (a number or a string)"
+                )));
+            }
             _ => return Err(usage_error(&format!("\"{key}\" must be true or false"))),
         }
     }
@@ -179,7 +217,12 @@ fn to_argv(map: &Map<String, Value>) -> CliResult<Vec<String>> {
         let id = arg.get_id().as_str();
         match positionals.iter().find(|(have, _)| have == id) {
             Some((_, text)) if missing.is_none() => argv.push(text.clone()),
-            Some(_) => return Err(usage_error(&format!("the JSON object gives {id} but no {}", missing.unwrap_or_default()))),
+            Some(_) => {
+                return Err(usage_error(&format!(
+                    "the JSON object gives {id} but no {}",
+                    missing.unwrap_or_default()
+                )));
+            }
             None => missing = missing.or_else(|| Some(id.to_string())),
         }
     }

@@ -9,7 +9,9 @@ pub mod error;
 mod json_cmd;
 pub mod output;
 
-use args::{AckArgs, ConsumeArgs, DelMsgArgs, JsonArgs, LogFlags, PublishArgs, QueuesArgs, ViewArgs};
+use args::{
+    AckArgs, ConsumeArgs, DelMsgArgs, JsonArgs, LogFlags, PublishArgs, QueuesArgs, ViewArgs,
+};
 use clap::{CommandFactory, Parser, Subcommand};
 use error::{CliError, CliResult};
 use std::ffi::OsString;
@@ -68,12 +70,16 @@ impl Command {
     fn log_flags(&self) -> LogFlags {
         match self {
             Command::View(a) => a.log,
-            Command::Create(a) | Command::Delete(a) | Command::Purge(a) | Command::Clean(a) => a.log,
+            Command::Create(a) | Command::Delete(a) | Command::Purge(a) | Command::Clean(a) => {
+                a.log
+            }
             Command::Publish(a) => a.log,
             Command::Consume(a) => a.log,
             Command::Ack(a) | Command::Nack(a) => a.log,
             Command::DelMsg(a) => a.log,
-            Command::Json(_) | Command::Mount(_) | Command::Umount(_) | Command::Unknown(_) => LogFlags::default(),
+            Command::Json(_) | Command::Mount(_) | Command::Umount(_) | Command::Unknown(_) => {
+                LogFlags::default()
+            }
         }
     }
 }
@@ -87,7 +93,11 @@ pub(crate) fn usage_error(message: &str) -> CliError {
 /// lines: installed as a symlink to `ddmq` under that name, the binary acts as `ddmq mount`.
 fn arguments() -> Vec<OsString> {
     let mut args: Vec<OsString> = std::env::args_os().collect();
-    let invoked_as = args.first().and_then(|a| std::path::Path::new(a).file_name().map(|n| n.to_os_string()));
+    let invoked_as = args.first().and_then(|a| {
+        std::path::Path::new(a)
+            .file_name()
+            .map(|n| n.to_os_string())
+    });
     if invoked_as.is_some_and(|n| n == "mount.fuse.ddmq" || n == "mount.ddmq") {
         args.insert(1, OsString::from("mount"));
     }
@@ -111,7 +121,10 @@ pub fn main() -> ExitCode {
         Command::Mount(args) => crate::mount::run_mount(args).map_err(CliError::Mount),
         Command::Umount(args) => crate::mount::run_umount(args).map_err(CliError::Mount),
         Command::Unknown(words) => {
-            let name = words.first().map(|w| w.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = words
+                .first()
+                .map(|w| w.to_string_lossy().into_owned())
+                .unwrap_or_default();
             eprintln!("Unrecognized command: {name}");
             eprint!("{}", Cli::command().render_help());
             return ExitCode::from(1);

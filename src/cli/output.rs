@@ -3,7 +3,7 @@
 //! Pure functions from data to text, so the commands only decide what to print.
 
 use crate::engine::config;
-use crate::engine::message::{to_python_json, Message};
+use crate::engine::message::{Message, to_python_json};
 use serde_json::{Map, Value};
 
 /// Python's `str()` of a JSON value: strings bare, `None`/`True`/`False`, containers as repr.
@@ -23,22 +23,34 @@ pub fn py_repr(value: &Value) -> String {
         Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
             (Some(i), _, _) => i.to_string(),
             (_, Some(u), _) => u.to_string(),
-            (_, _, Some(f)) if f.is_finite() && f == f.trunc() && f.abs() < 1e16 => format!("{f:.1}"),
+            (_, _, Some(f)) if f.is_finite() && f == f.trunc() && f.abs() < 1e16 => {
+                format!("{f:.1}")
+            }
             (_, _, Some(f)) => f.to_string(),
             _ => n.to_string(),
         },
         Value::String(s) => py_repr_str(s),
-        Value::Array(items) => format!("[{}]", items.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(py_repr).collect::<Vec<_>>().join(", ")
+        ),
         Value::Object(map) => format!(
             "{{{}}}",
-            map.iter().map(|(k, v)| format!("{}: {}", py_repr_str(k), py_repr(v))).collect::<Vec<_>>().join(", ")
+            map.iter()
+                .map(|(k, v)| format!("{}: {}", py_repr_str(k), py_repr(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
 
 /// Python 3's `repr(str)`: single quotes unless the text holds one and no double quote.
 fn py_repr_str(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     let mut out = String::with_capacity(s.len() + 2);
     out.push(quote);
     for c in s.chars() {
@@ -51,7 +63,9 @@ fn py_repr_str(s: &str) -> String {
                 out.push('\\');
                 out.push(c);
             }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -123,22 +137,46 @@ pub fn view_table(rows: &[ViewRow], names_only: bool) -> String {
         cells.push(vec![String::new(); columns]);
     }
     let widths: Vec<usize> = (0..columns)
-        .map(|c| cells.iter().map(|r| r[c].chars().count()).chain([HEADERS[c].len()]).max().unwrap_or(0))
+        .map(|c| {
+            cells
+                .iter()
+                .map(|r| r[c].chars().count())
+                .chain([HEADERS[c].len()])
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
-    let rule = format!("+{}+\n", widths.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("+"));
+    let rule = format!(
+        "+{}+\n",
+        widths
+            .iter()
+            .map(|w| "-".repeat(w + 2))
+            .collect::<Vec<_>>()
+            .join("+")
+    );
     let line = |texts: &[String]| {
         let centred: Vec<String> = texts
             .iter()
             .zip(&widths)
             .map(|(t, w)| {
                 let pad = w - t.chars().count();
-                format!(" {}{}{} ", " ".repeat(pad / 2), t, " ".repeat(pad - pad / 2))
+                format!(
+                    " {}{}{} ",
+                    " ".repeat(pad / 2),
+                    t,
+                    " ".repeat(pad - pad / 2)
+                )
             })
             .collect();
         format!("|{}|\n", centred.join("|"))
     };
     let mut out = rule.clone();
-    out.push_str(&line(&HEADERS[..columns].iter().map(|h| h.to_string()).collect::<Vec<_>>()));
+    out.push_str(&line(
+        &HEADERS[..columns]
+            .iter()
+            .map(|h| h.to_string())
+            .collect::<Vec<_>>(),
+    ));
     out.push_str(&rule);
     for r in &cells {
         out.push_str(&line(r));
@@ -156,10 +194,22 @@ pub fn view_plain(rows: &[ViewRow], names_only: bool) -> String {
     let header: Vec<String> = HEADERS.iter().map(|h| format!("*{h}*")).collect();
     let mut table = vec![header];
     table.extend(rows.iter().map(row_cells));
-    let widths: Vec<usize> = (0..3).map(|c| table.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..3)
+        .map(|c| {
+            table
+                .iter()
+                .map(|r| r[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     let mut out = String::new();
     for r in &table {
-        let cells: Vec<String> = r.iter().zip(&widths).map(|(t, w)| format!("{t:<w$}")).collect();
+        let cells: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(t, w)| format!("{t:<w$}"))
+            .collect();
         out.push_str(format!("| {} |", cells.join(" | ")).trim_end());
         out.push('\n');
     }
@@ -169,12 +219,19 @@ pub fn view_plain(rows: &[ViewRow], names_only: bool) -> String {
 /// The structure `view --format json|yaml` prints: `{queue: [waiting, work]}`, or a list of names.
 pub fn view_value(rows: &[ViewRow], names_only: bool) -> Value {
     if names_only {
-        return Value::Array(rows.iter().map(|r| Value::String(r.queue.clone())).collect());
+        return Value::Array(
+            rows.iter()
+                .map(|r| Value::String(r.queue.clone()))
+                .collect(),
+        );
     }
     let mut map = Map::new();
     for r in rows {
         let (waiting, work) = r.counts.unwrap_or((0, 0));
-        map.insert(r.queue.clone(), Value::Array(vec![waiting.into(), work.into()]));
+        map.insert(
+            r.queue.clone(),
+            Value::Array(vec![waiting.into(), work.into()]),
+        );
     }
     Value::Object(map)
 }
@@ -209,8 +266,14 @@ mod tests {
     #[test]
     fn table_matches_beautifultable_transcript() {
         let rows = vec![
-            ViewRow { queue: "newq".into(), counts: Some((1, 0)) },
-            ViewRow { queue: "q1".into(), counts: Some((5, 0)) },
+            ViewRow {
+                queue: "newq".into(),
+                counts: Some((1, 0)),
+            },
+            ViewRow {
+                queue: "q1".into(),
+                counts: Some((5, 0)),
+            },
         ];
         let expected = "\
 +-------+--------------+-------------+
@@ -228,7 +291,10 @@ mod tests {
 | q1      | 5              | 0             |
 ";
         assert_eq!(view_plain(&rows, false), expected_plain);
-        assert_eq!(view_json(&rows, false), "{\"newq\": [1, 0], \"q1\": [5, 0]}\n");
+        assert_eq!(
+            view_json(&rows, false),
+            "{\"newq\": [1, 0], \"q1\": [5, 0]}\n"
+        );
         assert_eq!(view_json(&rows, true), "[\"newq\", \"q1\"]\n");
     }
 

@@ -5,7 +5,7 @@
 //! keys) so the original can read them, and always through a unique temporary name and a rename
 //! (R4), so a reader sees the old file or the new one, never a torn one.
 
-use super::{io_err, Error, Result};
+use super::{Error, Result, io_err};
 use serde_yaml::{Mapping, Value};
 use std::path::Path;
 
@@ -55,7 +55,8 @@ impl Default for Settings {
 impl Settings {
     /// The five keys of 0.9.10 with their default values, as written to `ddmq.yaml.example`.
     pub fn original_defaults_yaml() -> String {
-        "cleaned: 0\nmessage_timeout: 600\npriority: 999\nrequeue: true\nrequeue_prio: 0\n".to_string()
+        "cleaned: 0\nmessage_timeout: 600\npriority: 999\nrequeue: true\nrequeue_prio: 0\n"
+            .to_string()
     }
 
     /// Applies the layers in order (later wins) over the defaults, checking each known key's type.
@@ -69,13 +70,28 @@ impl Settings {
                     reason: format!("{key}: expected {what}, got {}", describe(value)),
                 };
                 match key {
-                    "cleaned" => s.cleaned = as_uint(value).ok_or_else(|| bad("a non-negative integer"))?,
-                    "message_timeout" => s.message_timeout = as_uint(value).ok_or_else(|| bad("a non-negative integer"))?,
-                    "priority" => s.priority = as_uint(value).ok_or_else(|| bad("a non-negative integer"))?,
-                    "requeue_prio" => s.requeue_prio = as_uint(value).ok_or_else(|| bad("a non-negative integer"))?,
-                    "max_message_bytes" => s.max_message_bytes = as_uint(value).ok_or_else(|| bad("a non-negative integer"))?,
+                    "cleaned" => {
+                        s.cleaned = as_uint(value).ok_or_else(|| bad("a non-negative integer"))?
+                    }
+                    "message_timeout" => {
+                        s.message_timeout =
+                            as_uint(value).ok_or_else(|| bad("a non-negative integer"))?
+                    }
+                    "priority" => {
+                        s.priority = as_uint(value).ok_or_else(|| bad("a non-negative integer"))?
+                    }
+                    "requeue_prio" => {
+                        s.requeue_prio =
+                            as_uint(value).ok_or_else(|| bad("a non-negative integer"))?
+                    }
+                    "max_message_bytes" => {
+                        s.max_message_bytes =
+                            as_uint(value).ok_or_else(|| bad("a non-negative integer"))?
+                    }
                     "requeue" => s.requeue = as_bool(value).ok_or_else(|| bad("true or false"))?,
-                    "dead_letter" => s.dead_letter = as_bool(value).ok_or_else(|| bad("true or false"))?,
+                    "dead_letter" => {
+                        s.dead_letter = as_bool(value).ok_or_else(|| bad("true or false"))?
+                    }
                     "durable" => s.durable = as_bool(value).ok_or_else(|| bad("true or false"))?,
                     _ => {} // unknown keys are kept in the file and ignored
                 }
@@ -88,12 +104,23 @@ impl Settings {
 fn describe(v: &Value) -> String {
     let s = serde_yaml::to_string(v).unwrap_or_default();
     let s = s.trim();
-    if s.len() > 40 { format!("{}…", &s[..s.char_indices().nth(40).map(|(i, _)| i).unwrap_or(s.len())]) } else { s.to_string() }
+    if s.len() > 40 {
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(40).map(|(i, _)| i).unwrap_or(s.len())]
+        )
+    } else {
+        s.to_string()
+    }
 }
 
 fn as_uint(v: &Value) -> Option<u64> {
     match v {
-        Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0 && f.is_finite() && *f < 1.8e19).map(|f| f as u64)),
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| *f >= 0.0 && f.is_finite() && *f < 1.8e19)
+                .map(|f| f as u64)
+        }),
         Value::Null => Some(0),
         _ => None,
     }
@@ -111,25 +138,38 @@ fn as_bool(v: &Value) -> Option<bool> {
 /// Parses settings text: empty or `null` is `{}`; anything but a mapping is an error naming `path`.
 pub fn parse_mapping(path: &Path, text: &[u8]) -> Result<Mapping> {
     if text.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(Error::Config { path: path.into(), reason: format!("larger than {MAX_CONFIG_BYTES} bytes") });
+        return Err(Error::Config {
+            path: path.into(),
+            reason: format!("larger than {MAX_CONFIG_BYTES} bytes"),
+        });
     }
-    let text = std::str::from_utf8(text)
-        .map_err(|_| Error::Config { path: path.into(), reason: "not UTF-8".into() })?;
+    let text = std::str::from_utf8(text).map_err(|_| Error::Config {
+        path: path.into(),
+        reason: "not UTF-8".into(),
+    })?;
     let depth = flow_nesting_depth(text);
     if depth > MAX_FLOW_DEPTH {
         // The YAML parser takes time quadratic in this depth (minutes for 100k brackets) before
         // its own recursion limit applies; settings are flat, so refuse at once.
-        return Err(Error::Config { path: path.into(), reason: format!("nested {depth} levels deep (at most {MAX_FLOW_DEPTH})") });
+        return Err(Error::Config {
+            path: path.into(),
+            reason: format!("nested {depth} levels deep (at most {MAX_FLOW_DEPTH})"),
+        });
     }
     if text.trim().is_empty() {
         return Ok(Mapping::new());
     }
-    let value: Value = serde_yaml::from_str(text)
-        .map_err(|e| Error::Config { path: path.into(), reason: format!("not valid YAML: {e}") })?;
+    let value: Value = serde_yaml::from_str(text).map_err(|e| Error::Config {
+        path: path.into(),
+        reason: format!("not valid YAML: {e}"),
+    })?;
     match value {
         Value::Null => Ok(Mapping::new()),
         Value::Mapping(m) => Ok(m),
-        other => Err(Error::Config { path: path.into(), reason: format!("expected a mapping of settings, got {}", describe(&other)) }),
+        other => Err(Error::Config {
+            path: path.into(),
+            reason: format!("expected a mapping of settings, got {}", describe(&other)),
+        }),
     }
 }
 
@@ -171,7 +211,10 @@ pub fn validate(path: &Path, text: &[u8]) -> Result<Mapping> {
 pub fn render(map: &Mapping) -> String {
     let mut entries: Vec<(&Value, &Value)> = map.iter().collect();
     entries.sort_by_key(|(k, _)| k.as_str().map(str::to_string).unwrap_or_default());
-    let sorted: Mapping = entries.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let sorted: Mapping = entries
+        .into_iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     if sorted.is_empty() {
         return "{}\n".to_string();
     }
@@ -207,7 +250,10 @@ mod tests {
         let root = parse_mapping(p, b"priority: 5\nrequeue_prio: 3\n").unwrap();
         let queue = parse_mapping(p, b"requeue_prio: 0\ncleaned: 12\n").unwrap();
         let s = Settings::resolve(&[(p, &root), (p, &queue)]).unwrap();
-        assert_eq!((s.priority, s.requeue_prio, s.cleaned, s.message_timeout), (5, 0, 12, 600));
+        assert_eq!(
+            (s.priority, s.requeue_prio, s.cleaned, s.message_timeout),
+            (5, 0, 12, 600)
+        );
     }
 
     #[test]
@@ -217,7 +263,9 @@ mod tests {
         assert!(parse_mapping(p, b"~\n").unwrap().is_empty());
         let e = parse_mapping(p, b"a: [1\n").unwrap_err().to_string();
         assert!(e.contains("/r/q/ddmq.yaml"), "{e}");
-        let e = validate(p, b"message_timeout: soon\n").unwrap_err().to_string();
+        let e = validate(p, b"message_timeout: soon\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("message_timeout"), "{e}");
         assert!(parse_mapping(p, b"- 1\n").is_err());
     }
@@ -232,13 +280,23 @@ mod tests {
     #[test]
     fn deep_flow_nesting_is_refused_before_parsing() {
         let deep = format!("a: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
-        let e = parse_mapping(Path::new("deep"), deep.as_bytes()).unwrap_err().to_string();
+        let e = parse_mapping(Path::new("deep"), deep.as_bytes())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("nested 100000 levels deep"), "{e}");
         // No quoting hides it; shallow flow collections are fine.
         let quoted = format!("a: [x, \"#\", {}]\n", "[".repeat(100));
-        assert!(parse_mapping(Path::new("q"), quoted.as_bytes()).unwrap_err().to_string().contains("levels deep"));
+        assert!(
+            parse_mapping(Path::new("q"), quoted.as_bytes())
+                .unwrap_err()
+                .to_string()
+                .contains("levels deep")
+        );
         let ok = "a: '[[['\nc: [1, {d: [2]}]\n";
-        assert_eq!(parse_mapping(Path::new("ok"), ok.as_bytes()).unwrap().len(), 2);
+        assert_eq!(
+            parse_mapping(Path::new("ok"), ok.as_bytes()).unwrap().len(),
+            2
+        );
     }
 
     #[test]

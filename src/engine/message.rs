@@ -47,11 +47,17 @@ impl<'de> Deserialize<'de> for Requeue {
             // Python's truthiness: 0 means "do not requeue".
             Value::Number(n) => match n.as_f64() {
                 Some(f) if f >= 1.0 => Requeue::Priority(f as u64),
-                Some(f) if f != 0.0 => return Err(de::Error::custom("requeue must not be negative")),
+                Some(f) if f != 0.0 => {
+                    return Err(de::Error::custom("requeue must not be negative"));
+                }
                 _ => Requeue::Drop,
             },
             Value::String(s) if s.is_empty() => Requeue::Drop,
-            other => return Err(de::Error::custom(format!("requeue must be a bool or an integer, not {other}"))),
+            other => {
+                return Err(de::Error::custom(format!(
+                    "requeue must be a bool or an integer, not {other}"
+                )));
+            }
         })
     }
 }
@@ -65,10 +71,14 @@ fn lenient_opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Er
             Some(v) => Ok(Some(v)),
             None => match n.as_f64() {
                 Some(f) if f >= 0.0 && f.is_finite() => Ok(Some(f as u64)),
-                _ => Err(de::Error::custom(format!("expected a non-negative integer, got {n}"))),
+                _ => Err(de::Error::custom(format!(
+                    "expected a non-negative integer, got {n}"
+                ))),
             },
         },
-        other => Err(de::Error::custom(format!("expected an integer, got {other}"))),
+        other => Err(de::Error::custom(format!(
+            "expected an integer, got {other}"
+        ))),
     }
 }
 
@@ -157,16 +167,28 @@ impl Message {
 struct PythonFormatter;
 
 impl serde_json::ser::Formatter for PythonFormatter {
-    fn begin_array_value<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+    fn begin_array_value<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
         if first { Ok(()) } else { w.write_all(b", ") }
     }
-    fn begin_object_key<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
         if first { Ok(()) } else { w.write_all(b", ") }
     }
     fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
         w.write_all(b": ")
     }
-    fn write_string_fragment<W: ?Sized + io::Write>(&mut self, w: &mut W, fragment: &str) -> io::Result<()> {
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
         // ensure_ascii: everything outside ASCII as \uXXXX, astral planes as surrogate pairs.
         if fragment.is_ascii() {
             return w.write_all(fragment.as_bytes()); // the common case, checked a word at a time
@@ -176,14 +198,14 @@ impl serde_json::ser::Formatter for PythonFormatter {
             if c.is_ascii() {
                 continue;
             }
-            w.write_all(fragment[start..i].as_bytes())?;
+            w.write_all(&fragment.as_bytes()[start..i])?;
             let mut units = [0u16; 2];
             for unit in c.encode_utf16(&mut units) {
                 write!(w, "\\u{:04x}", unit)?;
             }
             start = i + c.len_utf8();
         }
-        w.write_all(fragment[start..].as_bytes())
+        w.write_all(&fragment.as_bytes()[start..])
     }
 }
 
@@ -191,7 +213,9 @@ impl serde_json::ser::Formatter for PythonFormatter {
 pub fn to_python_json<T: Serialize + ?Sized>(value: &T) -> String {
     let mut out = Vec::with_capacity(256);
     let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonFormatter);
-    value.serialize(&mut ser).expect("serialising to memory cannot fail");
+    value
+        .serialize(&mut ser)
+        .expect("serialising to memory cannot fail");
     String::from_utf8(out).expect("the formatter writes ASCII")
 }
 
@@ -215,13 +239,23 @@ mod tests {
         assert_eq!(m.message, Value::String("hé 😀".into()));
         assert_eq!(m.extra["extra_key"], serde_json::json!([1, 2]));
         let back = m.to_json();
-        assert!(back.contains(r#""message": "h\u00e9 \ud83d\ude00""#), "{back}");
+        assert!(
+            back.contains(r#""message": "h\u00e9 \ud83d\ude00""#),
+            "{back}"
+        );
         assert!(back.ends_with(r#""extra_key": [1, 2]}"#), "{back}");
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for bad in ["", "{", "[]", "{\"requeue\": \"x\"}", "{\"priority\": -1}", "\u{0}"] {
+        for bad in [
+            "",
+            "{",
+            "[]",
+            "{\"requeue\": \"x\"}",
+            "{\"priority\": -1}",
+            "\u{0}",
+        ] {
             assert!(Message::from_json(bad.as_bytes()).is_err(), "{bad:?}");
         }
     }

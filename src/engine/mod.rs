@@ -61,8 +61,11 @@ mod queue;
 
 pub use config::Settings;
 pub use message::{Message, Requeue};
-pub use names::{is_valid_queue_name, WaitingName, WorkName};
-pub use queue::{AckOutcome, CleanReport, ConsumeOptions, Delivery, PublishOptions, Queue, QueueStatus, RequeueOutcome};
+pub use names::{WaitingName, WorkName, is_valid_queue_name};
+pub use queue::{
+    AckOutcome, CleanReport, ConsumeOptions, Delivery, PublishOptions, Queue, QueueStatus,
+    RequeueOutcome,
+};
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -74,7 +77,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error("root folder missing: {0} (use -f to create it)")]
     RootMissing(PathBuf),
     #[error("root folder uninitiated: {0} has no ddmq.yaml (use -f to initiate it)")]
@@ -96,7 +103,11 @@ pub enum Error {
     #[error("{path}: {reason}")]
     Config { path: PathBuf, reason: String },
     #[error("message of {size} bytes is larger than max_message_bytes ({limit}) of queue {queue}")]
-    TooLarge { queue: String, size: u64, limit: u64 },
+    TooLarge {
+        queue: String,
+        size: u64,
+        limit: u64,
+    },
     #[error("{path}: corrupt message file: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error("invalid argument: {0}")]
@@ -106,7 +117,11 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 pub(crate) fn io_err(op: &'static str, path: &Path, source: io::Error) -> Error {
-    Error::Io { op, path: path.to_path_buf(), source }
+    Error::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl Error {
@@ -121,14 +136,20 @@ impl Error {
 
 /// Seconds since the epoch on this host's clock.
 pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// A new queue number: the time in microseconds, strictly increasing within this process.
 pub fn next_queue_number() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
     let mut last = LAST.load(Ordering::Relaxed);
     loop {
         let next = now.max(last + 1);
@@ -141,7 +162,11 @@ pub fn next_queue_number() -> u64 {
 
 /// A temporary name in `dir` that the original never mistakes for a message.
 pub(crate) fn temp_name(kind: &str) -> String {
-    format!(".tmp-{kind}-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple())
+    format!(
+        ".tmp-{kind}-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    )
 }
 
 /// Writes `bytes` to `path` atomically: a unique temporary file in the same directory, then rename.
@@ -149,7 +174,11 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8], durable: bool) -> Resu
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(temp_name("w"));
     let result = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| io_err("create", &tmp, e))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| io_err("create", &tmp, e))?;
         f.write_all(bytes).map_err(|e| io_err("write", &tmp, e))?;
         if durable {
             f.sync_all().map_err(|e| io_err("fsync", &tmp, e))?;
@@ -168,7 +197,9 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8], durable: bool) -> Resu
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err("fsync", dir, e))
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err("fsync", dir, e))
 }
 
 /// A ddmq root directory: the entry point for a one-shot call or a long-lived caller.
@@ -192,7 +223,10 @@ impl Broker {
         let path = root.join(config::CONFIG_FILE);
         let map = config::read_mapping(&path)?.unwrap_or_default();
         Settings::resolve(&[(&path, &map)])?;
-        Ok(Broker { root, queues: Mutex::new(HashMap::new()) })
+        Ok(Broker {
+            root,
+            queues: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Opens the root, creating and initialising it if needed (the CLI's `-f`).
@@ -201,11 +235,19 @@ impl Broker {
         let conf = root.join(config::CONFIG_FILE);
         if !conf.is_file() {
             std::fs::create_dir_all(&root).map_err(|e| io_err("create root", &root, e))?;
-            if root.symlink_metadata().map(|m| !m.is_dir() && !m.file_type().is_symlink()).unwrap_or(false) {
+            if root
+                .symlink_metadata()
+                .map(|m| !m.is_dir() && !m.file_type().is_symlink())
+                .unwrap_or(false)
+            {
                 return Err(Error::NotAQueue(root));
             }
             // create_new: two processes initialising at once must not truncate each other's file.
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&conf) {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&conf)
+            {
                 Ok(_) => {
                     let example = root.join("ddmq.yaml.example");
                     let _ = std::fs::write(&example, Settings::original_defaults_yaml());
@@ -232,7 +274,11 @@ impl Broker {
         let is_real_dir = |p: &Path| p.symlink_metadata().map(|m| m.is_dir()).unwrap_or(false);
         is_real_dir(dir)
             && is_real_dir(&dir.join("work"))
-            && dir.join(config::CONFIG_FILE).symlink_metadata().map(|m| m.is_file()).unwrap_or(false)
+            && dir
+                .join(config::CONFIG_FILE)
+                .symlink_metadata()
+                .map(|m| m.is_file())
+                .unwrap_or(false)
     }
 
     /// Names of all queues, sorted.
@@ -241,7 +287,9 @@ impl Broker {
         let mut names = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| io_err("list", &self.root, e))?;
-            let Ok(name) = entry.file_name().into_string() else { continue };
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
             if is_valid_queue_name(&name) && Self::is_queue_dir(&entry.path()) {
                 names.push(name);
             }
@@ -269,21 +317,42 @@ impl Broker {
         if Self::is_queue_dir(&dir) {
             return Ok(false);
         }
-        if dir.symlink_metadata().is_ok() && std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        if dir.symlink_metadata().is_ok()
+            && std::fs::read_dir(&dir)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(true)
+        {
             // Another creator's rename may have landed between the two looks.
-            return if Self::is_queue_dir(&dir) { Ok(false) } else { Err(Error::NotAQueue(dir)) };
+            return if Self::is_queue_dir(&dir) {
+                Ok(false)
+            } else {
+                Err(Error::NotAQueue(dir))
+            };
         }
         let tmp = self.root.join(temp_name("queue"));
         let build = || -> Result<()> {
             std::fs::create_dir(&tmp).map_err(|e| io_err("create", &tmp, e))?;
-            std::fs::create_dir(tmp.join("work")).map_err(|e| io_err("create", &tmp.join("work"), e))?;
+            std::fs::create_dir(tmp.join("work"))
+                .map_err(|e| io_err("create", &tmp.join("work"), e))?;
             let conf = tmp.join(config::CONFIG_FILE);
             std::fs::write(&conf, "cleaned: 0\n").map_err(|e| io_err("write", &conf, e))
         };
         let result = build().and_then(|_| match std::fs::rename(&tmp, &dir) {
             Ok(()) => Ok(true),
-            Err(e) if Self::is_queue_dir(&dir) && matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST)) => Ok(false),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST) | Some(libc::ENOTDIR)) => Err(Error::NotAQueue(dir.clone())),
+            Err(e)
+                if Self::is_queue_dir(&dir)
+                    && matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST)) =>
+            {
+                Ok(false)
+            }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOTEMPTY) | Some(libc::EEXIST) | Some(libc::ENOTDIR)
+                ) =>
+            {
+                Err(Error::NotAQueue(dir.clone()))
+            }
             Err(e) => Err(io_err("rename", &dir, e)),
         });
         if tmp.exists() {
@@ -300,7 +369,11 @@ impl Broker {
             return Ok(q.clone());
         }
         if !Self::is_queue_dir(&dir) {
-            return Err(if dir.exists() { Error::NotAQueue(dir) } else { Error::NoSuchQueue(dir) });
+            return Err(if dir.exists() {
+                Error::NotAQueue(dir)
+            } else {
+                Error::NoSuchQueue(dir)
+            });
         }
         let q = Arc::new(Queue::new(self.root.clone(), name.to_string(), dir));
         queues.insert(name.to_string(), q.clone());

@@ -112,7 +112,9 @@ fn take_number(s: &[u8]) -> Option<(u64, &[u8])> {
     let mut value: u64 = 0;
     for (i, &b) in s.iter().enumerate() {
         match b {
-            b'0'..=b'9' if i < 20 => value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?,
+            b'0'..=b'9' if i < 20 => {
+                value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?
+            }
             b'.' if i > 0 => return Some((value, &s[i + 1..])),
             _ => return None,
         }
@@ -140,7 +142,11 @@ impl WaitingName {
         let (priority, rest) = take_number(name)?;
         let (queue_number, rest) = take_number(rest)?;
         let id = rest.strip_prefix(b"ddmq")?;
-        Some(WaitingName { priority, queue_number, id: MessageId::parse_bytes(id)? })
+        Some(WaitingName {
+            priority,
+            queue_number,
+            id: MessageId::parse_bytes(id)?,
+        })
     }
 }
 
@@ -152,7 +158,11 @@ impl fmt::Display for WaitingName {
 
 impl Ord for WaitingName {
     fn cmp(&self, other: &Self) -> Ordering {
-        (self.priority, self.queue_number, &self.id).cmp(&(other.priority, other.queue_number, &other.id))
+        (self.priority, self.queue_number, &self.id).cmp(&(
+            other.priority,
+            other.queue_number,
+            &other.id,
+        ))
     }
 }
 
@@ -169,7 +179,10 @@ impl WorkName {
 
     pub fn parse_bytes(name: &[u8]) -> Option<WorkName> {
         let (expiry, rest) = take_number(name)?;
-        Some(WorkName { expiry, waiting: WaitingName::parse_bytes(rest)? })
+        Some(WorkName {
+            expiry,
+            waiting: WaitingName::parse_bytes(rest)?,
+        })
     }
 }
 
@@ -189,7 +202,9 @@ pub fn original_sees_as_message(name: &str) -> bool {
 pub fn is_valid_queue_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 #[cfg(test)]
@@ -199,7 +214,10 @@ mod tests {
     #[test]
     fn parses_and_formats_round_trip() {
         let w = WaitingName::parse("999.12.ddmqabc123").unwrap();
-        assert_eq!((w.priority, w.queue_number, w.id.to_string().as_str()), (999, 12, "abc123"));
+        assert_eq!(
+            (w.priority, w.queue_number, w.id.to_string().as_str()),
+            (999, 12, "abc123")
+        );
         assert_eq!(w.to_string(), "999.12.ddmqabc123");
         let k = WorkName::parse("1700000000.0.3.ddmqff").unwrap();
         assert_eq!(k.expiry, 1_700_000_000);
@@ -208,7 +226,17 @@ mod tests {
 
     #[test]
     fn rejects_junk_and_paths() {
-        for bad in ["", "ddmq.yaml", "1.2.ddmq", "a.2.ddmqff", "1.2.ddmqf/f", "1.2.ddmq..", "../1.2.ddmqff", "1.2.ddmqff.bak", "-1.2.ddmqff"] {
+        for bad in [
+            "",
+            "ddmq.yaml",
+            "1.2.ddmq",
+            "a.2.ddmqff",
+            "1.2.ddmqf/f",
+            "1.2.ddmq..",
+            "../1.2.ddmqff",
+            "1.2.ddmqff.bak",
+            "-1.2.ddmqff",
+        ] {
             assert!(WaitingName::parse(bad).is_none(), "{bad}");
         }
         assert!(WorkName::parse("1.2.ddmqff").is_none());
@@ -224,19 +252,43 @@ mod tests {
         let upper = WaitingName::parse("1.2.ddmqABC").unwrap();
         assert!(matches!(upper.id, MessageId::Other(_)));
         assert!(WaitingName::parse("1.99999999999999999999999.ddmqab").is_none());
-        let mut ids = vec![MessageId::parse("b").unwrap(), MessageId::parse(hex).unwrap(), MessageId::parse("A").unwrap()];
+        let mut ids = [
+            MessageId::parse("b").unwrap(),
+            MessageId::parse(hex).unwrap(),
+            MessageId::parse("A").unwrap(),
+        ];
         ids.sort();
-        assert_eq!(ids.iter().map(|i| i.to_string()).collect::<Vec<_>>(), [hex, "A", "b"]);
+        assert_eq!(
+            ids.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+            [hex, "A", "b"]
+        );
     }
 
     #[test]
     fn b3_order_is_numeric_not_lexicographic() {
-        let mut names: Vec<WaitingName> = ["999.10.ddmqa", "999.2.ddmqa", "5.100.ddmqa", "10.1.ddmqa", "0.7.ddmqa", "1000.1.ddmqa"]
-            .iter()
-            .map(|n| WaitingName::parse(n).unwrap())
-            .collect();
+        let mut names: Vec<WaitingName> = [
+            "999.10.ddmqa",
+            "999.2.ddmqa",
+            "5.100.ddmqa",
+            "10.1.ddmqa",
+            "0.7.ddmqa",
+            "1000.1.ddmqa",
+        ]
+        .iter()
+        .map(|n| WaitingName::parse(n).unwrap())
+        .collect();
         names.sort();
         let order: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        assert_eq!(order, ["0.7.ddmqa", "5.100.ddmqa", "10.1.ddmqa", "999.2.ddmqa", "999.10.ddmqa", "1000.1.ddmqa"]);
+        assert_eq!(
+            order,
+            [
+                "0.7.ddmqa",
+                "5.100.ddmqa",
+                "10.1.ddmqa",
+                "999.2.ddmqa",
+                "999.10.ddmqa",
+                "1000.1.ddmqa"
+            ]
+        );
     }
 }

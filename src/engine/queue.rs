@@ -3,8 +3,8 @@
 
 use super::config::{self, Settings};
 use super::message::{Message, Requeue};
-use super::names::{is_valid_id, MessageId, WaitingName, WorkName};
-use super::{io_err, next_queue_number, now_secs, sync_dir, temp_name, Error, Result};
+use super::names::{MessageId, WaitingName, WorkName, is_valid_id};
+use super::{Error, Result, io_err, next_queue_number, now_secs, sync_dir, temp_name};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Read, Write};
@@ -128,7 +128,12 @@ impl DirSignature {
 impl Listing {
     fn next_random(&mut self) -> u64 {
         if self.rng == 0 {
-            self.rng = (std::process::id() as u64) << 32 | SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.subsec_nanos() as u64).unwrap_or(1) | 1;
+            self.rng = (std::process::id() as u64) << 32
+                | SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.subsec_nanos() as u64)
+                    .unwrap_or(1)
+                | 1;
         }
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
@@ -209,10 +214,10 @@ impl Queue {
     /// Effective settings, read again from disk when older than a second (B7).
     pub fn settings(&self) -> Result<Settings> {
         let mut cached = self.settings.lock().unwrap();
-        if let Some((at, s)) = cached.as_ref() {
-            if at.elapsed() < SETTINGS_TTL {
-                return Ok(s.clone());
-            }
+        if let Some((at, s)) = cached.as_ref()
+            && at.elapsed() < SETTINGS_TTL
+        {
+            return Ok(s.clone());
         }
         // A network filesystem can show a ddmq.yaml being replaced by another client as briefly
         // missing (sshfs without POSIX rename): while the queue directory is there, keep the
@@ -241,7 +246,8 @@ impl Queue {
         let root_path = self.root.join(config::CONFIG_FILE);
         let queue_path = self.config_path();
         let root = config::read_mapping(&root_path)?.unwrap_or_default();
-        let queue = config::read_mapping(&queue_path)?.ok_or_else(|| Error::NoSuchQueue(self.dir.clone()))?;
+        let queue = config::read_mapping(&queue_path)?
+            .ok_or_else(|| Error::NoSuchQueue(self.dir.clone()))?;
         Settings::resolve(&[(&root_path, &root), (&queue_path, &queue)])
     }
 
@@ -273,11 +279,23 @@ impl Queue {
             other => other.to_string().len() as u64,
         };
         if size > settings.max_message_bytes {
-            return Err(Error::TooLarge { queue: self.name.clone(), size, limit: settings.max_message_bytes });
+            return Err(Error::TooLarge {
+                queue: self.name.clone(),
+                size,
+                limit: settings.max_message_bytes,
+            });
         }
         let priority = opts.priority.unwrap_or(settings.priority);
-        let requeue = opts.requeue.unwrap_or(if settings.requeue { Requeue::QueuePriority } else { Requeue::Drop });
-        let name = WaitingName { priority, queue_number: next_queue_number(), id: MessageId::new_random() };
+        let requeue = opts.requeue.unwrap_or(if settings.requeue {
+            Requeue::QueuePriority
+        } else {
+            Requeue::Drop
+        });
+        let name = WaitingName {
+            priority,
+            queue_number: next_queue_number(),
+            id: MessageId::new_random(),
+        };
         let msg = Message {
             message: body,
             queue: self.name.clone(),
@@ -298,7 +316,12 @@ impl Queue {
     /// Writes a waiting message under a temporary name, then renames it into place.
     fn store_waiting(&self, name: &WaitingName, msg: &Message, durable: bool) -> Result<()> {
         // The message's name is unique already; the temporary one derives from it (no `.ddmq` in it).
-        let tmp = self.dir.join(format!(".tmp-msg-{}-{}-{}", std::process::id(), name.queue_number, name.id));
+        let tmp = self.dir.join(format!(
+            ".tmp-msg-{}-{}-{}",
+            std::process::id(),
+            name.queue_number,
+            name.id
+        ));
         let target = self.dir.join(name.to_string());
         let result = (|| {
             let mut f = std::fs::OpenOptions::new()
@@ -306,7 +329,8 @@ impl Queue {
                 .create_new(true)
                 .open(&tmp)
                 .map_err(|e| self.missing_queue_or("create", &tmp, e))?;
-            f.write_all(msg.to_json().as_bytes()).map_err(|e| io_err("write", &tmp, e))?;
+            f.write_all(msg.to_json().as_bytes())
+                .map_err(|e| io_err("write", &tmp, e))?;
             if durable {
                 f.sync_all().map_err(|e| io_err("fsync", &tmp, e))?;
             }
@@ -339,7 +363,8 @@ impl Queue {
 
     fn refresh(&self, listing: &mut Listing) -> Result<()> {
         let started = Instant::now();
-        let signature = DirSignature::of(&self.dir).map_err(|e| self.missing_queue_or("stat", &self.dir, e))?;
+        let signature =
+            DirSignature::of(&self.dir).map_err(|e| self.missing_queue_or("stat", &self.dir, e))?;
         let now = Instant::now();
         listing.deferred.retain(|_, until| *until > now);
         let mut names = Vec::new();
@@ -384,7 +409,10 @@ impl Queue {
         if listing.contention == 0 || listing.pending.len() < 2 {
             return Ok(listing.pending.pop_first());
         }
-        let window = listing.pending.len().min(4usize << listing.contention.min(5));
+        let window = listing
+            .pending
+            .len()
+            .min(4usize << listing.contention.min(5));
         let pick = (listing.next_random() % window as u64) as usize;
         let chosen = listing.pending.iter().nth(pick).cloned();
         if let Some(c) = &chosen {
@@ -407,7 +435,11 @@ impl Queue {
                 Ok(None) => break,
                 Err(e) if out.is_empty() => return Err(e),
                 Err(e) => {
-                    log::warn!("consume of {} stopped after {} messages: {e}", self.name, out.len());
+                    log::warn!(
+                        "consume of {} stopped after {} messages: {e}",
+                        self.name,
+                        out.len()
+                    );
                     break;
                 }
             }
@@ -420,14 +452,21 @@ impl Queue {
         let settings = self.settings()?;
         let mut fresh_listing = false;
         loop {
-            let Some(candidate) = self.next_candidate(&mut fresh_listing)? else { return Ok(None) };
-            let work_name = WorkName { expiry: now_secs().saturating_add(settings.message_timeout), waiting: candidate };
+            let Some(candidate) = self.next_candidate(&mut fresh_listing)? else {
+                return Ok(None);
+            };
+            let work_name = WorkName {
+                expiry: now_secs().saturating_add(settings.message_timeout),
+                waiting: candidate,
+            };
             let from = self.dir.join(work_name.waiting.to_string());
             let to = self.work.join(work_name.to_string());
             // Under contention most candidates are gone already: a lookup is much cheaper than a
             // rename, which takes the filesystem-wide rename lock even when it fails.
             let contended = self.listing.lock().unwrap().contention > 0;
-            let claimed = if contended && matches!(std::fs::symlink_metadata(&from), Err(e) if is_not_found(&e)) {
+            let claimed = if contended
+                && matches!(std::fs::symlink_metadata(&from), Err(e) if is_not_found(&e))
+            {
                 Err(io::Error::from(io::ErrorKind::NotFound))
             } else {
                 std::fs::rename(&from, &to)
@@ -456,7 +495,12 @@ impl Queue {
     }
 
     /// Reads a message we just renamed into `work/`. None if it was unreadable (given back or quarantined).
-    fn read_claimed(&self, path: &Path, mut work_name: WorkName, settings: &Settings) -> Result<Option<Delivery>> {
+    fn read_claimed(
+        &self,
+        path: &Path,
+        mut work_name: WorkName,
+        settings: &Settings,
+    ) -> Result<Option<Delivery>> {
         let (bytes, mtime) = match read_message_file(path) {
             Ok(x) => x,
             Err(e) if is_not_found(&e) => return Ok(None),
@@ -475,7 +519,9 @@ impl Queue {
                     let back = self.dir.join(work_name.waiting.to_string());
                     if std::fs::rename(path, &back).is_ok() {
                         let mut listing = self.listing.lock().unwrap();
-                        listing.deferred.insert(work_name.waiting.to_string(), Instant::now() + YOUNG_FILE);
+                        listing
+                            .deferred
+                            .insert(work_name.waiting.to_string(), Instant::now() + YOUNG_FILE);
                     }
                 } else {
                     self.quarantine(path, &e.to_string());
@@ -486,7 +532,10 @@ impl Queue {
         let timeout = message.timeout_or(settings.message_timeout);
         if timeout != settings.message_timeout {
             // The message has its own timeout: move it to its real expiry.
-            let renamed = WorkName { expiry: (work_name.expiry - settings.message_timeout).saturating_add(timeout), waiting: work_name.waiting.clone() };
+            let renamed = WorkName {
+                expiry: (work_name.expiry - settings.message_timeout).saturating_add(timeout),
+                waiting: work_name.waiting.clone(),
+            };
             let to = self.work.join(renamed.to_string());
             match std::fs::rename(path, &to) {
                 Ok(()) => work_name = renamed,
@@ -500,7 +549,12 @@ impl Queue {
 
     /// Waits up to `limit` for a message, watching the directory with a cheap stat every
     /// `poll` (change events do not cross NFS hosts). `give_up` is asked between polls.
-    pub fn consume_wait(&self, limit: Duration, poll: Duration, give_up: &dyn Fn() -> bool) -> Result<Option<Delivery>> {
+    pub fn consume_wait(
+        &self,
+        limit: Duration,
+        poll: Duration,
+        give_up: &dyn Fn() -> bool,
+    ) -> Result<Option<Delivery>> {
         let deadline = Instant::now() + limit;
         loop {
             let seen = DirSignature::of(&self.dir).ok();
@@ -512,7 +566,8 @@ impl Queue {
                     return Ok(None);
                 }
                 std::thread::sleep(poll.min(deadline.saturating_duration_since(Instant::now())));
-                let now_sig = DirSignature::of(&self.dir).map_err(|e| self.missing_queue_or("stat", &self.dir, e))?;
+                let now_sig = DirSignature::of(&self.dir)
+                    .map_err(|e| self.missing_queue_or("stat", &self.dir, e))?;
                 // A deferred (young, unreadable) file may be complete now, with no directory change to show it.
                 if Some(now_sig) != seen || self.deferral_ended() {
                     break;
@@ -523,7 +578,12 @@ impl Queue {
 
     fn deferral_ended(&self) -> bool {
         let now = Instant::now();
-        self.listing.lock().unwrap().deferred.values().any(|until| *until <= now)
+        self.listing
+            .lock()
+            .unwrap()
+            .deferred
+            .values()
+            .any(|until| *until <= now)
     }
 
     // ---------------------------------------------------------------- ack, nack, touch
@@ -558,7 +618,9 @@ impl Queue {
                 Err(e) => return Err(io_err("ack", &path, e)),
             }
         }
-        let Some(w) = self.resolve_in_flight(name_or_id)? else { return Ok(AckOutcome::NotFound) };
+        let Some(w) = self.resolve_in_flight(name_or_id)? else {
+            return Ok(AckOutcome::NotFound);
+        };
         let path = self.work.join(w.to_string());
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(AckOutcome::Acked(w.to_string())),
@@ -570,7 +632,9 @@ impl Queue {
     /// Negative acknowledgement: requeue or delete as the message's `requeue` says (B6), within
     /// its `requeue_limit` (B5); `force_requeue` requeues even a message that says drop.
     pub fn nack(&self, name_or_id: &str, force_requeue: bool) -> Result<RequeueOutcome> {
-        let Some(w) = self.resolve_in_flight(name_or_id)? else { return Ok(RequeueOutcome::NotFound) };
+        let Some(w) = self.resolve_in_flight(name_or_id)? else {
+            return Ok(RequeueOutcome::NotFound);
+        };
         self.requeue_in_flight(&w, force_requeue)
     }
 
@@ -594,15 +658,22 @@ impl Queue {
 
     /// Extends the lease of an in-flight message by its timeout from now; returns its new name.
     pub fn touch(&self, name_or_id: &str) -> Result<Option<WorkName>> {
-        let Some(w) = self.resolve_in_flight(name_or_id)? else { return Ok(None) };
+        let Some(w) = self.resolve_in_flight(name_or_id)? else {
+            return Ok(None);
+        };
         let from = self.work.join(w.to_string());
         let settings = self.settings()?;
         let timeout = match read_message_file(&from) {
-            Ok((bytes, _)) => Message::from_json(&bytes).map(|m| m.timeout_or(settings.message_timeout)).unwrap_or(settings.message_timeout),
+            Ok((bytes, _)) => Message::from_json(&bytes)
+                .map(|m| m.timeout_or(settings.message_timeout))
+                .unwrap_or(settings.message_timeout),
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(io_err("read", &from, e)),
         };
-        let renewed = WorkName { expiry: now_secs().saturating_add(timeout), waiting: w.waiting.clone() };
+        let renewed = WorkName {
+            expiry: now_secs().saturating_add(timeout),
+            waiting: w.waiting.clone(),
+        };
         if renewed == w {
             return Ok(Some(w));
         }
@@ -617,7 +688,11 @@ impl Queue {
     /// name, then requeues, drops or dead-letters it.
     fn requeue_in_flight(&self, w: &WorkName, force_requeue: bool) -> Result<RequeueOutcome> {
         let from = self.work.join(w.to_string());
-        let claim = self.work.join(format!(".claim-{}-{}", now_secs(), uuid::Uuid::new_v4().simple()));
+        let claim = self.work.join(format!(
+            ".claim-{}-{}",
+            now_secs(),
+            uuid::Uuid::new_v4().simple()
+        ));
         match std::fs::rename(&from, &claim) {
             Ok(()) => {}
             Err(e) if is_not_found(&e) => return Ok(RequeueOutcome::NotFound),
@@ -626,7 +701,12 @@ impl Queue {
         self.finish_claim(&claim, force_requeue, &w.waiting.to_string())
     }
 
-    fn finish_claim(&self, claim: &Path, force_requeue: bool, original_name: &str) -> Result<RequeueOutcome> {
+    fn finish_claim(
+        &self,
+        claim: &Path,
+        force_requeue: bool,
+        original_name: &str,
+    ) -> Result<RequeueOutcome> {
         let bytes = match read_message_file(claim) {
             Ok((b, _)) => b,
             Err(e) if is_not_found(&e) => return Ok(RequeueOutcome::NotFound),
@@ -645,7 +725,11 @@ impl Queue {
             }
         };
         let settings = self.settings()?;
-        let remove_claim = || std::fs::remove_file(claim).or_else(|e| if is_not_found(&e) { Ok(()) } else { Err(e) }).map_err(|e| io_err("remove", claim, e));
+        let remove_claim = || {
+            std::fs::remove_file(claim)
+                .or_else(|e| if is_not_found(&e) { Ok(()) } else { Err(e) })
+                .map_err(|e| io_err("remove", claim, e))
+        };
         if !force_requeue && !msg.requeue.is_requeue() {
             remove_claim()?;
             return Ok(RequeueOutcome::Dropped);
@@ -655,10 +739,14 @@ impl Queue {
                 let dead = self.own_subdir("dead")?;
                 let target = dead.join(original_name);
                 std::fs::rename(claim, &target).map_err(|e| io_err("dead-letter", &target, e))?;
-                return Ok(RequeueOutcome::LimitReached { dead_lettered: true });
+                return Ok(RequeueOutcome::LimitReached {
+                    dead_lettered: true,
+                });
             }
             remove_claim()?;
-            return Ok(RequeueOutcome::LimitReached { dead_lettered: false });
+            return Ok(RequeueOutcome::LimitReached {
+                dead_lettered: false,
+            });
         }
         let priority = match msg.requeue {
             Requeue::Priority(p) => p,
@@ -682,7 +770,11 @@ impl Queue {
     }
 
     fn quarantine(&self, path: &Path, reason: &str) {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("unnamed").to_string();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("unnamed")
+            .to_string();
         self.quarantine_as(path, &name, reason)
     }
 
@@ -691,14 +783,24 @@ impl Queue {
         let dir = match self.own_subdir("quarantine") {
             Ok(dir) => dir,
             Err(e) => {
-                log::warn!("could not quarantine unreadable message file {}: {e}", path.display());
+                log::warn!(
+                    "could not quarantine unreadable message file {}: {e}",
+                    path.display()
+                );
                 return;
             }
         };
         let target = dir.join(format!("{name}.{}", uuid::Uuid::new_v4().simple()));
         match std::fs::rename(path, &target) {
-            Ok(()) => log::warn!("quarantined unreadable message file {} as {}: {reason}", path.display(), target.display()),
-            Err(e) => log::warn!("could not quarantine unreadable message file {}: {e}", path.display()),
+            Ok(()) => log::warn!(
+                "quarantined unreadable message file {} as {}: {reason}",
+                path.display(),
+                target.display()
+            ),
+            Err(e) => log::warn!(
+                "could not quarantine unreadable message file {}: {e}",
+                path.display()
+            ),
         }
     }
 
@@ -710,8 +812,13 @@ impl Queue {
         match dir.symlink_metadata() {
             Ok(m) if m.is_dir() => return Ok(dir),
             Ok(_) => {
-                log::warn!("{} is not a directory (a planted link?): removing it", dir.display());
-                std::fs::remove_file(&dir).or_else(|e| if is_not_found(&e) { Ok(()) } else { Err(e) }).map_err(|e| io_err("remove", &dir, e))?;
+                log::warn!(
+                    "{} is not a directory (a planted link?): removing it",
+                    dir.display()
+                );
+                std::fs::remove_file(&dir)
+                    .or_else(|e| if is_not_found(&e) { Ok(()) } else { Err(e) })
+                    .map_err(|e| io_err("remove", &dir, e))?;
             }
             Err(_) => {}
         }
@@ -722,7 +829,11 @@ impl Queue {
         }
         match dir.symlink_metadata() {
             Ok(m) if m.is_dir() => Ok(dir),
-            _ => Err(io_err("create", &dir, io::Error::new(io::ErrorKind::InvalidData, "not a directory"))),
+            _ => Err(io_err(
+                "create",
+                &dir,
+                io::Error::new(io::ErrorKind::InvalidData, "not a directory"),
+            )),
         }
     }
 
@@ -744,7 +855,11 @@ impl Queue {
             if state.0.map(|t| t.elapsed() < SETTINGS_TTL).unwrap_or(false) {
                 return Ok(None);
             }
-            if state.1.map(|t| t.elapsed() < Duration::from_secs(CLEAN_INTERVAL_SECS)).unwrap_or(false) {
+            if state
+                .1
+                .map(|t| t.elapsed() < Duration::from_secs(CLEAN_INTERVAL_SECS))
+                .unwrap_or(false)
+            {
                 return Ok(None);
             }
             state.0 = Some(Instant::now());
@@ -761,29 +876,41 @@ impl Queue {
     pub fn clean(&self) -> Result<CleanReport> {
         let now = now_secs();
         let mut report = CleanReport::default();
-        let entries = std::fs::read_dir(&self.work).map_err(|e| self.missing_queue_or("list", &self.work, e))?;
+        let entries = std::fs::read_dir(&self.work)
+            .map_err(|e| self.missing_queue_or("list", &self.work, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| io_err("list", &self.work, e))?;
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
             let outcome = if let Some(w) = WorkName::parse(&name) {
                 if w.expiry >= now {
                     continue;
                 }
                 self.requeue_in_flight(&w, false)?
             } else if let Some(rest) = name.strip_prefix(".claim-") {
-                let claimed_at: u64 = rest.split('-').next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                let claimed_at: u64 = rest
+                    .split('-')
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
                 if claimed_at.saturating_add(STALE_CLAIM_SECS) >= now {
                     continue;
                 }
                 // Re-claim atomically, so one cleaner alone recovers it.
-                let fresh = self.work.join(format!(".claim-{now}-{}", uuid::Uuid::new_v4().simple()));
+                let fresh = self
+                    .work
+                    .join(format!(".claim-{now}-{}", uuid::Uuid::new_v4().simple()));
                 if std::fs::rename(entry.path(), &fresh).is_err() {
                     continue;
                 }
                 report.recovered_claims += 1;
                 self.finish_claim(&fresh, false, &format!("recovered{}", &name[6..]))?
             } else {
-                if is_leftover(&name) && is_stale(&entry.path(), now) && std::fs::remove_file(entry.path()).is_ok() {
+                if is_leftover(&name)
+                    && is_stale(&entry.path(), now)
+                    && std::fs::remove_file(entry.path()).is_ok()
+                {
                     report.removed_temp_files += 1;
                 }
                 continue;
@@ -791,21 +918,33 @@ impl Queue {
             match outcome {
                 RequeueOutcome::Requeued(_) => report.requeued += 1,
                 RequeueOutcome::Dropped => report.dropped += 1,
-                RequeueOutcome::LimitReached { dead_lettered: true } => report.dead_lettered += 1,
-                RequeueOutcome::LimitReached { dead_lettered: false } => report.dropped += 1,
+                RequeueOutcome::LimitReached {
+                    dead_lettered: true,
+                } => report.dead_lettered += 1,
+                RequeueOutcome::LimitReached {
+                    dead_lettered: false,
+                } => report.dropped += 1,
                 RequeueOutcome::Quarantined => report.quarantined += 1,
                 RequeueOutcome::NotFound => {}
             }
         }
         // Temporary files of writers that died: a publish that never returned, so nothing acknowledged is lost.
-        let entries = std::fs::read_dir(&self.dir).map_err(|e| self.missing_queue_or("list", &self.dir, e))?;
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|e| self.missing_queue_or("list", &self.dir, e))?;
         for entry in entries.flatten() {
             let name = entry.file_name();
-            if name.to_str().map(is_leftover).unwrap_or(false) && is_stale(&entry.path(), now) && std::fs::remove_file(entry.path()).is_ok() {
+            if name.to_str().map(is_leftover).unwrap_or(false)
+                && is_stale(&entry.path(), now)
+                && std::fs::remove_file(entry.path()).is_ok()
+            {
                 report.removed_temp_files += 1;
             }
         }
-        config::set_key(&self.config_path(), "cleaned", serde_yaml::Value::Number(now.into()))?;
+        config::set_key(
+            &self.config_path(),
+            "cleaned",
+            serde_yaml::Value::Number(now.into()),
+        )?;
         *self.settings.lock().unwrap() = None;
         self.clean_state.lock().unwrap().1 = Some(Instant::now());
         if report != CleanReport::default() {
@@ -818,14 +957,16 @@ impl Queue {
 
     /// Waiting messages in delivery order (a fresh listing).
     pub fn waiting(&self) -> Result<Vec<WaitingName>> {
-        let mut names = list_names(&self.dir, WaitingName::parse_bytes).map_err(|e| self.missing_queue_or("list", &self.dir, e))?;
+        let mut names = list_names(&self.dir, WaitingName::parse_bytes)
+            .map_err(|e| self.missing_queue_or("list", &self.dir, e))?;
         names.sort();
         Ok(names)
     }
 
     /// In-flight messages, soonest expiry first.
     pub fn in_flight(&self) -> Result<Vec<WorkName>> {
-        let mut names = list_names(&self.work, WorkName::parse_bytes).map_err(|e| self.missing_queue_or("list", &self.work, e))?;
+        let mut names = list_names(&self.work, WorkName::parse_bytes)
+            .map_err(|e| self.missing_queue_or("list", &self.work, e))?;
         names.sort_by(|a, b| (a.expiry, &a.waiting).cmp(&(b.expiry, &b.waiting)));
         Ok(names)
     }
@@ -842,7 +983,12 @@ impl Queue {
 
     fn read_record(&self, path: &Path) -> Result<Option<Message>> {
         match read_message_file(path) {
-            Ok((bytes, _)) => Message::from_json(&bytes).map(Some).map_err(|e| Error::Corrupt { path: path.to_path_buf(), reason: e.to_string() }),
+            Ok((bytes, _)) => Message::from_json(&bytes)
+                .map(Some)
+                .map_err(|e| Error::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                }),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(io_err("read", path, e)),
         }
@@ -851,18 +997,29 @@ impl Queue {
     /// Counts of waiting and in-flight messages, and the oldest waiting message's age.
     pub fn status(&self, with_age: bool) -> Result<QueueStatus> {
         let waiting = self.waiting()?;
-        let in_flight = list_names(&self.work, WorkName::parse_bytes).map_err(|e| self.missing_queue_or("list", &self.work, e))?.len();
+        let in_flight = list_names(&self.work, WorkName::parse_bytes)
+            .map_err(|e| self.missing_queue_or("list", &self.work, e))?
+            .len();
         let oldest_waiting_age = if with_age {
             let now = SystemTime::now();
             waiting
                 .iter()
-                .filter_map(|w| std::fs::symlink_metadata(self.dir.join(w.to_string())).ok()?.modified().ok())
+                .filter_map(|w| {
+                    std::fs::symlink_metadata(self.dir.join(w.to_string()))
+                        .ok()?
+                        .modified()
+                        .ok()
+                })
                 .min()
                 .map(|t| now.duration_since(t).map(|d| d.as_secs()).unwrap_or(0))
         } else {
             None
         };
-        Ok(QueueStatus { waiting: waiting.len(), in_flight, oldest_waiting_age })
+        Ok(QueueStatus {
+            waiting: waiting.len(),
+            in_flight,
+            oldest_waiting_age,
+        })
     }
 
     /// Deletes one message, waiting or in flight, by its file name (del_msg).
@@ -885,11 +1042,14 @@ impl Queue {
     pub fn purge(&self) -> Result<(usize, usize)> {
         let remove_all = |dir: &Path| -> Result<usize> {
             let mut n = 0;
-            let entries = std::fs::read_dir(dir).map_err(|e| self.missing_queue_or("list", dir, e))?;
+            let entries =
+                std::fs::read_dir(dir).map_err(|e| self.missing_queue_or("list", dir, e))?;
             for entry in entries.flatten() {
                 let name = entry.file_name();
                 let Some(name) = name.to_str() else { continue };
-                if super::names::original_sees_as_message(name) && entry.file_type().map(|t| !t.is_dir()).unwrap_or(false) {
+                if super::names::original_sees_as_message(name)
+                    && entry.file_type().map(|t| !t.is_dir()).unwrap_or(false)
+                {
                     match std::fs::remove_file(entry.path()) {
                         Ok(()) => n += 1,
                         Err(e) if is_not_found(&e) => {}
@@ -917,26 +1077,33 @@ impl Queue {
         let mut foreign = Vec::new();
         let mut messages = 0usize;
         for (dir, in_work) in [(&self.dir, false), (&self.work, true)] {
-            let entries = std::fs::read_dir(dir).map_err(|e| self.missing_queue_or("list", dir, e))?;
+            let entries =
+                std::fs::read_dir(dir).map_err(|e| self.missing_queue_or("list", dir, e))?;
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().to_string();
                 if !ours(&name, in_work) {
                     foreign.push(name);
-                } else if super::names::original_sees_as_message(&name) || name.starts_with(".claim-") {
+                } else if super::names::original_sees_as_message(&name)
+                    || name.starts_with(".claim-")
+                {
                     messages += 1;
                 }
             }
         }
         if !foreign.is_empty() {
             foreign.sort();
-            return Err(Error::ForeignFiles { path: self.dir.clone(), names: foreign.join(", ") });
+            return Err(Error::ForeignFiles {
+                path: self.dir.clone(),
+                names: foreign.join(", "),
+            });
         }
         if only_if_empty && messages > 0 {
             return Err(Error::QueueNotEmpty(self.dir.clone()));
         }
         // Rename away first so no client sees a half-deleted queue, then remove at leisure.
         let doomed = self.root.join(temp_name("deleted"));
-        std::fs::rename(&self.dir, &doomed).map_err(|e| self.missing_queue_or("delete", &self.dir, e))?;
+        std::fs::rename(&self.dir, &doomed)
+            .map_err(|e| self.missing_queue_or("delete", &self.dir, e))?;
         std::fs::remove_dir_all(&doomed).map_err(|e| io_err("delete", &doomed, e))
     }
 }
@@ -950,13 +1117,16 @@ fn is_leftover(name: &str) -> bool {
 }
 
 fn is_stale(path: &Path, now: u64) -> bool {
-    std::fs::symlink_metadata(path).map(|m| (m.mtime().max(0) as u64).saturating_add(STALE_TEMP_SECS) < now).unwrap_or(false)
+    std::fs::symlink_metadata(path)
+        .map(|m| (m.mtime().max(0) as u64).saturating_add(STALE_TEMP_SECS) < now)
+        .unwrap_or(false)
 }
 
 /// Errors of reading an entry that will never read as a message: a link (we open with
 /// O_NOFOLLOW), a directory, a special or oversized file.
 fn is_unreadable_entry(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::EISDIR)) || e.kind() == io::ErrorKind::InvalidData
+    matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::EISDIR))
+        || e.kind() == io::ErrorKind::InvalidData
 }
 
 fn list_names<T>(dir: &Path, parse: fn(&[u8]) -> Option<T>) -> io::Result<Vec<T>> {
@@ -974,7 +1144,12 @@ fn list_names<T>(dir: &Path, parse: fn(&[u8]) -> Option<T>) -> io::Result<Vec<T>
 fn for_each_entry(dir: &Path, mut f: impl FnMut(&[u8])) -> io::Result<()> {
     use nix::fcntl::OFlag;
     use nix::sys::stat::Mode;
-    let mut d = nix::dir::Dir::open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).map_err(io::Error::from)?;
+    let mut d = nix::dir::Dir::open(
+        dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)?;
     for entry in d.iter() {
         let entry = entry.map_err(io::Error::from)?;
         let name = entry.file_name().to_bytes();
@@ -987,13 +1162,22 @@ fn for_each_entry(dir: &Path, mut f: impl FnMut(&[u8])) -> io::Result<()> {
 
 /// Reads a message file without following symlinks (a planted link never leads out of ROOT).
 fn read_message_file(path: &Path) -> io::Result<(Vec<u8>, SystemTime)> {
-    let mut f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
     let meta = f.metadata()?;
     if !meta.is_file() {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a regular file",
+        ));
     }
     if meta.len() > MAX_FILE_BYTES {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} bytes is too large for a message file", meta.len())));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} bytes is too large for a message file", meta.len()),
+        ));
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
     f.read_to_end(&mut bytes)?;

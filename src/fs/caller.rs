@@ -12,7 +12,7 @@
 //! that did.
 
 use std::path::PathBuf;
-use std::sync::{mpsc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::Duration;
 
 /// The signal masks of a task, from `/proc/<pid>/status`.
@@ -28,8 +28,12 @@ impl SignalState {
     pub fn parse(status: &str) -> SignalState {
         let mut s = SignalState::default();
         for line in status.lines() {
-            let Some((key, value)) = line.split_once(':') else { continue };
-            let Ok(mask) = u64::from_str_radix(value.trim(), 16) else { continue };
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            let Ok(mask) = u64::from_str_radix(value.trim(), 16) else {
+                continue;
+            };
             match key {
                 "SigPnd" | "ShdPnd" => s.pending |= mask,
                 "SigBlk" => s.blocked |= mask,
@@ -65,7 +69,9 @@ const PF_EXITING: u64 = 0x4;
 pub fn stat_shows_killed(stat: &str) -> bool {
     // Fields after the command name (which may hold spaces and parentheses): state is field 3,
     // flags field 9, exit_code field 52 (waitpid form: the low 7 bits are the signal).
-    let Some((_, rest)) = stat.rsplit_once(')') else { return false };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return false;
+    };
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
     match (field(9), field(52)) {
@@ -76,7 +82,9 @@ pub fn stat_shows_killed(stat: &str) -> bool {
 
 /// Reads whether `pid` is being torn down by a signal. Can block: see [`is_killed`].
 fn read_killed(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| stat_shows_killed(&s)).unwrap_or(false)
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| stat_shows_killed(&s))
+        .unwrap_or(false)
 }
 
 /// How long a FLUSH waits for /proc to answer before taking the closer for alive.
@@ -100,11 +108,13 @@ pub fn is_killed(pid: u32) -> bool {
     }
     let asker = ASKER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<KillQuestion>();
-        let started = std::thread::Builder::new().name("ddmq-proc".into()).spawn(move || {
-            for (pid, answer) in rx {
-                let _ = answer.send(read_killed(pid));
-            }
-        });
+        let started = std::thread::Builder::new()
+            .name("ddmq-proc".into())
+            .spawn(move || {
+                for (pid, answer) in rx {
+                    let _ = answer.send(read_killed(pid));
+                }
+            });
         started.ok().map(|_| Mutex::new(tx))
     });
     let Some(asker) = asker else { return false };
@@ -125,7 +135,8 @@ mod tests {
         assert!(SignalState::parse(status).interrupts(), "SIGKILL is bit 8");
         let term = "SigPnd:\t0000000000004000\nShdPnd:\t0\nSigBlk:\t0\nSigIgn:\t0\n";
         assert!(SignalState::parse(term).interrupts());
-        let int_blocked = "SigPnd:\t0\nShdPnd:\t0000000000000002\nSigBlk:\t0000000000000002\nSigIgn:\t0\n";
+        let int_blocked =
+            "SigPnd:\t0\nShdPnd:\t0000000000000002\nSigBlk:\t0000000000000002\nSigIgn:\t0\n";
         assert!(!SignalState::parse(int_blocked).interrupts());
         let nothing = "SigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\nSigBlk:\tfffffffe7ffbfeff\nSigIgn:\t0\n";
         assert!(!SignalState::parse(nothing).interrupts());

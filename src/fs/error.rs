@@ -49,7 +49,11 @@ pub enum FsErrorKind {
 
 impl FsError {
     pub fn new(op: &'static str, path: impl Into<String>, kind: impl Into<FsErrorKind>) -> FsError {
-        FsError { op, path: path.into(), kind: kind.into() }
+        FsError {
+            op,
+            path: path.into(),
+            kind: kind.into(),
+        }
     }
 
     /// The errno a caller of the mounted filesystem sees for this error.
@@ -73,7 +77,10 @@ impl FsError {
                 E::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
                 E::RootMissing(_) | E::NoSuchQueue(_) | E::MessageNotFound(_) => libc::ENOENT,
                 E::RootUninitiated(_) | E::NotAQueue(_) => libc::ENOTDIR,
-                E::InvalidQueueName(_) | E::InvalidMessageName(_) | E::Config { .. } | E::Invalid(_) => libc::EINVAL,
+                E::InvalidQueueName(_)
+                | E::InvalidMessageName(_)
+                | E::Config { .. }
+                | E::Invalid(_) => libc::EINVAL,
                 E::QueueNotEmpty(_) | E::ForeignFiles { .. } => libc::ENOTEMPTY,
                 E::TooLarge { .. } => libc::EFBIG,
                 E::Corrupt { .. } => libc::EIO,
@@ -84,7 +91,10 @@ impl FsError {
     /// True for outcomes that are part of normal use (a missing name, an empty queue), which
     /// the adapter logs quietly.
     pub fn is_routine(&self) -> bool {
-        matches!(self.errno(), libc::ENOENT | libc::ENODATA | libc::EINTR | libc::EEXIST | libc::ENOTEMPTY)
+        matches!(
+            self.errno(),
+            libc::ENOENT | libc::ENODATA | libc::EINTR | libc::EEXIST | libc::ENOTEMPTY
+        )
     }
 }
 
@@ -99,8 +109,19 @@ mod tests {
         let e = FsError::new("open", "q/next", FsErrorKind::Empty);
         assert_eq!(e.errno(), libc::ENODATA);
         let io = std::io::Error::from_raw_os_error(libc::ENOSPC);
-        let e = FsError::new("release", "q/in", engine::Error::Io { op: "write", path: "/r/q/x".into(), source: io });
+        let e = FsError::new(
+            "release",
+            "q/in",
+            engine::Error::Io {
+                op: "write",
+                path: "/r/q/x".into(),
+                source: io,
+            },
+        );
         assert_eq!(e.errno(), libc::ENOSPC);
-        assert!(e.to_string().starts_with("release q/in: write /r/q/x"), "{e}");
+        assert!(
+            e.to_string().starts_with("release q/in: write /r/q/x"),
+            "{e}"
+        );
     }
 }

@@ -39,8 +39,16 @@ pub enum FileKind {
 }
 
 impl FileKind {
-    pub const ALL: [FileKind; 8] =
-        [FileKind::In, FileKind::Next, FileKind::Wait, FileKind::Claim, FileKind::Ack, FileKind::Nack, FileKind::Status, FileKind::Config];
+    pub const ALL: [FileKind; 8] = [
+        FileKind::In,
+        FileKind::Next,
+        FileKind::Wait,
+        FileKind::Claim,
+        FileKind::Ack,
+        FileKind::Nack,
+        FileKind::Status,
+        FileKind::Config,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -213,6 +221,9 @@ mod tests {
             assert_eq!(FileKind::from_name(k.name()), Some(k));
         }
         assert_eq!(DirKind::from_name("work"), Some(DirKind::Work));
-        assert_eq!(Node::Entry("q".into(), DirKind::Messages, "x".into()).path(), "q/messages/x");
+        assert_eq!(
+            Node::Entry("q".into(), DirKind::Messages, "x".into()).path(),
+            "q/messages/x"
+        );
     }
 }

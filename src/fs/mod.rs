@@ -29,11 +29,14 @@ mod inodes;
 #[cfg(test)]
 mod tests;
 
-pub use caller::{is_interrupted, is_killed, SignalState};
+pub use caller::{SignalState, is_interrupted, is_killed};
 pub use error::{FsError, FsErrorKind};
 pub use inodes::{DirKind, FileKind, InodeTable, Node, ROOT_INO};
 
-use crate::engine::{self, names::is_valid_id, AckOutcome, Broker, Delivery, PublishOptions, Queue, RequeueOutcome, WorkName};
+use crate::engine::{
+    self, AckOutcome, Broker, Delivery, PublishOptions, Queue, RequeueOutcome, WorkName,
+    names::is_valid_id,
+};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -64,7 +67,14 @@ impl Default for FsOptions {
     fn default() -> Self {
         // SAFETY: getuid and getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        FsOptions { read_only: false, uid, gid, umask: 0o022, wait_limit: Duration::from_secs(30), wait_poll: Duration::from_millis(100) }
+        FsOptions {
+            read_only: false,
+            uid,
+            gid,
+            umask: 0o022,
+            wait_limit: Duration::from_secs(30),
+            wait_poll: Duration::from_millis(100),
+        }
     }
 }
 
@@ -168,9 +178,19 @@ enum Handle {
     /// Content fixed at open: status, a message body, ddmq.yaml opened for reading.
     Snapshot(Vec<u8>),
     /// ddmq.yaml opened for writing: the new text, applied on flush or close.
-    Config { queue: String, snapshot: Vec<u8>, text: Vec<u8>, dirty: bool, refused: bool },
+    Config {
+        queue: String,
+        snapshot: Vec<u8>,
+        text: Vec<u8>,
+        dirty: bool,
+        refused: bool,
+    },
     /// ack or nack: ids, one a line; an incomplete last line waits here.
-    Ids { queue: String, nack: bool, partial: Vec<u8> },
+    Ids {
+        queue: String,
+        nack: bool,
+        partial: Vec<u8>,
+    },
 }
 
 struct OpenFile {
@@ -246,13 +266,19 @@ impl QueueFs {
     }
 
     /// Replaces the check for a caller killed as it closes (tests simulate killed writers with it).
-    pub fn with_killed_check(mut self, check: impl Fn(u32) -> bool + Send + Sync + 'static) -> QueueFs {
+    pub fn with_killed_check(
+        mut self,
+        check: impl Fn(u32) -> bool + Send + Sync + 'static,
+    ) -> QueueFs {
         self.killed = Box::new(check);
         self
     }
 
     /// Replaces the check for an interrupted caller (tests simulate dying readers with it).
-    pub fn with_interrupt_check(mut self, check: impl Fn(u32) -> bool + Send + Sync + 'static) -> QueueFs {
+    pub fn with_interrupt_check(
+        mut self,
+        check: impl Fn(u32) -> bool + Send + Sync + 'static,
+    ) -> QueueFs {
         self.interrupted = Box::new(check);
         self
     }
@@ -278,11 +304,17 @@ impl QueueFs {
     // ------------------------------------------------------------------ nodes
 
     fn node(&self, op: &'static str, ino: u64) -> Result<Node> {
-        self.inodes.lock().unwrap().node(ino).ok_or_else(|| FsError::new(op, format!("inode {ino}"), FsErrorKind::NotFound))
+        self.inodes
+            .lock()
+            .unwrap()
+            .node(ino)
+            .ok_or_else(|| FsError::new(op, format!("inode {ino}"), FsErrorKind::NotFound))
     }
 
     fn queue(&self, op: &'static str, node: &Node) -> Result<Arc<Queue>> {
-        let q = node.queue().ok_or_else(|| err(op, node, FsErrorKind::NotFound))?;
+        let q = node
+            .queue()
+            .ok_or_else(|| err(op, node, FsErrorKind::NotFound))?;
         self.broker.queue(q).map_err(|e| err(op, node, e))
     }
 
@@ -293,7 +325,9 @@ impl QueueFs {
             Node::Queue(q) => FileKind::from_name(name)
                 .map(|k| Node::File(q.clone(), k))
                 .or_else(|| DirKind::from_name(name).map(|d| Node::Dir(q.clone(), d))),
-            Node::Dir(q, d) => is_valid_id(name).then(|| Node::Entry(q.clone(), *d, name.to_string())),
+            Node::Dir(q, d) => {
+                is_valid_id(name).then(|| Node::Entry(q.clone(), *d, name.to_string()))
+            }
             Node::File(..) | Node::Entry(..) => None,
         }
     }
@@ -309,9 +343,16 @@ impl QueueFs {
             return Ok(false);
         }
         match node {
-            Node::Entry(_, DirKind::Work, id) => Ok(self.queue(op, node)?.resolve_in_flight(id).map_err(|e| err(op, node, e))?.is_some()),
+            Node::Entry(_, DirKind::Work, id) => Ok(self
+                .queue(op, node)?
+                .resolve_in_flight(id)
+                .map_err(|e| err(op, node, e))?
+                .is_some()),
             Node::Entry(_, DirKind::Messages, id) => {
-                let waiting = self.queue(op, node)?.waiting().map_err(|e| err(op, node, e))?;
+                let waiting = self
+                    .queue(op, node)?
+                    .waiting()
+                    .map_err(|e| err(op, node, e))?;
                 Ok(waiting.iter().any(|w| w.id == *id))
             }
             _ => Ok(true),
@@ -347,7 +388,11 @@ impl QueueFs {
     }
 
     fn writable(&self, op: &'static str, node: &Node) -> Result<()> {
-        if self.opts.read_only { Err(err(op, node, FsErrorKind::ReadOnly)) } else { Ok(()) }
+        if self.opts.read_only {
+            Err(err(op, node, FsErrorKind::ReadOnly))
+        } else {
+            Ok(())
+        }
     }
 
     // ------------------------------------------------------------------ lookup and attributes
@@ -383,16 +428,31 @@ impl QueueFs {
         const OP: &str = "setattr";
         let node = self.node(OP, ino)?;
         if change.mode.is_some() || change.uid.is_some() || change.gid.is_some() {
-            return Err(err(OP, &node, FsErrorKind::NotSupported("owners and modes are set by mount options")));
+            return Err(err(
+                OP,
+                &node,
+                FsErrorKind::NotSupported("owners and modes are set by mount options"),
+            ));
         }
         if let Some(size) = change.size {
             match &node {
-                Node::File(_, FileKind::In | FileKind::Ack | FileKind::Nack | FileKind::Config) => {}
-                _ => return Err(err(OP, &node, FsErrorKind::Access("this file is not writable"))),
+                Node::File(_, FileKind::In | FileKind::Ack | FileKind::Nack | FileKind::Config) => {
+                }
+                _ => {
+                    return Err(err(
+                        OP,
+                        &node,
+                        FsErrorKind::Access("this file is not writable"),
+                    ));
+                }
             }
             self.writable(OP, &node)?;
             if size != 0 {
-                return Err(err(OP, &node, FsErrorKind::Invalid("only truncation to size 0 is supported".into())));
+                return Err(err(
+                    OP,
+                    &node,
+                    FsErrorKind::Invalid("only truncation to size 0 is supported".into()),
+                ));
             }
             if let Some(fh) = fh {
                 let file = self.file(OP, &node, fh)?;
@@ -412,13 +472,13 @@ impl QueueFs {
                 }
             }
         }
-        if change.times {
-            if let Node::Entry(_, DirKind::Work, id) = &node {
-                self.writable(OP, &node)?;
-                let queue = self.queue(OP, &node)?;
-                if queue.touch(id).map_err(|e| err(OP, &node, e))?.is_none() {
-                    return Err(err(OP, &node, FsErrorKind::NotFound));
-                }
+        if change.times
+            && let Node::Entry(_, DirKind::Work, id) = &node
+        {
+            self.writable(OP, &node)?;
+            let queue = self.queue(OP, &node)?;
+            if queue.touch(id).map_err(|e| err(OP, &node, e))?.is_none() {
+                return Err(err(OP, &node, FsErrorKind::NotFound));
             }
         }
         Ok(self.attr_of(ino, &node))
@@ -428,29 +488,52 @@ impl QueueFs {
 
     fn list(&self, node: &Node) -> Result<Vec<(Node, String)>> {
         const OP: &str = "readdir";
-        let ids = |names: Vec<String>, d: DirKind, q: &str| names.into_iter().map(|id| (Node::Entry(q.to_string(), d, id.clone()), id)).collect();
+        let ids = |names: Vec<String>, d: DirKind, q: &str| {
+            names
+                .into_iter()
+                .map(|id| (Node::Entry(q.to_string(), d, id.clone()), id))
+                .collect()
+        };
         match node {
             Node::Root => {
                 let queues = self.broker.list_queues().map_err(|e| err(OP, node, e))?;
-                Ok(queues.into_iter().map(|q| (Node::Queue(q.clone()), q)).collect())
+                Ok(queues
+                    .into_iter()
+                    .map(|q| (Node::Queue(q.clone()), q))
+                    .collect())
             }
             Node::Queue(q) => {
                 if !self.exists(OP, node)? {
                     return Err(err(OP, node, FsErrorKind::NotFound));
                 }
-                let files = FileKind::ALL.into_iter().map(|k| (Node::File(q.clone(), k), k.name().to_string()));
-                let dirs = DirKind::ALL.into_iter().map(|d| (Node::Dir(q.clone(), d), d.name().to_string()));
+                let files = FileKind::ALL
+                    .into_iter()
+                    .map(|k| (Node::File(q.clone(), k), k.name().to_string()));
+                let dirs = DirKind::ALL
+                    .into_iter()
+                    .map(|d| (Node::Dir(q.clone(), d), d.name().to_string()));
                 Ok(files.chain(dirs).collect())
             }
             Node::Dir(q, DirKind::Work) => {
                 let queue = self.queue(OP, node)?;
                 let names = queue.in_flight().map_err(|e| err(OP, node, e))?;
-                Ok(ids(names.into_iter().map(|w| w.waiting.id.to_string()).collect(), DirKind::Work, q))
+                Ok(ids(
+                    names
+                        .into_iter()
+                        .map(|w| w.waiting.id.to_string())
+                        .collect(),
+                    DirKind::Work,
+                    q,
+                ))
             }
             Node::Dir(q, DirKind::Messages) => {
                 let queue = self.queue(OP, node)?;
                 let names = queue.waiting().map_err(|e| err(OP, node, e))?;
-                Ok(ids(names.into_iter().map(|w| w.id.to_string()).collect(), DirKind::Messages, q))
+                Ok(ids(
+                    names.into_iter().map(|w| w.id.to_string()).collect(),
+                    DirKind::Messages,
+                    q,
+                ))
             }
             Node::File(..) | Node::Entry(..) => Err(err(OP, node, FsErrorKind::NotDir)),
         }
@@ -466,12 +549,24 @@ impl QueueFs {
             _ => ROOT_INO,
         };
         let mut entries = vec![
-            DirEntry { ino, is_dir: true, name: ".".into() },
-            DirEntry { ino: parent_ino, is_dir: true, name: "..".into() },
+            DirEntry {
+                ino,
+                is_dir: true,
+                name: ".".into(),
+            },
+            DirEntry {
+                ino: parent_ino,
+                is_dir: true,
+                name: "..".into(),
+            },
         ];
         {
             let inodes = self.inodes.lock().unwrap();
-            entries.extend(children.into_iter().map(|(child, name)| DirEntry { ino: inodes.peek(&child), is_dir: child.is_dir(), name }));
+            entries.extend(children.into_iter().map(|(child, name)| DirEntry {
+                ino: inodes.peek(&child),
+                is_dir: child.is_dir(),
+                name,
+            }));
         }
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         self.dirs.lock().unwrap().insert(fh, entries);
@@ -481,8 +576,15 @@ impl QueueFs {
     /// READDIR: entries from `offset` on, each with the offset of the one after it.
     pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<(u64, DirEntry)>> {
         let dirs = self.dirs.lock().unwrap();
-        let entries = dirs.get(&fh).ok_or_else(|| FsError::new("readdir", format!("handle {fh}"), FsErrorKind::BadHandle))?;
-        Ok(entries.iter().enumerate().skip(offset as usize).map(|(i, e)| (i as u64 + 1, e.clone())).collect())
+        let entries = dirs.get(&fh).ok_or_else(|| {
+            FsError::new("readdir", format!("handle {fh}"), FsErrorKind::BadHandle)
+        })?;
+        Ok(entries
+            .iter()
+            .enumerate()
+            .skip(offset as usize)
+            .map(|(i, e)| (i as u64 + 1, e.clone()))
+            .collect())
     }
 
     pub fn releasedir(&self, fh: u64) {
@@ -495,10 +597,18 @@ impl QueueFs {
         let parent = self.node(OP, parent)?;
         let node = Node::Queue(name.to_string());
         if parent != Node::Root {
-            return Err(FsError::new(OP, child_path(&parent, name), FsErrorKind::NotSupported("queues are made in the root only")));
+            return Err(FsError::new(
+                OP,
+                child_path(&parent, name),
+                FsErrorKind::NotSupported("queues are made in the root only"),
+            ));
         }
         self.writable(OP, &node)?;
-        if !self.broker.create_queue(name).map_err(|e| err(OP, &node, e))? {
+        if !self
+            .broker
+            .create_queue(name)
+            .map_err(|e| err(OP, &node, e))?
+        {
             return Err(err(OP, &node, FsErrorKind::Exists));
         }
         let ino = self.inodes.lock().unwrap().remember(node.clone());
@@ -509,16 +619,23 @@ impl QueueFs {
     pub fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
         const OP: &str = "rmdir";
         let parent = self.node(OP, parent)?;
-        let node = Self::child(&parent, name).ok_or_else(|| FsError::new(OP, child_path(&parent, name), FsErrorKind::NotFound))?;
+        let node = Self::child(&parent, name)
+            .ok_or_else(|| FsError::new(OP, child_path(&parent, name), FsErrorKind::NotFound))?;
         match &node {
             Node::Queue(q) => {
                 self.writable(OP, &node)?;
                 if !self.exists(OP, &node)? {
                     return Err(err(OP, &node, FsErrorKind::NotFound));
                 }
-                self.broker.delete_queue(q, true).map_err(|e| err(OP, &node, e))
+                self.broker
+                    .delete_queue(q, true)
+                    .map_err(|e| err(OP, &node, e))
             }
-            Node::Dir(..) => Err(err(OP, &node, FsErrorKind::NotSupported("part of every queue"))),
+            Node::Dir(..) => Err(err(
+                OP,
+                &node,
+                FsErrorKind::NotSupported("part of every queue"),
+            )),
             _ => Err(err(OP, &node, FsErrorKind::NotDir)),
         }
     }
@@ -527,17 +644,26 @@ impl QueueFs {
     pub fn unlink(&self, parent: u64, name: &str) -> Result<()> {
         const OP: &str = "unlink";
         let parent = self.node(OP, parent)?;
-        let node = Self::child(&parent, name).ok_or_else(|| FsError::new(OP, child_path(&parent, name), FsErrorKind::NotFound))?;
+        let node = Self::child(&parent, name)
+            .ok_or_else(|| FsError::new(OP, child_path(&parent, name), FsErrorKind::NotFound))?;
         match &node {
             Node::Entry(_, DirKind::Work, id) => {
                 self.writable(OP, &node)?;
-                match self.queue(OP, &node)?.ack(id).map_err(|e| err(OP, &node, e))? {
+                match self
+                    .queue(OP, &node)?
+                    .ack(id)
+                    .map_err(|e| err(OP, &node, e))?
+                {
                     AckOutcome::Acked(_) => Ok(()),
                     AckOutcome::NotFound => Err(err(OP, &node, FsErrorKind::NotFound)),
                 }
             }
             Node::Queue(_) | Node::Dir(..) => Err(err(OP, &node, FsErrorKind::IsDir)),
-            _ => Err(err(OP, &node, FsErrorKind::NotSupported("only work/<id> can be removed (it acks)"))),
+            _ => Err(err(
+                OP,
+                &node,
+                FsErrorKind::NotSupported("only work/<id> can be removed (it acks)"),
+            )),
         }
     }
 
@@ -547,42 +673,85 @@ impl QueueFs {
             Ok(p) => child_path(&p, name),
             Err(_) => name.to_string(),
         };
-        FsError::new(op, path, FsErrorKind::NotSupported("the tree has a fixed shape"))
+        FsError::new(
+            op,
+            path,
+            FsErrorKind::NotSupported("the tree has a fixed shape"),
+        )
     }
 
     // ------------------------------------------------------------------ files
 
     /// True if opening `ino` may block for long (`wait`): the adapter runs it on its own thread.
     pub fn open_may_block(&self, ino: u64) -> bool {
-        matches!(self.inodes.lock().unwrap().node(ino), Some(Node::File(_, FileKind::Wait)))
+        matches!(
+            self.inodes.lock().unwrap().node(ino),
+            Some(Node::File(_, FileKind::Wait))
+        )
     }
 
     fn file(&self, op: &'static str, node: &Node, fh: u64) -> Result<Arc<Mutex<OpenFile>>> {
-        self.files.lock().unwrap().get(&fh).cloned().ok_or_else(|| err(op, node, FsErrorKind::BadHandle))
+        self.files
+            .lock()
+            .unwrap()
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| err(op, node, FsErrorKind::BadHandle))
     }
 
     fn file_by_handle(&self, op: &'static str, fh: u64) -> Result<Arc<Mutex<OpenFile>>> {
-        self.files.lock().unwrap().get(&fh).cloned().ok_or_else(|| FsError::new(op, format!("handle {fh}"), FsErrorKind::BadHandle))
+        self.files
+            .lock()
+            .unwrap()
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| FsError::new(op, format!("handle {fh}"), FsErrorKind::BadHandle))
     }
 
     /// OPEN. `pid` is the caller's, for noticing that a waiting reader is being killed.
     pub fn open(&self, ino: u64, access: Access, pid: u32) -> Result<u64> {
         const OP: &str = "open";
         let node = self.node(OP, ino)?;
-        let read_only_file = |what: &'static str| if access.writes() { Err(err(OP, &node, FsErrorKind::Access(what))) } else { Ok(()) };
+        let read_only_file = |what: &'static str| {
+            if access.writes() {
+                Err(err(OP, &node, FsErrorKind::Access(what)))
+            } else {
+                Ok(())
+            }
+        };
         let handle = match &node {
-            Node::Root | Node::Queue(_) | Node::Dir(..) => return Err(err(OP, &node, FsErrorKind::IsDir)),
+            Node::Root | Node::Queue(_) | Node::Dir(..) => {
+                return Err(err(OP, &node, FsErrorKind::IsDir));
+            }
             Node::File(q, kind @ (FileKind::In | FileKind::Ack | FileKind::Nack)) => {
                 if access != Access::Write {
-                    return Err(err(OP, &node, FsErrorKind::Access("write-only: it takes what is written to it")));
+                    return Err(err(
+                        OP,
+                        &node,
+                        FsErrorKind::Access("write-only: it takes what is written to it"),
+                    ));
                 }
                 self.writable(OP, &node)?;
                 let queue = self.queue(OP, &node)?;
                 if *kind == FileKind::In {
-                    let limit = queue.settings().map_err(|e| err(OP, &node, e))?.max_message_bytes;
-                    Handle::Publishing(Publishing { queue: q.clone(), body: Vec::new(), limit, wrote: false, checked: 0, refused: None })
+                    let limit = queue
+                        .settings()
+                        .map_err(|e| err(OP, &node, e))?
+                        .max_message_bytes;
+                    Handle::Publishing(Publishing {
+                        queue: q.clone(),
+                        body: Vec::new(),
+                        limit,
+                        wrote: false,
+                        checked: 0,
+                        refused: None,
+                    })
                 } else {
-                    Handle::Ids { queue: q.clone(), nack: *kind == FileKind::Nack, partial: Vec::new() }
+                    Handle::Ids {
+                        queue: q.clone(),
+                        nack: *kind == FileKind::Nack,
+                        partial: Vec::new(),
+                    }
                 }
             }
             Node::File(_, kind @ (FileKind::Next | FileKind::Wait | FileKind::Claim)) => {
@@ -592,16 +761,37 @@ impl QueueFs {
             }
             Node::File(_, FileKind::Status) => {
                 read_only_file("read-only")?;
-                let s = self.queue(OP, &node)?.status(true).map_err(|e| err(OP, &node, e))?;
-                let age = s.oldest_waiting_age.map(|a| a.to_string()).unwrap_or_else(|| "null".into());
-                let text = format!("queue: {}\nwaiting: {}\nin_flight: {}\noldest_waiting_age: {age}\n", node.queue().unwrap_or(""), s.waiting, s.in_flight);
+                let s = self
+                    .queue(OP, &node)?
+                    .status(true)
+                    .map_err(|e| err(OP, &node, e))?;
+                let age = s
+                    .oldest_waiting_age
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "null".into());
+                let text = format!(
+                    "queue: {}\nwaiting: {}\nin_flight: {}\noldest_waiting_age: {age}\n",
+                    node.queue().unwrap_or(""),
+                    s.waiting,
+                    s.in_flight
+                );
                 Handle::Snapshot(text.into_bytes())
             }
             Node::File(q, FileKind::Config) => {
-                let text = self.queue(OP, &node)?.read_config_text().map_err(|e| err(OP, &node, e))?.into_bytes();
+                let text = self
+                    .queue(OP, &node)?
+                    .read_config_text()
+                    .map_err(|e| err(OP, &node, e))?
+                    .into_bytes();
                 if access.writes() {
                     self.writable(OP, &node)?;
-                    Handle::Config { queue: q.clone(), snapshot: text, text: Vec::new(), dirty: false, refused: false }
+                    Handle::Config {
+                        queue: q.clone(),
+                        snapshot: text,
+                        text: Vec::new(),
+                        dirty: false,
+                        refused: false,
+                    }
                 } else {
                     Handle::Snapshot(text)
                 }
@@ -614,7 +804,11 @@ impl QueueFs {
                     Some(w) => queue.read_in_flight(&w).map_err(|e| err(OP, &node, e))?,
                     None => None,
                 };
-                Handle::Snapshot(msg.ok_or_else(|| err(OP, &node, FsErrorKind::NotFound))?.body_text().into_bytes())
+                Handle::Snapshot(
+                    msg.ok_or_else(|| err(OP, &node, FsErrorKind::NotFound))?
+                        .body_text()
+                        .into_bytes(),
+                )
             }
             Node::Entry(_, DirKind::Messages, id) => {
                 read_only_file("read-only: reading it takes nothing")?;
@@ -624,11 +818,21 @@ impl QueueFs {
                     Some(w) => queue.read_waiting(w).map_err(|e| err(OP, &node, e))?,
                     None => None,
                 };
-                Handle::Snapshot(msg.ok_or_else(|| err(OP, &node, FsErrorKind::NotFound))?.body_text().into_bytes())
+                Handle::Snapshot(
+                    msg.ok_or_else(|| err(OP, &node, FsErrorKind::NotFound))?
+                        .body_text()
+                        .into_bytes(),
+                )
             }
         };
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.files.lock().unwrap().insert(fh, Arc::new(Mutex::new(OpenFile { path: node.path(), handle })));
+        self.files.lock().unwrap().insert(
+            fh,
+            Arc::new(Mutex::new(OpenFile {
+                path: node.path(),
+                handle,
+            })),
+        );
         Ok(fh)
     }
 
@@ -638,11 +842,15 @@ impl QueueFs {
         let queue = self.queue(OP, node)?;
         let delivery: Option<Delivery> = if kind == FileKind::Wait {
             let give_up = || self.shutting_down.load(Ordering::Relaxed) || (self.interrupted)(pid);
-            let got = queue.consume_wait(self.opts.wait_limit, self.opts.wait_poll, &give_up).map_err(|e| err(OP, node, e))?;
+            let got = queue
+                .consume_wait(self.opts.wait_limit, self.opts.wait_poll, &give_up)
+                .map_err(|e| err(OP, node, e))?;
             if (self.interrupted)(pid) {
                 // The reader is dying: it must not take the message with it.
                 if let Some(d) = &got {
-                    queue.give_back(&d.work_name).map_err(|e| err(OP, node, e))?;
+                    queue
+                        .give_back(&d.work_name)
+                        .map_err(|e| err(OP, node, e))?;
                 }
                 return Err(err(OP, node, FsErrorKind::Interrupted));
             }
@@ -651,8 +859,20 @@ impl QueueFs {
             queue.consume_one().map_err(|e| err(OP, node, e))?
         };
         let d = delivery.ok_or_else(|| err(OP, node, FsErrorKind::Empty))?;
-        let bytes = if kind == FileKind::Claim { format!("{}\n", d.message.to_json()).into_bytes() } else { d.message.body_text().into_bytes() };
-        Ok(Delivering { queue: queue.name().to_string(), work: d.work_name, bytes, handed: 0, read_any: false, ack_when_done: kind != FileKind::Claim, reader_killed: false })
+        let bytes = if kind == FileKind::Claim {
+            format!("{}\n", d.message.to_json()).into_bytes()
+        } else {
+            d.message.body_text().into_bytes()
+        };
+        Ok(Delivering {
+            queue: queue.name().to_string(),
+            work: d.work_name,
+            bytes,
+            handed: 0,
+            read_any: false,
+            ack_when_done: kind != FileKind::Claim,
+            reader_killed: false,
+        })
     }
 
     /// READ at `offset` (offsets are honoured: under direct I/O a reader stops at an empty read).
@@ -667,8 +887,15 @@ impl QueueFs {
                 d.handed = d.handed.max(offset as usize + data.len());
                 Ok(data)
             }
-            Handle::Snapshot(bytes) | Handle::Config { snapshot: bytes, .. } => Ok(slice_at(bytes, offset, size)),
-            Handle::Publishing(_) | Handle::Ids { .. } => Err(FsError::new("read", path, FsErrorKind::Access("write-only"))),
+            Handle::Snapshot(bytes)
+            | Handle::Config {
+                snapshot: bytes, ..
+            } => Ok(slice_at(bytes, offset, size)),
+            Handle::Publishing(_) | Handle::Ids { .. } => Err(FsError::new(
+                "read",
+                path,
+                FsErrorKind::Access("write-only"),
+            )),
         }
     }
 
@@ -705,20 +932,34 @@ impl QueueFs {
                 }
                 Ok(data.len() as u32)
             }
-            Handle::Config { queue, text, dirty, refused, .. } => {
+            Handle::Config {
+                queue,
+                text,
+                dirty,
+                refused,
+                ..
+            } => {
                 if *refused {
-                    return Err(fail(FsErrorKind::Invalid("the settings written are refused".into())));
+                    return Err(fail(FsErrorKind::Invalid(
+                        "the settings written are refused".into(),
+                    )));
                 }
                 if offset + data.len() > MAX_CONFIG_BYTES {
                     *refused = true;
-                    return Err(fail(FsErrorKind::TooLarge { limit: MAX_CONFIG_BYTES as u64 }));
+                    return Err(fail(FsErrorKind::TooLarge {
+                        limit: MAX_CONFIG_BYTES as u64,
+                    }));
                 }
                 place(text, offset, data);
                 *dirty = true;
                 // Shells ignore errors from close(): refuse bad settings here, where `echo` sees
                 // it. Text is judged at line ends only, where a prefix of good YAML is good YAML.
                 if text.ends_with(b"\n") {
-                    let path_on_disk = self.broker.root().join(queue.as_str()).join(engine::config::CONFIG_FILE);
+                    let path_on_disk = self
+                        .broker
+                        .root()
+                        .join(queue.as_str())
+                        .join(engine::config::CONFIG_FILE);
                     if let Err(e) = engine::config::validate(&path_on_disk, text) {
                         *refused = true;
                         return Err(fail(e.into()));
@@ -726,7 +967,11 @@ impl QueueFs {
                 }
                 Ok(data.len() as u32)
             }
-            Handle::Ids { queue, nack, partial } => {
+            Handle::Ids {
+                queue,
+                nack,
+                partial,
+            } => {
                 partial.extend_from_slice(data);
                 let (queue, nack) = (queue.clone(), *nack);
                 let mut first_error = None;
@@ -740,7 +985,9 @@ impl QueueFs {
                     None => Ok(data.len() as u32),
                 }
             }
-            Handle::Delivering(_) | Handle::Snapshot(_) => Err(fail(FsErrorKind::Access("read-only"))),
+            Handle::Delivering(_) | Handle::Snapshot(_) => {
+                Err(fail(FsErrorKind::Access("read-only")))
+            }
         }
     }
 
@@ -748,7 +995,9 @@ impl QueueFs {
     fn settle(&self, queue: &str, nack: bool, line: &[u8], path: &str) -> Result<()> {
         let op = if nack { "nack" } else { "ack" };
         let fail = |kind: FsErrorKind| FsError::new(op, path.to_string(), kind);
-        let id = std::str::from_utf8(line).map_err(|_| fail(FsErrorKind::Invalid("a message id is ASCII".into())))?.trim();
+        let id = std::str::from_utf8(line)
+            .map_err(|_| fail(FsErrorKind::Invalid("a message id is ASCII".into())))?
+            .trim();
         if id.is_empty() {
             return Ok(());
         }
@@ -758,7 +1007,11 @@ impl QueueFs {
         } else {
             q.ack(id).map_err(|e| fail(e.into()))? != AckOutcome::NotFound
         };
-        if found { Ok(()) } else { Err(fail(FsErrorKind::NotFound)) }
+        if found {
+            Ok(())
+        } else {
+            Err(fail(FsErrorKind::NotFound))
+        }
     }
 
     /// FLUSH (each close of a descriptor; its error is what close() returns). Applies a new
@@ -781,14 +1034,20 @@ impl QueueFs {
         let file = self.file_by_handle(OP, fh)?;
         let mut file = file.lock().unwrap();
         let path = file.path.clone();
-        if matches!(file.handle, Handle::Publishing(_) | Handle::Delivering(_)) && (self.killed)(pid) {
+        if matches!(file.handle, Handle::Publishing(_) | Handle::Delivering(_))
+            && (self.killed)(pid)
+        {
             match &mut file.handle {
                 Handle::Publishing(p) if p.wrote => {
-                    log::warn!("{path}: the writer (pid {pid}) was killed before it closed: nothing is published");
+                    log::warn!(
+                        "{path}: the writer (pid {pid}) was killed before it closed: nothing is published"
+                    );
                     p.refused = Some(Refusal::WriterKilled);
                 }
                 Handle::Delivering(d) => {
-                    log::info!("{path}: the reader (pid {pid}) was killed: the message goes back to the queue");
+                    log::info!(
+                        "{path}: the reader (pid {pid}) was killed: the message goes back to the queue"
+                    );
                     d.reader_killed = true;
                 }
                 _ => {}
@@ -806,18 +1065,36 @@ impl QueueFs {
                 }
                 Ok(())
             }
-            Handle::Config { queue, text, dirty, refused, .. } => {
+            Handle::Config {
+                queue,
+                text,
+                dirty,
+                refused,
+                ..
+            } => {
                 if *refused {
-                    return Err(FsError::new(OP, path, FsErrorKind::Invalid("the settings written were refused".into())));
+                    return Err(FsError::new(
+                        OP,
+                        path,
+                        FsErrorKind::Invalid("the settings written were refused".into()),
+                    ));
                 }
                 if !*dirty {
                     return Ok(());
                 }
                 *dirty = false;
-                let q = self.broker.queue(queue).map_err(|e| FsError::new(OP, path.clone(), e))?;
-                q.write_config_text(text).map_err(|e| FsError::new(OP, path, e))
+                let q = self
+                    .broker
+                    .queue(queue)
+                    .map_err(|e| FsError::new(OP, path.clone(), e))?;
+                q.write_config_text(text)
+                    .map_err(|e| FsError::new(OP, path, e))
             }
-            Handle::Ids { queue, nack, partial } => {
+            Handle::Ids {
+                queue,
+                nack,
+                partial,
+            } => {
                 let line = std::mem::take(partial);
                 let (queue, nack) = (queue.clone(), *nack);
                 self.settle(&queue, nack, &line, &path)
@@ -830,7 +1107,13 @@ impl QueueFs {
     /// body was handed over whole, gives back one that was not.
     pub fn release(&self, fh: u64) -> Result<()> {
         let file = self.files.lock().unwrap().remove(&fh);
-        let Some(file) = file else { return Err(FsError::new("release", format!("handle {fh}"), FsErrorKind::BadHandle)) };
+        let Some(file) = file else {
+            return Err(FsError::new(
+                "release",
+                format!("handle {fh}"),
+                FsErrorKind::BadHandle,
+            ));
+        };
         let file = take_open_file(file);
         self.finish(file, false)
     }
@@ -844,9 +1127,11 @@ impl QueueFs {
                 if !p.wrote || p.refused.is_some() || shutting_down {
                     return Ok(());
                 }
-                let body = String::from_utf8(p.body).map_err(|_| FsError::new(OP, path.clone(), FsErrorKind::NotUtf8))?;
+                let body = String::from_utf8(p.body)
+                    .map_err(|_| FsError::new(OP, path.clone(), FsErrorKind::NotUtf8))?;
                 let q = self.broker.queue(&p.queue).map_err(fail)?;
-                q.publish(serde_json::Value::String(body), &PublishOptions::default()).map_err(fail)?;
+                q.publish(serde_json::Value::String(body), &PublishOptions::default())
+                    .map_err(fail)?;
                 Ok(())
             }
             Handle::Delivering(d) => {
@@ -862,15 +1147,29 @@ impl QueueFs {
                 }
                 Ok(())
             }
-            Handle::Config { queue, text, dirty, refused, .. } => {
+            Handle::Config {
+                queue,
+                text,
+                dirty,
+                refused,
+                ..
+            } => {
                 if dirty && !refused && !shutting_down {
                     let q = self.broker.queue(&queue).map_err(fail)?;
                     q.write_config_text(&text).map_err(fail)?;
                 }
                 Ok(())
             }
-            Handle::Ids { queue, nack, partial } => {
-                if shutting_down { Ok(()) } else { self.settle(&queue, nack, &partial, &path) }
+            Handle::Ids {
+                queue,
+                nack,
+                partial,
+            } => {
+                if shutting_down {
+                    Ok(())
+                } else {
+                    self.settle(&queue, nack, &partial, &path)
+                }
             }
             Handle::Snapshot(_) => Ok(()),
         }
@@ -923,7 +1222,10 @@ impl QueueFs {
 fn take_open_file(file: Arc<Mutex<OpenFile>>) -> OpenFile {
     let mut guard = file.lock().unwrap_or_else(|p| p.into_inner());
     let handle = std::mem::replace(&mut guard.handle, Handle::Snapshot(Vec::new()));
-    OpenFile { path: guard.path.clone(), handle }
+    OpenFile {
+        path: guard.path.clone(),
+        handle,
+    }
 }
 
 fn refusal_kind(r: Refusal) -> FsErrorKind {

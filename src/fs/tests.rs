@@ -18,16 +18,25 @@ fn fixture_with(opts: FsOptions) -> Fixture {
     let other = Broker::open_or_init(&root).unwrap();
     other.create_queue("q").unwrap();
     let fs = Arc::new(QueueFs::new(Broker::open(&root).unwrap(), opts));
-    Fixture { _dir: dir, fs, other }
+    Fixture {
+        _dir: dir,
+        fs,
+        other,
+    }
 }
 
 fn fixture() -> Fixture {
-    fixture_with(FsOptions { wait_limit: Duration::from_millis(400), wait_poll: Duration::from_millis(20), ..FsOptions::default() })
+    fixture_with(FsOptions {
+        wait_limit: Duration::from_millis(400),
+        wait_poll: Duration::from_millis(20),
+        ..FsOptions::default()
+    })
 }
 
 impl Fixture {
     fn ino(&self, path: &str) -> u64 {
-        self.try_ino(path).unwrap_or_else(|e| panic!("lookup {path}: {e}"))
+        self.try_ino(path)
+            .unwrap_or_else(|e| panic!("lookup {path}: {e}"))
     }
 
     fn try_ino(&self, path: &str) -> Result<u64> {
@@ -40,8 +49,17 @@ impl Fixture {
 
     /// open, write in chunks, flush, release: what `echo body > in` does.
     fn publish(&self, queue: &str, chunks: &[&[u8]]) -> Result<()> {
-        let fh = self.fs.open(self.ino(&format!("{queue}/in")), Access::Write, 1)?;
-        self.fs.setattr(self.ino(&format!("{queue}/in")), Some(fh), &SetAttr { size: Some(0), ..SetAttr::default() })?;
+        let fh = self
+            .fs
+            .open(self.ino(&format!("{queue}/in")), Access::Write, 1)?;
+        self.fs.setattr(
+            self.ino(&format!("{queue}/in")),
+            Some(fh),
+            &SetAttr {
+                size: Some(0),
+                ..SetAttr::default()
+            },
+        )?;
         self.fs.flush(fh, 1)?; // the shell's dup2 closes a copy before writing
         let mut offset = 0u64;
         let mut result = Ok(());
@@ -87,7 +105,15 @@ impl Fixture {
     }
 
     fn engine_publish(&self, queue: &str, body: &str) -> String {
-        self.other.queue(queue).unwrap().publish(serde_json::Value::String(body.into()), &PublishOptions::default()).unwrap().id
+        self.other
+            .queue(queue)
+            .unwrap()
+            .publish(
+                serde_json::Value::String(body.into()),
+                &PublishOptions::default(),
+            )
+            .unwrap()
+            .id
     }
 }
 
@@ -98,13 +124,20 @@ fn errno<T: std::fmt::Debug>(r: Result<T>) -> i32 {
 #[test]
 fn in_publishes_exactly_the_bytes_written_and_next_consumes_them() {
     let f = fixture();
-    f.publish("q", &[b"hello ", b"w\xc3", b"\xa9rld\n"]).unwrap();
+    f.publish("q", &[b"hello ", b"w\xc3", b"\xa9rld\n"])
+        .unwrap();
     let q = f.other.queue("q").unwrap();
     let msg = q.read_waiting(&q.waiting().unwrap()[0]).unwrap().unwrap();
-    assert_eq!(msg.message, serde_json::Value::String("hello wérld\n".into()));
+    assert_eq!(
+        msg.message,
+        serde_json::Value::String("hello wérld\n".into())
+    );
     assert_eq!(f.cat("q/next").unwrap(), "hello wérld\n".as_bytes());
     assert_eq!(f.counts("q"), (0, 0), "read to EOF and closed: acked");
-    assert_eq!(errno(f.fs.open(f.ino("q/next"), Access::Read, 1)), libc::ENODATA);
+    assert_eq!(
+        errno(f.fs.open(f.ino("q/next"), Access::Read, 1)),
+        libc::ENODATA
+    );
     assert_eq!(f.fs.open_file_count(), 0);
 }
 
@@ -118,7 +151,8 @@ fn an_open_without_writes_publishes_nothing() {
 #[test]
 fn oversized_and_non_utf8_bodies_fail_the_write_and_publish_nothing() {
     let f = fixture();
-    f.write_file("q/ddmq.yaml", b"max_message_bytes: 8\n").unwrap();
+    f.write_file("q/ddmq.yaml", b"max_message_bytes: 8\n")
+        .unwrap();
     assert_eq!(errno(f.publish("q", &[b"12345", b"6789"])), libc::EFBIG);
     assert_eq!(errno(f.publish("q", &[b"ok", b"\xff"])), libc::EILSEQ);
     // A character cut at the end and never completed fails the close.
@@ -165,12 +199,23 @@ fn byte_by_byte_reads_of_a_whole_line_ack_like_shell_read() {
 fn next_follows_priority_then_fifo_and_sees_other_clients() {
     let f = fixture();
     let q = f.other.queue("q").unwrap();
-    let publish = |body: &str, priority| q.publish(serde_json::Value::String(body.into()), &PublishOptions { priority: Some(priority), ..Default::default() }).unwrap();
+    let publish = |body: &str, priority| {
+        q.publish(
+            serde_json::Value::String(body.into()),
+            &PublishOptions {
+                priority: Some(priority),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
     publish("late", 5);
     f.publish("q", &[b"default"]).unwrap(); // queue default priority 999
     publish("urgent", 0);
     publish("late2", 5);
-    let order: Vec<String> = (0..4).map(|_| String::from_utf8(f.cat("q/next").unwrap()).unwrap()).collect();
+    let order: Vec<String> = (0..4)
+        .map(|_| String::from_utf8(f.cat("q/next").unwrap()).unwrap())
+        .collect();
     assert_eq!(order, ["urgent", "late", "late2", "default"]);
 }
 
@@ -184,7 +229,10 @@ fn claim_returns_the_record_and_leaves_it_in_flight_until_acked() {
     assert_eq!(record["requeue_counter"], 0);
     assert_eq!(f.counts("q"), (0, 1));
     assert_eq!(f.cat(&format!("q/work/{id}")).unwrap(), b"job");
-    assert_eq!(errno(f.write_file("q/ack", b"0123456789abcdef\n")), libc::ENOENT);
+    assert_eq!(
+        errno(f.write_file("q/ack", b"0123456789abcdef\n")),
+        libc::ENOENT
+    );
     assert_eq!(errno(f.write_file("q/ack", b"not/an id\n")), libc::EINVAL);
     f.write_file("q/ack", format!("{id}\n").as_bytes()).unwrap();
     assert_eq!(f.counts("q"), (0, 0));
@@ -200,25 +248,46 @@ fn nack_requeues_and_rm_acks_and_touch_extends_the_lease() {
     f.cat("q/claim").unwrap();
     // Both ids in one write, the second line completed by the close.
     let fh = f.fs.open(f.ino("q/nack"), Access::Write, 1).unwrap();
-    f.fs.write(fh, 0, format!("{a}\n{}", &b[..4]).as_bytes()).unwrap();
+    f.fs.write(fh, 0, format!("{a}\n{}", &b[..4]).as_bytes())
+        .unwrap();
     f.fs.write(fh, 0, &b.as_bytes()[4..]).unwrap();
     f.fs.flush(fh, 1).unwrap();
     f.fs.release(fh).unwrap();
     let q = f.other.queue("q").unwrap();
     assert_eq!(f.counts("q"), (2, 0));
-    assert_eq!(q.read_waiting(&q.waiting().unwrap()[0]).unwrap().unwrap().requeue_counter, 1);
+    assert_eq!(
+        q.read_waiting(&q.waiting().unwrap()[0])
+            .unwrap()
+            .unwrap()
+            .requeue_counter,
+        1
+    );
 
-    f.write_file("q/ddmq.yaml", b"message_timeout: 5\n").unwrap();
+    f.write_file("q/ddmq.yaml", b"message_timeout: 5\n")
+        .unwrap();
     f.cat("q/claim").unwrap();
     let before = q.in_flight().unwrap()[0].clone();
-    f.write_file("q/ddmq.yaml", b"message_timeout: 500\n").unwrap();
+    f.write_file("q/ddmq.yaml", b"message_timeout: 500\n")
+        .unwrap();
     let entry = f.ino(&format!("q/work/{}", before.waiting.id));
-    f.fs.setattr(entry, None, &SetAttr { times: true, ..SetAttr::default() }).unwrap();
+    f.fs.setattr(
+        entry,
+        None,
+        &SetAttr {
+            times: true,
+            ..SetAttr::default()
+        },
+    )
+    .unwrap();
     let after = q.in_flight().unwrap()[0].clone();
     assert!(after.expiry >= before.expiry + 400, "{before} -> {after}");
-    f.fs.unlink(f.ino("q/work"), &before.waiting.id.to_string()).unwrap();
+    f.fs.unlink(f.ino("q/work"), &before.waiting.id.to_string())
+        .unwrap();
     assert_eq!(f.counts("q"), (1, 0));
-    assert_eq!(errno(f.fs.unlink(f.ino("q/work"), &before.waiting.id.to_string())), libc::ENOENT);
+    assert_eq!(
+        errno(f.fs.unlink(f.ino("q/work"), &before.waiting.id.to_string())),
+        libc::ENOENT
+    );
     assert_eq!(errno(f.fs.unlink(f.ino("q"), "next")), libc::EPERM);
 }
 
@@ -226,13 +295,39 @@ fn nack_requeues_and_rm_acks_and_touch_extends_the_lease() {
 fn messages_lists_waiting_in_delivery_order_and_tolerates_vanishing_entries() {
     let f = fixture();
     let q = f.other.queue("q").unwrap();
-    let low = q.publish("low".into(), &PublishOptions { priority: Some(9), ..Default::default() }).unwrap().id;
-    let high = q.publish("high".into(), &PublishOptions { priority: Some(1), ..Default::default() }).unwrap().id;
+    let low = q
+        .publish(
+            "low".into(),
+            &PublishOptions {
+                priority: Some(9),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .id;
+    let high = q
+        .publish(
+            "high".into(),
+            &PublishOptions {
+                priority: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .id;
     let dir = f.ino("q/messages");
     let fh = f.fs.opendir(dir).unwrap();
-    let names: Vec<String> = f.fs.readdir(fh, 0).unwrap().into_iter().map(|(_, e)| e.name).collect();
+    let names: Vec<String> =
+        f.fs.readdir(fh, 0)
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e.name)
+            .collect();
     f.fs.releasedir(fh);
-    assert_eq!(names, [".".to_string(), "..".into(), high.clone(), low.clone()]);
+    assert_eq!(
+        names,
+        [".".to_string(), "..".into(), high.clone(), low.clone()]
+    );
     // Paging from an offset continues where the kernel left off.
     let fh = f.fs.opendir(dir).unwrap();
     let rest = f.fs.readdir(fh, 3).unwrap();
@@ -247,8 +342,14 @@ fn messages_lists_waiting_in_delivery_order_and_tolerates_vanishing_entries() {
     let d = q.consume(1, &ConsumeOptions { clean: false }).unwrap();
     assert_eq!(d[0].message.id, high);
     assert_eq!(errno(f.fs.open(held, Access::Read, 1)), libc::ENOENT);
-    assert_eq!(errno(f.try_ino(&format!("q/messages/{high}"))), libc::ENOENT);
-    assert_eq!(errno(f.fs.open(f.ino(&format!("q/messages/{low}")), Access::Write, 1)), libc::EACCES);
+    assert_eq!(
+        errno(f.try_ino(&format!("q/messages/{high}"))),
+        libc::ENOENT
+    );
+    assert_eq!(
+        errno(f.fs.open(f.ino(&format!("q/messages/{low}")), Access::Write, 1)),
+        libc::EACCES
+    );
 }
 
 #[test]
@@ -272,7 +373,12 @@ fn queues_are_made_and_removed_with_mkdir_and_rmdir() {
     f.other.delete_queue("gone", true).unwrap();
     assert_eq!(errno(f.try_ino("gone")), libc::ENOENT);
     let fh = f.fs.opendir(ROOT_INO).unwrap();
-    let names: Vec<String> = f.fs.readdir(fh, 0).unwrap().into_iter().map(|(_, e)| e.name).collect();
+    let names: Vec<String> =
+        f.fs.readdir(fh, 0)
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e.name)
+            .collect();
     assert_eq!(names, [".", "..", "q"]);
 }
 
@@ -280,15 +386,24 @@ fn queues_are_made_and_removed_with_mkdir_and_rmdir() {
 fn settings_file_refuses_invalid_text_and_changes_nothing() {
     let f = fixture();
     let before = f.cat("q/ddmq.yaml").unwrap();
-    assert_eq!(errno(f.write_file("q/ddmq.yaml", b"message_timeout: soon\n")), libc::EINVAL);
-    assert_eq!(errno(f.write_file("q/ddmq.yaml", b"- a list\n")), libc::EINVAL);
+    assert_eq!(
+        errno(f.write_file("q/ddmq.yaml", b"message_timeout: soon\n")),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno(f.write_file("q/ddmq.yaml", b"- a list\n")),
+        libc::EINVAL
+    );
     // The write itself fails (shells ignore errors from close), and later writes change nothing.
     let fh = f.fs.open(f.ino("q/ddmq.yaml"), Access::Write, 1).unwrap();
     assert_eq!(errno(f.fs.write(fh, 0, b"priority: high\n")), libc::EINVAL);
     assert_eq!(errno(f.fs.write(fh, 0, b"priority: 1\n")), libc::EINVAL);
     f.fs.release(fh).unwrap();
     // Without a final newline it is judged on close.
-    assert_eq!(errno(f.write_file("q/ddmq.yaml", b"priority: high")), libc::EINVAL);
+    assert_eq!(
+        errno(f.write_file("q/ddmq.yaml", b"priority: high")),
+        libc::EINVAL
+    );
     assert_eq!(f.cat("q/ddmq.yaml").unwrap(), before);
     f.write_file("q/ddmq.yaml", b"priority: 3\n").unwrap();
     assert_eq!(f.other.queue("q").unwrap().settings().unwrap().priority, 3);
@@ -301,10 +416,18 @@ fn files_refuse_the_wrong_direction() {
     let f = fixture();
     f.engine_publish("q", "x");
     for path in ["q/next", "q/claim", "q/wait", "q/status"] {
-        assert_eq!(errno(f.fs.open(f.ino(path), Access::Write, 1)), libc::EACCES, "{path}");
+        assert_eq!(
+            errno(f.fs.open(f.ino(path), Access::Write, 1)),
+            libc::EACCES,
+            "{path}"
+        );
     }
     for path in ["q/in", "q/ack", "q/nack"] {
-        assert_eq!(errno(f.fs.open(f.ino(path), Access::Read, 1)), libc::EACCES, "{path}");
+        assert_eq!(
+            errno(f.fs.open(f.ino(path), Access::Read, 1)),
+            libc::EACCES,
+            "{path}"
+        );
     }
     assert_eq!(f.counts("q"), (1, 0));
     assert_eq!(errno(f.fs.open(f.ino("q"), Access::Read, 1)), libc::EISDIR);
@@ -312,11 +435,23 @@ fn files_refuse_the_wrong_direction() {
 
 #[test]
 fn read_only_mount_refuses_every_change() {
-    let f = fixture_with(FsOptions { read_only: true, ..FsOptions::default() });
+    let f = fixture_with(FsOptions {
+        read_only: true,
+        ..FsOptions::default()
+    });
     f.engine_publish("q", "x");
-    assert_eq!(errno(f.fs.open(f.ino("q/in"), Access::Write, 1)), libc::EROFS);
-    assert_eq!(errno(f.fs.open(f.ino("q/next"), Access::Read, 1)), libc::EROFS);
-    assert_eq!(errno(f.fs.open(f.ino("q/ddmq.yaml"), Access::Write, 1)), libc::EROFS);
+    assert_eq!(
+        errno(f.fs.open(f.ino("q/in"), Access::Write, 1)),
+        libc::EROFS
+    );
+    assert_eq!(
+        errno(f.fs.open(f.ino("q/next"), Access::Read, 1)),
+        libc::EROFS
+    );
+    assert_eq!(
+        errno(f.fs.open(f.ino("q/ddmq.yaml"), Access::Write, 1)),
+        libc::EROFS
+    );
     assert_eq!(errno(f.fs.mkdir(ROOT_INO, "new")), libc::EROFS);
     assert_eq!(errno(f.fs.rmdir(ROOT_INO, "q")), libc::EROFS);
     assert_eq!(f.fs.getattr(f.ino("q/in")).unwrap().perm, 0);
@@ -334,7 +469,9 @@ fn wait_blocks_until_a_message_arrives_or_the_limit_passes() {
     let other = f.other.queue("q").unwrap();
     let publisher = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(100));
-        other.publish("arrived".into(), &PublishOptions::default()).unwrap();
+        other
+            .publish("arrived".into(), &PublishOptions::default())
+            .unwrap();
     });
     let fh = f.fs.open(wait, Access::Read, 1).unwrap();
     publisher.join().unwrap();
@@ -351,8 +488,15 @@ fn an_interrupted_waiter_gives_up_and_takes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let other = Broker::open_or_init(dir.path()).unwrap();
     other.create_queue("q").unwrap();
-    let opts = FsOptions { wait_limit: Duration::from_secs(20), wait_poll: Duration::from_millis(20), ..FsOptions::default() };
-    let fs = Arc::new(QueueFs::new(Broker::open(dir.path()).unwrap(), opts).with_interrupt_check(move |pid| pid == 42 && flag.load(Ordering::Relaxed)));
+    let opts = FsOptions {
+        wait_limit: Duration::from_secs(20),
+        wait_poll: Duration::from_millis(20),
+        ..FsOptions::default()
+    };
+    let fs = Arc::new(
+        QueueFs::new(Broker::open(dir.path()).unwrap(), opts)
+            .with_interrupt_check(move |pid| pid == 42 && flag.load(Ordering::Relaxed)),
+    );
     let q_ino = fs.lookup(ROOT_INO, "q").unwrap().ino;
     let wait = fs.lookup(q_ino, "wait").unwrap().ino;
     let waiter = {
@@ -365,8 +509,15 @@ fn an_interrupted_waiter_gives_up_and_takes_nothing() {
     assert_eq!(waiter.join().unwrap(), Err(libc::EINTR));
     assert!(started.elapsed() < Duration::from_secs(10));
     // A message that arrives for a dying reader stays queued.
-    other.queue("q").unwrap().publish("stay".into(), &PublishOptions::default()).unwrap();
-    assert_eq!(fs.open(wait, Access::Read, 42).unwrap_err().errno(), libc::EINTR);
+    other
+        .queue("q")
+        .unwrap()
+        .publish("stay".into(), &PublishOptions::default())
+        .unwrap();
+    assert_eq!(
+        fs.open(wait, Access::Read, 42).unwrap_err().errno(),
+        libc::EINTR
+    );
     let s = other.queue("q").unwrap().status(false).unwrap();
     assert_eq!((s.waiting, s.in_flight), (1, 0));
 }
@@ -374,10 +525,15 @@ fn an_interrupted_waiter_gives_up_and_takes_nothing() {
 #[test]
 fn forgotten_entries_leave_the_inode_table() {
     let f = fixture();
-    let ids: Vec<String> = (0..30).map(|i| f.engine_publish("q", &format!("m{i}"))).collect();
+    let ids: Vec<String> = (0..30)
+        .map(|i| f.engine_publish("q", &format!("m{i}")))
+        .collect();
     let dir = f.ino("q/messages");
     let base = f.fs.inode_count();
-    let inos: Vec<u64> = ids.iter().map(|id| f.fs.lookup(dir, id).unwrap().ino).collect();
+    let inos: Vec<u64> = ids
+        .iter()
+        .map(|id| f.fs.lookup(dir, id).unwrap().ino)
+        .collect();
     assert_eq!(f.fs.inode_count(), base + 30);
     for ino in inos {
         f.fs.forget(ino, 1);
@@ -404,8 +560,12 @@ fn a_writer_killed_before_it_closed_publishes_nothing_and_a_killed_reader_gives_
     let other = Broker::open_or_init(&root).unwrap();
     other.create_queue("q").unwrap();
     // pid 666 plays a process torn down by a signal.
-    let fs = QueueFs::new(Broker::open(&root).unwrap(), FsOptions::default()).with_killed_check(|pid| pid == 666);
-    let path_ino = |path: &str| path.split('/').fold(ROOT_INO, |ino, part| fs.lookup(ino, part).unwrap().ino);
+    let fs = QueueFs::new(Broker::open(&root).unwrap(), FsOptions::default())
+        .with_killed_check(|pid| pid == 666);
+    let path_ino = |path: &str| {
+        path.split('/')
+            .fold(ROOT_INO, |ino, part| fs.lookup(ino, part).unwrap().ino)
+    };
     let counts = || {
         let s = other.queue("q").unwrap().status(false).unwrap();
         (s.waiting, s.in_flight)
@@ -415,15 +575,27 @@ fn a_writer_killed_before_it_closed_publishes_nothing_and_a_killed_reader_gives_
     fs.write(fh, 0, b"half a mess").unwrap();
     fs.flush(fh, 666).unwrap();
     fs.release(fh).unwrap();
-    assert_eq!(counts(), (0, 0), "a killed writer's bytes are not a message");
+    assert_eq!(
+        counts(),
+        (0, 0),
+        "a killed writer's bytes are not a message"
+    );
 
-    other.queue("q").unwrap().publish("whole".into(), &PublishOptions::default()).unwrap();
+    other
+        .queue("q")
+        .unwrap()
+        .publish("whole".into(), &PublishOptions::default())
+        .unwrap();
     let fh = fs.open(path_ino("q/next"), Access::Read, 666).unwrap();
     assert_eq!(fs.read(fh, 0, 4096).unwrap(), b"whole");
     assert!(fs.read(fh, 5, 4096).unwrap().is_empty());
     fs.flush(fh, 666).unwrap();
     fs.release(fh).unwrap();
-    assert_eq!(counts(), (1, 0), "a reader killed before it used the message gives it back");
+    assert_eq!(
+        counts(),
+        (1, 0),
+        "a reader killed before it used the message gives it back"
+    );
 
     let fh = fs.open(path_ino("q/next"), Access::Read, 7).unwrap();
     assert_eq!(fs.read(fh, 0, 4096).unwrap(), b"whole");

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 /// FNV-1a, enough to tell a torn or mixed-up body from a whole one.
 pub fn checksum(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 /// A body that proves itself whole: `<key>|<padding>|<checksum of key and padding>`.
@@ -37,12 +39,18 @@ pub fn check_body(body: &str) -> Option<&str> {
 /// Appends one line with one write(2) on an O_APPEND file, so lines of concurrent or killed
 /// writers never interleave.
 pub fn append_line(path: &Path, line: &str) {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
     f.write_all(format!("{line}\n").as_bytes()).unwrap();
 }
 
 pub fn read_lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path).map(|s| s.lines().map(str::to_string).collect()).unwrap_or_default()
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 /// Lines of every file in `dir` whose name starts with `prefix`.
@@ -61,11 +69,18 @@ pub fn read_all_lines(dir: &Path, prefix: &str) -> Vec<String> {
 pub fn spawn_worker(role: &str, envs: &[(&str, String)]) -> Child {
     let exe = std::env::current_exe().unwrap();
     let mut cmd = Command::new(exe);
-    cmd.args(["--exact", "worker", "--ignored", "--nocapture", "--test-threads=1", "-q"])
-        .env("DDMQ_REL_ROLE", role)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+    cmd.args([
+        "--exact",
+        "worker",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+        "-q",
+    ])
+    .env("DDMQ_REL_ROLE", role)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit());
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -102,9 +117,16 @@ pub struct Rng(pub u64);
 
 impl Rng {
     pub fn new(name: &str) -> Rng {
-        let seed = std::env::var("DDMQ_REL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-        });
+        let seed = std::env::var("DDMQ_REL_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
         eprintln!("{name}: DDMQ_REL_SEED={seed}");
         Rng(seed)
     }
@@ -122,23 +144,45 @@ impl Rng {
 }
 
 pub fn env_usize(var: &str, default: usize) -> usize {
-    std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Names in `dir` (not recursive), sorted; empty if it does not exist.
 pub fn names_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect()).unwrap_or_default();
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
     v.sort();
     v
 }
 
 /// Sets a file's mtime `secs` into the past (what time passing does to a file left behind).
 pub fn age_file(path: &Path, secs: i64) {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let t = libc::timespec { tv_sec: (now - secs) as libc::time_t, tv_nsec: 0 };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let t = libc::timespec {
+        tv_sec: (now - secs) as libc::time_t,
+        tv_nsec: 0,
+    };
     let times = [t, t];
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
     assert_eq!(rc, 0, "utimensat {}", path.display());
 }
 
@@ -149,7 +193,11 @@ pub fn age_claims(work: &Path, secs: u64) -> usize {
         if let Some(rest) = name.strip_prefix(".claim-") {
             let (t, r) = rest.split_once('-').unwrap();
             let t: u64 = t.parse().unwrap();
-            std::fs::rename(work.join(&name), work.join(format!(".claim-{}-{r}", t.saturating_sub(secs)))).unwrap();
+            std::fs::rename(
+                work.join(&name),
+                work.join(format!(".claim-{}-{r}", t.saturating_sub(secs))),
+            )
+            .unwrap();
             n += 1;
         }
     }
@@ -164,20 +212,38 @@ pub fn ddmq_bin() -> PathBuf {
 /// Runs `ddmq` with `args` and optional stdin; returns (status code, stdout, stderr).
 pub fn ddmq(args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
     let mut cmd = Command::new(ddmq_bin());
-    cmd.args(args).stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     if let Some(input) = stdin {
         let mut w = child.stdin.take().unwrap();
         let _ = w.write_all(input);
     }
     let out = child.wait_with_output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A process's resident memory in KiB and its open descriptors, from /proc.
 pub fn proc_usage(pid: u32) -> (u64, usize) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
     (rss, fds)
 }

@@ -14,7 +14,9 @@ pub struct Mount {
 pub fn is_mounted(path: &Path) -> bool {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let p = path.display().to_string();
-    mountinfo.lines().any(|l| l.split(' ').nth(4) == Some(p.as_str()))
+    mountinfo
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(p.as_str()))
 }
 
 impl Mount {
@@ -29,10 +31,17 @@ impl Mount {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let m = Mount { mnt: mnt.to_path_buf(), child: Some(child) };
+        let m = Mount {
+            mnt: mnt.to_path_buf(),
+            child: Some(child),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !is_mounted(mnt) {
-            assert!(Instant::now() < deadline, "ddmq mount did not mount {}", mnt.display());
+            assert!(
+                Instant::now() < deadline,
+                "ddmq mount did not mount {}",
+                mnt.display()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         m
@@ -47,16 +56,31 @@ impl Mount {
         if let Some(mut c) = self.child.take() {
             super::sigkill(&mut c);
         }
-        let _ = Command::new("fusermount").arg("-uz").arg(&self.mnt).stderr(Stdio::null()).status();
-        let _ = Command::new("umount").arg("-l").arg(&self.mnt).stderr(Stdio::null()).status();
+        let _ = Command::new("fusermount")
+            .arg("-uz")
+            .arg(&self.mnt)
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.mnt)
+            .stderr(Stdio::null())
+            .status();
     }
 
     /// A clean stop: `ddmq umount`, then the daemon exits by itself.
     pub fn stop(&mut self) {
-        let st = Command::new(super::ddmq_bin()).arg("umount").arg(&self.mnt).status().unwrap();
+        let st = Command::new(super::ddmq_bin())
+            .arg("umount")
+            .arg(&self.mnt)
+            .status()
+            .unwrap();
         assert!(st.success(), "ddmq umount failed");
         if let Some(mut c) = self.child.take() {
-            assert!(super::wait_or_kill(&mut c, Duration::from_secs(30)).is_some(), "the daemon did not exit after umount");
+            assert!(
+                super::wait_or_kill(&mut c, Duration::from_secs(30)).is_some(),
+                "the daemon did not exit after umount"
+            );
         }
     }
 }
@@ -64,11 +88,19 @@ impl Mount {
 impl Drop for Mount {
     fn drop(&mut self) {
         if self.child.is_some() {
-            let _ = Command::new(super::ddmq_bin()).arg("umount").arg(&self.mnt).stderr(Stdio::null()).status();
+            let _ = Command::new(super::ddmq_bin())
+                .arg("umount")
+                .arg(&self.mnt)
+                .stderr(Stdio::null())
+                .status();
             if let Some(mut c) = self.child.take() {
                 super::wait_or_kill(&mut c, Duration::from_secs(10));
             }
-            let _ = Command::new("fusermount").arg("-uz").arg(&self.mnt).stderr(Stdio::null()).status();
+            let _ = Command::new("fusermount")
+                .arg("-uz")
+                .arg(&self.mnt)
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }

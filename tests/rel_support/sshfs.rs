@@ -12,10 +12,20 @@ pub fn ensure_packages() {
     if Path::new("/usr/sbin/sshd").exists() && Path::new("/usr/bin/sshfs").exists() {
         return;
     }
-    let ok = |c: &mut Command| c.stdout(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
-    assert!(ok(Command::new("apt-get").args(["update", "-qq"])), "apt-get update failed");
+    let ok = |c: &mut Command| {
+        c.stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
     assert!(
-        ok(Command::new("apt-get").args(["install", "-y", "-qq", "sshfs", "openssh-server"]).env("DEBIAN_FRONTEND", "noninteractive")),
+        ok(Command::new("apt-get").args(["update", "-qq"])),
+        "apt-get update failed"
+    );
+    assert!(
+        ok(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "sshfs", "openssh-server"])
+            .env("DEBIAN_FRONTEND", "noninteractive")),
         "apt-get install sshfs openssh-server failed"
     );
 }
@@ -29,7 +39,11 @@ pub struct Sshd {
 
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Sshd {
@@ -38,10 +52,16 @@ impl Sshd {
         ensure_packages();
         let dir = dir.to_path_buf();
         for key in ["host_key", "client_key"] {
-            run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(dir.join(key)));
+            run(Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(dir.join(key)));
         }
         std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let config = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPermitRootLogin prohibit-password\n\
              AuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
@@ -60,10 +80,18 @@ impl Sshd {
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "sshd did not start on port {port}");
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not start on port {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Sshd { dir, port, child, mounts: Vec::new() }
+        Sshd {
+            dir,
+            port,
+            child,
+            mounts: Vec::new(),
+        }
     }
 
     /// Mounts `remote` (a path on this same machine) at `at` with sshfs. `dir_cache=no`: a host
@@ -89,7 +117,11 @@ impl Drop for Sshd {
     fn drop(&mut self) {
         for m in self.mounts.drain(..).rev() {
             let _ = Command::new("fusermount").arg("-uz").arg(&m).status();
-            let _ = Command::new("umount").arg("-l").arg(&m).stderr(Stdio::null()).status();
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(&m)
+                .stderr(Stdio::null())
+                .status();
         }
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -17,7 +17,8 @@ pub fn root_with_queue() -> (tempfile::TempDir, Broker) {
 
 /// Replaces a queue's settings through the engine (which also drops its cached settings).
 pub fn set_queue_settings(q: &Queue, yaml: &str) {
-    q.write_config_text(yaml.as_bytes()).expect("write queue settings");
+    q.write_config_text(yaml.as_bytes())
+        .expect("write queue settings");
 }
 
 /// Moves every in-flight message of `q` to an expiry long past, as if its consumer had died.
@@ -26,7 +27,10 @@ pub fn expire_in_flight(q: &Queue) -> usize {
     let work = q.dir().join("work");
     let mut n = 0;
     for w in q.in_flight().expect("list work/") {
-        let past = WorkName { expiry: 1_000_000_000, waiting: w.waiting.clone() };
+        let past = WorkName {
+            expiry: 1_000_000_000,
+            waiting: w.waiting.clone(),
+        };
         std::fs::rename(work.join(w.to_string()), work.join(past.to_string())).expect("backdate");
         n += 1;
     }
@@ -45,14 +49,21 @@ pub fn entries(dir: &Path) -> Vec<String> {
 
 /// Entries that the original 0.9.10 would take for messages (`*.ddmq*`).
 pub fn message_files(dir: &Path) -> Vec<String> {
-    entries(dir).into_iter().filter(|n| n.contains(".ddmq")).collect()
+    entries(dir)
+        .into_iter()
+        .filter(|n| n.contains(".ddmq"))
+        .collect()
 }
 
 /// Sets a file's modification time to `secs_ago` seconds in the past.
 pub fn age_file(path: &Path, secs_ago: u64) {
     let t = std::time::SystemTime::now() - std::time::Duration::from_secs(secs_ago);
-    let f = std::fs::OpenOptions::new().write(true).open(path).expect("open to age");
-    f.set_times(std::fs::FileTimes::new().set_modified(t).set_accessed(t)).expect("set mtime");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open to age");
+    f.set_times(std::fs::FileTimes::new().set_modified(t).set_accessed(t))
+        .expect("set mtime");
 }
 
 fn repo_dir() -> PathBuf {
@@ -84,7 +95,8 @@ pub fn python() -> &'static Path {
 /// A Command running the original's Python with warnings silenced (PyYAML 5 warns on every load).
 pub fn python_command() -> Command {
     let mut c = Command::new(python());
-    c.env("PYTHONWARNINGS", "ignore").env("PYTHONDONTWRITEBYTECODE", "1");
+    c.env("PYTHONWARNINGS", "ignore")
+        .env("PYTHONDONTWRITEBYTECODE", "1");
     c
 }
 
@@ -110,12 +122,23 @@ pub fn py(code: &str, args: &[&str]) -> String {
 /// Like [`py`], parsing the last line of stdout as JSON.
 pub fn py_json(code: &str, args: &[&str]) -> serde_json::Value {
     let out = py(code, args);
-    let last = out.lines().last().unwrap_or_else(|| panic!("python printed nothing for:\n{code}"));
+    let last = out
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("python printed nothing for:\n{code}"));
     serde_json::from_str(last).unwrap_or_else(|e| panic!("python printed non-JSON ({e}): {out}"))
 }
 
 /// Runs the original's CLI through scripts/ddmq-py3; returns (exit status, stdout, stderr).
 pub fn original_cli(args: &[&str]) -> (std::process::ExitStatus, String, String) {
-    let out = python_command().arg(repo_dir().join("scripts/ddmq-py3")).args(args).output().expect("run ddmq-py3");
-    (out.status, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = python_command()
+        .arg(repo_dir().join("scripts/ddmq-py3"))
+        .args(args)
+        .output()
+        .expect("run ddmq-py3");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -74,7 +74,10 @@ impl Place {
         self.root.join(&self.queue)
     }
     fn mount_file(&self, name: &str) -> io::Result<PathBuf> {
-        let mnt = self.mnt.as_ref().ok_or_else(|| io::Error::other("no mount for this place"))?;
+        let mnt = self
+            .mnt
+            .as_ref()
+            .ok_or_else(|| io::Error::other("no mount for this place"))?;
         Ok(mnt.join(&self.queue).join(name))
     }
 }
@@ -109,7 +112,11 @@ pub fn prepare(c: Contender, place: &Place) -> io::Result<()> {
             let broker = Broker::open_or_init(&place.root).map_err(engine_err)?;
             broker.create_queue(&place.queue).map_err(engine_err)?;
             let q = broker.queue(&place.queue).map_err(engine_err)?;
-            let text = if place.durable { "cleaned: 0\ndurable: true\n" } else { "cleaned: 0\n" };
+            let text = if place.durable {
+                "cleaned: 0\ndurable: true\n"
+            } else {
+                "cleaned: 0\n"
+            };
             q.write_config_text(text.as_bytes()).map_err(engine_err)
         }
     }
@@ -120,12 +127,21 @@ pub fn engine_file_bytes(scratch: &Path, size: usize) -> io::Result<Vec<u8>> {
     let broker = Broker::open_or_init(scratch).map_err(engine_err)?;
     broker.create_queue("sample").map_err(engine_err)?;
     let q = broker.queue("sample").map_err(engine_err)?;
-    let msg = q.publish(Value::String(body_text(size)), &PublishOptions::default()).map_err(engine_err)?;
+    let msg = q
+        .publish(Value::String(body_text(size)), &PublishOptions::default())
+        .map_err(engine_err)?;
     fs::read(q.dir().join(&msg.filename))
 }
 
 /// Publishes `n` messages; returns the time the work took.
-pub fn publish(c: Contender, place: &Place, tools: &Tools, n: usize, size: usize, floor_bytes: &[u8]) -> io::Result<Duration> {
+pub fn publish(
+    c: Contender,
+    place: &Place,
+    tools: &Tools,
+    n: usize,
+    size: usize,
+    floor_bytes: &[u8],
+) -> io::Result<Duration> {
     match c {
         Contender::Floor => floor_publish(&place.dir(), n, floor_bytes, place.durable),
         Contender::Engine => {
@@ -134,7 +150,8 @@ pub fn publish(c: Contender, place: &Place, tools: &Tools, n: usize, size: usize
             let body = Value::String(body_text(size));
             let started = Instant::now();
             for _ in 0..n {
-                q.publish(body.clone(), &PublishOptions::default()).map_err(engine_err)?;
+                q.publish(body.clone(), &PublishOptions::default())
+                    .map_err(engine_err)?;
             }
             Ok(started.elapsed())
         }
@@ -154,7 +171,11 @@ pub fn publish(c: Contender, place: &Place, tools: &Tools, n: usize, size: usize
             }
             let started = Instant::now();
             run_with_stdin(
-                Command::new(&tools.ddmq).args(["publish", "-s", "--lines"]).arg(&place.root).arg(&place.queue).arg("-"),
+                Command::new(&tools.ddmq)
+                    .args(["publish", "-s", "--lines"])
+                    .arg(&place.root)
+                    .arg(&place.queue)
+                    .arg("-"),
                 lines.as_bytes(),
             )?;
             Ok(started.elapsed())
@@ -175,23 +196,65 @@ pub fn publish(c: Contender, place: &Place, tools: &Tools, n: usize, size: usize
         Contender::MountPy => {
             let mnt = place.mnt.as_ref().ok_or_else(|| other("no mount".into()))?;
             let before = count_waiting(&place.dir())?;
-            let (client, _) = peer(tools, &["mount-publish".as_ref(), mnt.as_os_str(), place.queue.as_ref(), n.to_string().as_ref(), size.to_string().as_ref()])?;
+            let (client, _) = peer(
+                tools,
+                &[
+                    "mount-publish".as_ref(),
+                    mnt.as_os_str(),
+                    place.queue.as_ref(),
+                    n.to_string().as_ref(),
+                    size.to_string().as_ref(),
+                ],
+            )?;
             // The client's own time, plus whatever the daemon still had to publish after it.
             Ok(client + wait_until_published(&place.dir(), before + n)?)
         }
         Contender::OrigDefaults | Contender::OrigNoClean => {
-            let mode = if c == Contender::OrigDefaults { "defaults" } else { "noclean" };
-            peer(tools, &["orig-publish".as_ref(), place.root.as_os_str(), place.queue.as_ref(), n.to_string().as_ref(), size.to_string().as_ref(), mode.as_ref()]).map(|(d, _)| d)
+            let mode = if c == Contender::OrigDefaults {
+                "defaults"
+            } else {
+                "noclean"
+            };
+            peer(
+                tools,
+                &[
+                    "orig-publish".as_ref(),
+                    place.root.as_os_str(),
+                    place.queue.as_ref(),
+                    n.to_string().as_ref(),
+                    size.to_string().as_ref(),
+                    mode.as_ref(),
+                ],
+            )
+            .map(|(d, _)| d)
         }
         Contender::Dirq | Contender::DirqSimple => {
-            let cmd = if c == Contender::Dirq { "dirq-publish" } else { "dirqs-publish" };
-            peer(tools, &[cmd.as_ref(), place.dir().as_os_str(), n.to_string().as_ref(), size.to_string().as_ref()]).map(|(d, _)| d)
+            let cmd = if c == Contender::Dirq {
+                "dirq-publish"
+            } else {
+                "dirqs-publish"
+            };
+            peer(
+                tools,
+                &[
+                    cmd.as_ref(),
+                    place.dir().as_os_str(),
+                    n.to_string().as_ref(),
+                    size.to_string().as_ref(),
+                ],
+            )
+            .map(|(d, _)| d)
         }
     }
 }
 
 /// Consumes and acks up to `n` messages; returns the time and how many were consumed.
-pub fn consume(c: Contender, place: &Place, tools: &Tools, n: usize) -> io::Result<(Duration, usize)> {
+pub fn consume(
+    c: Contender,
+    place: &Place,
+    tools: &Tools,
+    n: usize,
+) -> io::Result<(Duration, usize)> {
     match c {
         Contender::Floor => floor_consume(&place.dir(), n),
         Contender::Engine => {
@@ -200,7 +263,9 @@ pub fn consume(c: Contender, place: &Place, tools: &Tools, n: usize) -> io::Resu
             let started = Instant::now();
             let mut done = 0;
             while done < n {
-                let Some(d) = q.consume_one().map_err(engine_err)? else { break };
+                let Some(d) = q.consume_one().map_err(engine_err)? else {
+                    break;
+                };
                 q.ack(&d.message.filename).map_err(engine_err)?;
                 done += 1;
             }
@@ -209,13 +274,23 @@ pub fn consume(c: Contender, place: &Place, tools: &Tools, n: usize) -> io::Resu
         Contender::CliSingle => {
             let started = Instant::now();
             for _ in 0..n {
-                run_quiet(Command::new(&tools.ddmq).args(["consume", "--ack"]).arg(&place.root).arg(&place.queue))?;
+                run_quiet(
+                    Command::new(&tools.ddmq)
+                        .args(["consume", "--ack"])
+                        .arg(&place.root)
+                        .arg(&place.queue),
+                )?;
             }
             Ok((started.elapsed(), n))
         }
         Contender::CliBulk => {
             let started = Instant::now();
-            let out = run_capture(Command::new(&tools.ddmq).args(["consume", "--ack", "-n", &n.to_string()]).arg(&place.root).arg(&place.queue))?;
+            let out = run_capture(
+                Command::new(&tools.ddmq)
+                    .args(["consume", "--ack", "-n", &n.to_string()])
+                    .arg(&place.root)
+                    .arg(&place.queue),
+            )?;
             let elapsed = started.elapsed();
             let got = out.lines().filter(|l| l.starts_with('{')).count();
             Ok((elapsed, got))
@@ -223,22 +298,57 @@ pub fn consume(c: Contender, place: &Place, tools: &Tools, n: usize) -> io::Resu
         Contender::Mount => mount_consume(place, n),
         Contender::MountPy => {
             let mnt = place.mnt.as_ref().ok_or_else(|| other("no mount".into()))?;
-            peer(tools, &["mount-consume".as_ref(), mnt.as_os_str(), place.queue.as_ref(), n.to_string().as_ref()])
+            peer(
+                tools,
+                &[
+                    "mount-consume".as_ref(),
+                    mnt.as_os_str(),
+                    place.queue.as_ref(),
+                    n.to_string().as_ref(),
+                ],
+            )
         }
         Contender::OrigDefaults | Contender::OrigNoClean => {
-            let mode = if c == Contender::OrigDefaults { "defaults" } else { "noclean" };
-            peer(tools, &["orig-consume".as_ref(), place.root.as_os_str(), place.queue.as_ref(), n.to_string().as_ref(), mode.as_ref()])
+            let mode = if c == Contender::OrigDefaults {
+                "defaults"
+            } else {
+                "noclean"
+            };
+            peer(
+                tools,
+                &[
+                    "orig-consume".as_ref(),
+                    place.root.as_os_str(),
+                    place.queue.as_ref(),
+                    n.to_string().as_ref(),
+                    mode.as_ref(),
+                ],
+            )
         }
         Contender::Dirq | Contender::DirqSimple => {
-            let cmd = if c == Contender::Dirq { "dirq-consume" } else { "dirqs-consume" };
-            peer(tools, &[cmd.as_ref(), place.dir().as_os_str(), n.to_string().as_ref()])
+            let cmd = if c == Contender::Dirq {
+                "dirq-consume"
+            } else {
+                "dirqs-consume"
+            };
+            peer(
+                tools,
+                &[
+                    cmd.as_ref(),
+                    place.dir().as_os_str(),
+                    n.to_string().as_ref(),
+                ],
+            )
         }
     }
 }
 
 /// Messages waiting in a queue directory (names the original would take for messages).
 fn count_waiting(dir: &Path) -> io::Result<usize> {
-    Ok(fs::read_dir(dir)?.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".ddmq")).count())
+    Ok(fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".ddmq"))
+        .count())
 }
 
 /// FUSE sends RELEASE without waiting for its reply, so `close` on `in` returns before the
@@ -248,7 +358,11 @@ fn wait_until_published(dir: &Path, expected: usize) -> io::Result<Duration> {
     let started = Instant::now();
     while count_waiting(dir)? < expected {
         if started.elapsed() > Duration::from_secs(60) {
-            return Err(other(format!("only {} of {expected} messages reached {} within 60 s", count_waiting(dir)?, dir.display())));
+            return Err(other(format!(
+                "only {} of {expected} messages reached {} within 60 s",
+                count_waiting(dir)?,
+                dir.display()
+            )));
         }
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -258,7 +372,13 @@ fn wait_until_published(dir: &Path, expected: usize) -> io::Result<Duration> {
 /// One `ddmq publish` process; returns its wall time.
 pub fn cli_publish_one(tools: &Tools, place: &Place, body: &str) -> io::Result<Duration> {
     let started = Instant::now();
-    run_quiet(Command::new(&tools.ddmq).args(["publish", "-s"]).arg(&place.root).arg(&place.queue).arg(body))?;
+    run_quiet(
+        Command::new(&tools.ddmq)
+            .args(["publish", "-s"])
+            .arg(&place.root)
+            .arg(&place.queue)
+            .arg(body),
+    )?;
     Ok(started.elapsed())
 }
 
@@ -296,8 +416,10 @@ pub fn floor_consume(dir: &Path, n: usize) -> io::Result<(Duration, usize)> {
     let mut done = 0;
     let mut buf = Vec::new();
     'outer: while done < n {
-        let mut names: Vec<String> =
-            fs::read_dir(dir)?.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|s| s.starts_with("999.")).collect();
+        let mut names: Vec<String> = fs::read_dir(dir)?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|s| s.starts_with("999."))
+            .collect();
         if names.is_empty() {
             break;
         }
@@ -360,22 +482,39 @@ fn check(cmd: &Command, out: &std::process::Output) -> io::Result<()> {
         return Ok(());
     }
     let err = String::from_utf8_lossy(&out.stderr);
-    Err(other(format!("`{}` failed ({}): {}", describe(cmd), out.status, err.trim().lines().last().unwrap_or(""))))
+    Err(other(format!(
+        "`{}` failed ({}): {}",
+        describe(cmd),
+        out.status,
+        err.trim().lines().last().unwrap_or("")
+    )))
 }
 
 pub fn run_quiet(cmd: &mut Command) -> io::Result<()> {
-    let out = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).output()?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()?;
     check(cmd, &out)
 }
 
 pub fn run_capture(cmd: &mut Command) -> io::Result<String> {
-    let out = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).output()?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()?;
     check(cmd, &out)?;
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
 
 fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> io::Result<()> {
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
     let mut stdin = child.stdin.take().expect("piped stdin");
     let input = input.to_vec();
     let writer = std::thread::spawn(move || stdin.write_all(&input));
@@ -387,11 +526,16 @@ fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> io::Result<()> {
 /// Runs a Python peer; returns the time it measured and the count it reported.
 fn peer(tools: &Tools, args: &[&std::ffi::OsStr]) -> io::Result<(Duration, usize)> {
     let mut cmd = Command::new(&tools.python);
-    cmd.arg(&tools.peers).args(args).env("PYTHONWARNINGS", "ignore");
+    cmd.arg(&tools.peers)
+        .args(args)
+        .env("PYTHONWARNINGS", "ignore");
     let out = run_capture(&mut cmd)?;
     let line = out.lines().last().unwrap_or("");
-    let v: Value = serde_json::from_str(line).map_err(|e| other(format!("`{}` printed {line:?}: {e}", describe(&cmd))))?;
-    let secs = v["seconds"].as_f64().ok_or_else(|| other(format!("no seconds in {line}")))?;
+    let v: Value = serde_json::from_str(line)
+        .map_err(|e| other(format!("`{}` printed {line:?}: {e}", describe(&cmd))))?;
+    let secs = v["seconds"]
+        .as_f64()
+        .ok_or_else(|| other(format!("no seconds in {line}")))?;
     let count = v["count"].as_u64().unwrap_or(0) as usize;
     Ok((Duration::from_secs_f64(secs), count))
 }
@@ -402,9 +546,16 @@ fn peer(tools: &Tools, args: &[&std::ffi::OsStr]) -> io::Result<(Duration, usize
 /// consumes+acks until the queue is empty, prints "<count> <seconds>".
 pub fn worker(args: &[String]) -> io::Result<()> {
     let [kind, root, queue, rest @ ..] = args else {
-        return Err(other("usage: ddmq-bench worker KIND ROOT QUEUE [MNT]".into()));
+        return Err(other(
+            "usage: ddmq-bench worker KIND ROOT QUEUE [MNT]".into(),
+        ));
     };
-    let place = Place { root: root.into(), queue: queue.clone(), mnt: rest.first().map(PathBuf::from), durable: false };
+    let place = Place {
+        root: root.into(),
+        queue: queue.clone(),
+        mnt: rest.first().map(PathBuf::from),
+        durable: false,
+    };
     let contender = match kind.as_str() {
         "floor" => Contender::Floor,
         "engine" => Contender::Engine,
@@ -415,7 +566,11 @@ pub fn worker(args: &[String]) -> io::Result<()> {
     io::stdout().flush()?;
     let mut line = String::new();
     io::stdin().lock().read_line(&mut line)?;
-    let tools = Tools { ddmq: PathBuf::new(), python: PathBuf::new(), peers: PathBuf::new() };
+    let tools = Tools {
+        ddmq: PathBuf::new(),
+        python: PathBuf::new(),
+        peers: PathBuf::new(),
+    };
     let (elapsed, count) = consume(contender, &place, &tools, usize::MAX)?;
     println!("{count} {}", elapsed.as_secs_f64());
     Ok(())
@@ -423,15 +578,26 @@ pub fn worker(args: &[String]) -> io::Result<()> {
 
 /// Consumes a queue with `k` worker processes started together; returns the wall time from
 /// the start signal to the last worker's end, and the total consumed.
-pub fn consume_with_workers(self_exe: &Path, kind: &str, place: &Place, k: usize) -> io::Result<(Duration, usize)> {
+pub fn consume_with_workers(
+    self_exe: &Path,
+    kind: &str,
+    place: &Place,
+    k: usize,
+) -> io::Result<(Duration, usize)> {
     let mut children = Vec::new();
     for _ in 0..k {
         let mut cmd = Command::new(self_exe);
-        cmd.args(["worker", kind]).arg(&place.root).arg(&place.queue);
+        cmd.args(["worker", kind])
+            .arg(&place.root)
+            .arg(&place.queue);
         if let Some(m) = &place.mnt {
             cmd.arg(m);
         }
-        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
         let mut out = io::BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut line = String::new();
         out.read_line(&mut line)?;
@@ -443,7 +609,11 @@ pub fn consume_with_workers(self_exe: &Path, kind: &str, place: &Place, k: usize
     }
     let started = Instant::now();
     for (child, _) in &mut children {
-        child.stdin.as_mut().expect("piped stdin").write_all(b"go\n")?;
+        child
+            .stdin
+            .as_mut()
+            .expect("piped stdin")
+            .write_all(b"go\n")?;
     }
     let mut total = 0;
     for (mut child, mut out) in children {
@@ -453,9 +623,16 @@ pub fn consume_with_workers(self_exe: &Path, kind: &str, place: &Place, k: usize
         if !status.success() {
             let mut err = String::new();
             let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
-            return Err(other(format!("worker {kind} failed ({status}): {}", err.trim())));
+            return Err(other(format!(
+                "worker {kind} failed ({status}): {}",
+                err.trim()
+            )));
         }
-        total += line.split_whitespace().next().and_then(|c| c.parse::<usize>().ok()).unwrap_or(0);
+        total += line
+            .split_whitespace()
+            .next()
+            .and_then(|c| c.parse::<usize>().ok())
+            .unwrap_or(0);
     }
     Ok((started.elapsed(), total))
 }
@@ -466,7 +643,8 @@ pub fn fill(place: &Place, n: usize, size: usize) -> io::Result<()> {
     let q = broker.queue(&place.queue).map_err(engine_err)?;
     let body = Value::String(body_text(size));
     for _ in 0..n {
-        q.publish(body.clone(), &PublishOptions::default()).map_err(engine_err)?;
+        q.publish(body.clone(), &PublishOptions::default())
+            .map_err(engine_err)?;
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ mod system;
 
 use clap::Parser;
 use contenders::{Contender, Place, Tools};
-use report::{median, Rates, Target};
+use report::{Rates, Target, median};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read};
@@ -20,7 +20,10 @@ use std::time::{Duration, Instant};
 use system::MountDaemon;
 
 #[derive(Parser)]
-#[command(name = "ddmq-bench", about = "Benchmark of ddmq against the syscall floor, the original ddmq and python-dirq")]
+#[command(
+    name = "ddmq-bench",
+    about = "Benchmark of ddmq against the syscall floor, the original ddmq and python-dirq"
+)]
 struct Args {
     /// About 1–2 minutes: fewer messages, fewer depths.
     #[arg(long, conflicts_with = "full")]
@@ -223,8 +226,15 @@ fn progress(msg: &str) {
 fn run(args: Args) -> io::Result<()> {
     let plan = Plan::new(&args);
     let self_exe = std::env::current_exe()?;
-    let ddmq = args.ddmq.clone().unwrap_or_else(|| self_exe.with_file_name("ddmq"));
-    let tools = Tools { ddmq, python: args.python.clone(), peers: fs::canonicalize(&args.peers)? };
+    let ddmq = args
+        .ddmq
+        .clone()
+        .unwrap_or_else(|| self_exe.with_file_name("ddmq"));
+    let tools = Tools {
+        ddmq,
+        python: args.python.clone(),
+        peers: fs::canonicalize(&args.peers)?,
+    };
     let tag = format!("ddmq-bench-{}", std::process::id());
     let mut bases = BTreeMap::new();
     bases.insert("tmpfs", args.tmpfs.join(&tag));
@@ -323,7 +333,12 @@ impl Bench {
         }
         // Is our CLI there? (It is built by another part of the project.)
         let probe = self.base(Fs::Tmpfs).join("probe");
-        let probe_place = Place { root: probe.clone(), queue: "q".into(), mnt: None, durable: false };
+        let probe_place = Place {
+            root: probe.clone(),
+            queue: "q".into(),
+            mnt: None,
+            durable: false,
+        };
         contenders::prepare(Contender::Engine, &probe_place)?;
         if let Err(e) = contenders::cli_publish_one(&self.tools, &probe_place, "probe") {
             self.cli_error = Some(format!("the CLI could not publish: {e}"));
@@ -331,9 +346,12 @@ impl Bench {
         }
         for fs_kind in [Fs::Tmpfs, Fs::Disk] {
             let root = self.base(fs_kind).join("mount-root");
-            ddmq::engine::Broker::open_or_init(&root).map_err(|e| io::Error::other(e.to_string()))?;
+            ddmq::engine::Broker::open_or_init(&root)
+                .map_err(|e| io::Error::other(e.to_string()))?;
             let mnt = self.base(Fs::Tmpfs).join(format!("mnt-{}", fs_kind.name()));
-            let log = self.base(Fs::Tmpfs).join(format!("mount-{}.log", fs_kind.name()));
+            let log = self
+                .base(Fs::Tmpfs)
+                .join(format!("mount-{}.log", fs_kind.name()));
             match MountDaemon::start(&self.tools.ddmq, &root, &mnt, &log) {
                 Ok(m) => {
                     self.mounts.insert(fs_kind.name(), m);
@@ -352,9 +370,19 @@ impl Bench {
     fn place(&self, c: Contender, fs: Fs, key: &str, durable: bool) -> Place {
         if c.needs_mount() {
             let m = &self.mounts[fs.name()];
-            return Place { root: m.root.clone(), queue: key.replace(['/', '.', ' '], "_"), mnt: Some(m.mnt.clone()), durable };
+            return Place {
+                root: m.root.clone(),
+                queue: key.replace(['/', '.', ' '], "_"),
+                mnt: Some(m.mnt.clone()),
+                durable,
+            };
         }
-        Place { root: self.base(fs).join("runs").join(key), queue: "q".into(), mnt: None, durable }
+        Place {
+            root: self.base(fs).join("runs").join(key),
+            queue: "q".into(),
+            mnt: None,
+            durable,
+        }
     }
 
     fn unavailable(&self, c: Contender) -> Option<String> {
@@ -362,7 +390,10 @@ impl Bench {
             return self.cli_error.clone();
         }
         if c.needs_mount() {
-            return self.mount_error.clone().map(|e| format!("the mount is not available: {e}"));
+            return self
+                .mount_error
+                .clone()
+                .map(|e| format!("the mount is not available: {e}"));
         }
         None
     }
@@ -393,21 +424,55 @@ impl Bench {
                 (Contender::DirqSimple, n),
             ]
         };
-        let durable = |n: usize| vec![(Contender::Floor, n), (Contender::Engine, n), (Contender::CliBulk, n), (Contender::Mount, n)];
+        let durable = |n: usize| {
+            vec![
+                (Contender::Floor, n),
+                (Contender::Engine, n),
+                (Contender::CliBulk, n),
+                (Contender::Mount, n),
+            ]
+        };
         let mut sections = Vec::new();
         for fs_kind in [Fs::Tmpfs, Fs::Disk] {
             let f = fs_kind.name();
-            sections.push(Section { title: format!("{f}, 100 B bodies"), fs: fs_kind, size: 100, durable: false, contenders: all(p.n) });
+            sections.push(Section {
+                title: format!("{f}, 100 B bodies"),
+                fs: fs_kind,
+                size: 100,
+                durable: false,
+                contenders: all(p.n),
+            });
             if fs_kind == Fs::Tmpfs || p.big_on_disk {
                 let n = (p.n / 2).max(1);
-                sections.push(Section { title: format!("{f}, 64 KiB bodies"), fs: fs_kind, size: 65_536, durable: false, contenders: big(n) });
+                sections.push(Section {
+                    title: format!("{f}, 64 KiB bodies"),
+                    fs: fs_kind,
+                    size: 65_536,
+                    durable: false,
+                    contenders: big(n),
+                });
             }
-            let n = if fs_kind == Fs::Disk { p.n_durable_disk } else { p.n };
-            sections.push(Section { title: format!("{f}, 100 B bodies, durable (fsync)"), fs: fs_kind, size: 100, durable: true, contenders: durable(n) });
+            let n = if fs_kind == Fs::Disk {
+                p.n_durable_disk
+            } else {
+                p.n
+            };
+            sections.push(Section {
+                title: format!("{f}, 100 B bodies, durable (fsync)"),
+                fs: fs_kind,
+                size: 100,
+                durable: true,
+                contenders: durable(n),
+            });
         }
         for round in 0..self.plan.rounds {
             for (si, s) in sections.iter().enumerate() {
-                progress(&format!("round {}/{}: {}", round + 1, self.plan.rounds, s.title));
+                progress(&format!(
+                    "round {}/{}: {}",
+                    round + 1,
+                    self.plan.rounds,
+                    s.title
+                ));
                 let sec = self.rates.section(s.title.clone());
                 let k = s.contenders.len();
                 for i in 0..k {
@@ -443,7 +508,9 @@ impl Bench {
     fn engine_targets(&mut self) {
         let sec = self.rates.section("tmpfs, 100 B bodies".into());
         for op in ["publish", "consume+ack"] {
-            let r = self.rates.ratio(sec, Contender::Engine, Contender::Floor, op);
+            let r = self
+                .rates
+                .ratio(sec, Contender::Engine, Contender::Floor, op);
             self.targets.push(Target {
                 what: format!("engine {op} ≥ 0.5× the floor (tmpfs, one process, 100 B)"),
                 measured: r.map(|r| format!("{r:.2}×")).unwrap_or_else(|| "—".into()),
@@ -453,7 +520,13 @@ impl Bench {
     }
 
     /// Publishes n, then consumes+acks n; returns both rates.
-    fn measure_pair(&self, c: Contender, place: &Place, n: usize, size: usize) -> io::Result<(f64, f64)> {
+    fn measure_pair(
+        &self,
+        c: Contender,
+        place: &Place,
+        n: usize,
+        size: usize,
+    ) -> io::Result<(f64, f64)> {
         contenders::prepare(c, place)?;
         let floor_bytes = &self.floor_bytes[&size];
         let t_pub = contenders::publish(c, place, &self.tools, n, size, floor_bytes)?;
@@ -461,12 +534,25 @@ impl Bench {
         if got != n {
             return Err(io::Error::other(format!("consumed {got} of {n} messages")));
         }
-        Ok((n as f64 / t_pub.as_secs_f64(), n as f64 / t_con.as_secs_f64()))
+        Ok((
+            n as f64 / t_pub.as_secs_f64(),
+            n as f64 / t_con.as_secs_f64(),
+        ))
     }
 
     fn depth_sections(&mut self) -> io::Result<()> {
-        let contenders = [Contender::Floor, Contender::Engine, Contender::CliBulk, Contender::Mount, Contender::OrigDefaults];
-        let fss: Vec<Fs> = if self.plan.depth_on_disk { vec![Fs::Tmpfs, Fs::Disk] } else { vec![Fs::Tmpfs] };
+        let contenders = [
+            Contender::Floor,
+            Contender::Engine,
+            Contender::CliBulk,
+            Contender::Mount,
+            Contender::OrigDefaults,
+        ];
+        let fss: Vec<Fs> = if self.plan.depth_on_disk {
+            vec![Fs::Tmpfs, Fs::Disk]
+        } else {
+            vec![Fs::Tmpfs]
+        };
         let mut places: BTreeMap<(usize, usize, Contender), Place> = BTreeMap::new();
         let depths = self.plan.depths.clone();
         for (fi, fs_kind) in fss.iter().enumerate() {
@@ -475,10 +561,26 @@ impl Bench {
                     if self.unavailable(c).is_some() {
                         continue;
                     }
-                    progress(&format!("filling {} with {d} messages for {}", fs_kind.name(), c.label()));
-                    let place = self.place(c, *fs_kind, &format!("depth-{}-{d}-{c:?}", fs_kind.name()), false);
+                    progress(&format!(
+                        "filling {} with {d} messages for {}",
+                        fs_kind.name(),
+                        c.label()
+                    ));
+                    let place = self.place(
+                        c,
+                        *fs_kind,
+                        &format!("depth-{}-{d}-{c:?}", fs_kind.name()),
+                        false,
+                    );
                     // The original reads our layout: fill it with the engine, as for the others.
-                    contenders::prepare(if c == Contender::Floor { c } else { Contender::Engine }, &place)?;
+                    contenders::prepare(
+                        if c == Contender::Floor {
+                            c
+                        } else {
+                            Contender::Engine
+                        },
+                        &place,
+                    )?;
                     if c == Contender::Floor {
                         contenders::fill_floor(&place, d, &self.floor_bytes[&100])?;
                     } else {
@@ -491,8 +593,16 @@ impl Bench {
         for round in 0..self.plan.rounds {
             for (fi, fs_kind) in fss.iter().enumerate() {
                 for &d in &depths {
-                    let title = format!("{}, 100 B bodies, consume+ack with {} waiting", fs_kind.name(), thousands(d));
-                    progress(&format!("round {}/{}: {title}", round + 1, self.plan.rounds));
+                    let title = format!(
+                        "{}, 100 B bodies, consume+ack with {} waiting",
+                        fs_kind.name(),
+                        thousands(d)
+                    );
+                    progress(&format!(
+                        "round {}/{}: {title}",
+                        round + 1,
+                        self.plan.rounds
+                    ));
                     let sec = self.rates.section(title);
                     for i in 0..contenders.len() {
                         let c = contenders[(i + round) % contenders.len()];
@@ -500,16 +610,28 @@ impl Bench {
                             self.rates.failures.insert((sec, c), why);
                             continue;
                         }
-                        let batch = if c == Contender::OrigDefaults { self.plan.depth_batch_orig } else { self.plan.depth_batch };
+                        let batch = if c == Contender::OrigDefaults {
+                            self.plan.depth_batch_orig
+                        } else {
+                            self.plan.depth_batch
+                        };
                         let batch = batch.min(d).max(1);
                         let place = &places[&(fi, d, c)];
                         match contenders::consume(c, place, &self.tools, batch) {
                             Ok((t, got)) if got == batch => {
-                                self.rates.record(sec, c, "consume+ack", round, batch as f64 / t.as_secs_f64());
+                                self.rates.record(
+                                    sec,
+                                    c,
+                                    "consume+ack",
+                                    round,
+                                    batch as f64 / t.as_secs_f64(),
+                                );
                                 self.rates.counts.insert((sec, c), batch);
                             }
                             Ok((_, got)) => {
-                                self.rates.failures.insert((sec, c), format!("consumed {got} of {batch}"));
+                                self.rates
+                                    .failures
+                                    .insert((sec, c), format!("consumed {got} of {batch}"));
                             }
                             Err(e) => {
                                 self.rates.failures.insert((sec, c), e.to_string());
@@ -524,60 +646,112 @@ impl Bench {
                     }
                 }
             }
-            if round == 0 {
-                if let Some(m) = self.mounts.get("tmpfs") {
-                    if let Some((rss, hwm)) = m.memory_kib() {
-                        let deepest = depths.iter().max().copied().unwrap_or(0);
-                        self.notes.push(format!(
+            if round == 0
+                && let Some(m) = self.mounts.get("tmpfs")
+                && let Some((rss, hwm)) = m.memory_kib()
+            {
+                let deepest = depths.iter().max().copied().unwrap_or(0);
+                self.notes.push(format!(
                             "mount daemon memory after the first depth round (queues of {} waiting, listed): VmRSS {:.1} MiB, VmHWM {:.1} MiB",
                             thousands(deepest),
                             rss as f64 / 1024.0,
                             hwm as f64 / 1024.0
                         ));
-                        self.depth_memory = Some(rss);
-                    }
-                }
+                self.depth_memory = Some(rss);
             }
         }
         // Depth targets: the rate at 100k over the rate at 2k, per round.
-        for c in [Contender::CliBulk, Contender::Mount, Contender::Engine, Contender::Floor] {
-            let (Some(&lo), Some(&hi)) = (depths.iter().find(|d| **d == 2_000), depths.iter().max()) else { continue };
-            let sec_lo = self.rates.section(format!("tmpfs, 100 B bodies, consume+ack with {} waiting", thousands(lo)));
-            let sec_hi = self.rates.section(format!("tmpfs, 100 B bodies, consume+ack with {} waiting", thousands(hi)));
-            let what = format!("{}: consume rate at {} waiting ≥ 0.7× the rate at {}", c.label(), thousands(hi), thousands(lo));
+        for c in [
+            Contender::CliBulk,
+            Contender::Mount,
+            Contender::Engine,
+            Contender::Floor,
+        ] {
+            let (Some(&lo), Some(&hi)) =
+                (depths.iter().find(|d| **d == 2_000), depths.iter().max())
+            else {
+                continue;
+            };
+            let sec_lo = self.rates.section(format!(
+                "tmpfs, 100 B bodies, consume+ack with {} waiting",
+                thousands(lo)
+            ));
+            let sec_hi = self.rates.section(format!(
+                "tmpfs, 100 B bodies, consume+ack with {} waiting",
+                thousands(hi)
+            ));
+            let what = format!(
+                "{}: consume rate at {} waiting ≥ 0.7× the rate at {}",
+                c.label(),
+                thousands(hi),
+                thousands(lo)
+            );
             let ratio = self.round_ratio(sec_hi, c, sec_lo, c, "consume+ack");
             self.targets.push(Target {
                 what,
-                measured: ratio.map(|r| format!("{r:.2}×")).unwrap_or_else(|| "—".into()),
+                measured: ratio
+                    .map(|r| format!("{r:.2}×"))
+                    .unwrap_or_else(|| "—".into()),
                 // The engine contender opens a fresh queue each round, and the floor lists once
                 // per batch: both are shown for what the listing costs, not judged.
-                pass: if matches!(c, Contender::CliBulk | Contender::Mount) { ratio.map(|r| r >= 0.7) } else { None },
+                pass: if matches!(c, Contender::CliBulk | Contender::Mount) {
+                    ratio.map(|r| r >= 0.7)
+                } else {
+                    None
+                },
             });
         }
         Ok(())
     }
 
     /// Median over rounds of rate(sa, ca) / rate(sb, cb).
-    fn round_ratio(&self, sa: usize, ca: Contender, sb: usize, cb: Contender, op: &'static str) -> Option<f64> {
+    fn round_ratio(
+        &self,
+        sa: usize,
+        ca: Contender,
+        sb: usize,
+        cb: Contender,
+        op: &'static str,
+    ) -> Option<f64> {
         let a = self.rates.by_round.get(&(sa, ca, op))?;
         let b = self.rates.by_round.get(&(sb, cb, op))?;
-        median(&a.iter().filter_map(|(r, x)| b.get(r).map(|y| x / y)).collect::<Vec<_>>())
+        median(
+            &a.iter()
+                .filter_map(|(r, x)| b.get(r).map(|y| x / y))
+                .collect::<Vec<_>>(),
+        )
     }
 }
 
 fn thousands(n: usize) -> String {
-    if n >= 1000 && n % 1000 == 0 { format!("{}k", n / 1000) } else { n.to_string() }
+    if n >= 1000 && n.is_multiple_of(1000) {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
 }
 
 impl Bench {
     /// k consumer processes sharing one queue.
     fn worker_sections(&mut self) -> io::Result<()> {
-        let kinds = [(Contender::Floor, "floor"), (Contender::Engine, "engine"), (Contender::Mount, "mount")];
+        let kinds = [
+            (Contender::Floor, "floor"),
+            (Contender::Engine, "engine"),
+            (Contender::Mount, "mount"),
+        ];
         let n = self.plan.workers_n;
         for round in 0..self.plan.rounds {
             for k in [1usize, 2, 4] {
-                let title = format!("tmpfs, 100 B bodies, {k} consumer process{} on one queue of {}", if k == 1 { "" } else { "es" }, thousands(n));
-                progress(&format!("round {}/{}: {title}", round + 1, self.plan.rounds));
+                let title = format!(
+                    "tmpfs, 100 B bodies, {k} consumer process{} on one queue of {}",
+                    if k == 1 { "" } else { "es" },
+                    thousands(n)
+                );
+                progress(&format!(
+                    "round {}/{}: {title}",
+                    round + 1,
+                    self.plan.rounds
+                ));
                 let sec = self.rates.section(title);
                 for i in 0..kinds.len() {
                     let (c, kind) = kinds[(i + round + k) % kinds.len()];
@@ -585,7 +759,12 @@ impl Bench {
                         self.rates.failures.insert((sec, c), why);
                         continue;
                     }
-                    let place = self.place(c, Fs::Tmpfs, &format!("workers-r{round}-k{k}-{kind}"), false);
+                    let place = self.place(
+                        c,
+                        Fs::Tmpfs,
+                        &format!("workers-r{round}-k{k}-{kind}"),
+                        false,
+                    );
                     let outcome = (|| {
                         if c == Contender::Floor {
                             contenders::prepare(c, &place)?;
@@ -598,11 +777,19 @@ impl Bench {
                     })();
                     match outcome {
                         Ok((t, got)) if got == n => {
-                            self.rates.record(sec, c, "consume+ack", round, n as f64 / t.as_secs_f64());
+                            self.rates.record(
+                                sec,
+                                c,
+                                "consume+ack",
+                                round,
+                                n as f64 / t.as_secs_f64(),
+                            );
                             self.rates.counts.insert((sec, c), n);
                         }
                         Ok((_, got)) => {
-                            self.rates.failures.insert((sec, c), format!("{k} workers consumed {got} of {n}"));
+                            self.rates
+                                .failures
+                                .insert((sec, c), format!("{k} workers consumed {got} of {n}"));
                         }
                         Err(e) => {
                             self.rates.failures.insert((sec, c), e.to_string());
@@ -614,14 +801,24 @@ impl Bench {
                 }
             }
         }
-        let one = self.rates.section(format!("tmpfs, 100 B bodies, 1 consumer process on one queue of {}", thousands(n)));
-        let four = self.rates.section(format!("tmpfs, 100 B bodies, 4 consumer processes on one queue of {}", thousands(n)));
+        let one = self.rates.section(format!(
+            "tmpfs, 100 B bodies, 1 consumer process on one queue of {}",
+            thousands(n)
+        ));
+        let four = self.rates.section(format!(
+            "tmpfs, 100 B bodies, 4 consumer processes on one queue of {}",
+            thousands(n)
+        ));
         for (c, _) in kinds {
             let r = self.round_ratio(four, c, one, c, "consume+ack");
             self.targets.push(Target {
                 what: format!("{}: 4 consumer processes ≥ 1.5× one", c.label()),
                 measured: r.map(|r| format!("{r:.2}×")).unwrap_or_else(|| "—".into()),
-                pass: if c == Contender::Floor { None } else { r.map(|r| r >= 1.5) },
+                pass: if c == Contender::Floor {
+                    None
+                } else {
+                    r.map(|r| r >= 1.5)
+                },
             });
         }
         Ok(())
@@ -631,19 +828,36 @@ impl Bench {
     /// (its own CLI cannot start on Python 3: see the behaviour notes).
     fn process_wall(&mut self) -> io::Result<()> {
         if let Some(why) = self.cli_error.clone() {
-            self.targets.push(Target { what: "`ddmq publish` as a new process ≤ 5 ms wall".into(), measured: format!("not run: {why}"), pass: None });
+            self.targets.push(Target {
+                what: "`ddmq publish` as a new process ≤ 5 ms wall".into(),
+                measured: format!("not run: {why}"),
+                pass: None,
+            });
             return Ok(());
         }
         let place = self.place(Contender::CliSingle, Fs::Tmpfs, "process-wall", false);
         contenders::prepare(Contender::CliSingle, &place)?;
-        let orig = self.place(Contender::OrigDefaults, Fs::Tmpfs, "process-wall-orig", false);
+        let orig = self.place(
+            Contender::OrigDefaults,
+            Fs::Tmpfs,
+            "process-wall-orig",
+            false,
+        );
         let mut ours = Vec::new();
         let mut theirs = Vec::new();
         let mut spawn_only = Vec::new();
         for round in 0..self.plan.rounds {
-            progress(&format!("round {}/{}: publish as a new process", round + 1, self.plan.rounds));
+            progress(&format!(
+                "round {}/{}: publish as a new process",
+                round + 1,
+                self.plan.rounds
+            ));
             for _ in 0..self.plan.process_calls {
-                ours.push(contenders::cli_publish_one(&self.tools, &place, &contenders::body_text(100))?.as_secs_f64() * 1e3);
+                ours.push(
+                    contenders::cli_publish_one(&self.tools, &place, &contenders::body_text(100))?
+                        .as_secs_f64()
+                        * 1e3,
+                );
                 // What starting any process costs here right now: the floor of this target.
                 let started = Instant::now();
                 contenders::run_quiet(&mut Command::new("true"))?;
@@ -681,12 +895,19 @@ impl Bench {
     /// The Python client on the mount against the original module with its defaults, same work.
     fn versus_original(&mut self) -> io::Result<()> {
         let n = self.plan.versus_n;
-        let title = format!("tmpfs, 100 B bodies, {n} messages: Python on the mount against the original module");
+        let title = format!(
+            "tmpfs, 100 B bodies, {n} messages: Python on the mount against the original module"
+        );
         let sec = self.rates.section(title);
         let mut totals: BTreeMap<(Contender, usize), f64> = BTreeMap::new();
         for round in 0..self.plan.versus_rounds {
             for c in [Contender::MountPy, Contender::OrigDefaults] {
-                progress(&format!("round {}/{}: {} with {n} messages", round + 1, self.plan.versus_rounds, c.label()));
+                progress(&format!(
+                    "round {}/{}: {} with {n} messages",
+                    round + 1,
+                    self.plan.versus_rounds,
+                    c.label()
+                ));
                 if let Some(why) = self.unavailable(c) {
                     self.rates.failures.insert((sec, c), why);
                     continue;
@@ -706,9 +927,22 @@ impl Bench {
             }
         }
         let ratios: Vec<f64> = (0..self.plan.versus_rounds)
-            .filter_map(|r| Some(totals.get(&(Contender::OrigDefaults, r))? / totals.get(&(Contender::MountPy, r))?))
+            .filter_map(|r| {
+                Some(
+                    totals.get(&(Contender::OrigDefaults, r))?
+                        / totals.get(&(Contender::MountPy, r))?,
+                )
+            })
             .collect();
-        let secs = |c| median(&totals.iter().filter(|((cc, _), _)| *cc == c).map(|(_, v)| *v).collect::<Vec<_>>());
+        let secs = |c| {
+            median(
+                &totals
+                    .iter()
+                    .filter(|((cc, _), _)| *cc == c)
+                    .map(|(_, v)| *v)
+                    .collect::<Vec<_>>(),
+            )
+        };
         let r = median(&ratios);
         self.targets.push(Target {
             what: format!("Python client on the mount (write `in`, read `next`, {n} messages) ≥ 20× faster than the original module with its defaults"),
@@ -739,7 +973,11 @@ impl Bench {
             None
         };
         for round in 0..self.plan.rounds {
-            progress(&format!("round {}/{}: wake-up latency", round + 1, self.plan.rounds));
+            progress(&format!(
+                "round {}/{}: wake-up latency",
+                round + 1,
+                self.plan.rounds
+            ));
             for _ in 0..self.plan.latency_samples {
                 if cli_error.is_none() {
                     match cli_wake_up(&self.tools, &cli_place) {
@@ -755,17 +993,26 @@ impl Bench {
                 }
             }
         }
-        for (what, samples, err) in [("CLI `consume --wait`", &cli, &cli_error), ("mount: blocking read of `wait`", &mount, &mount_error)] {
+        for (what, samples, err) in [
+            ("CLI `consume --wait`", &cli, &cli_error),
+            ("mount: blocking read of `wait`", &mount, &mount_error),
+        ] {
             let m = median(samples);
             let max = samples.iter().copied().fold(f64::NAN, f64::max);
             self.targets.push(Target {
                 what: format!("wake-up latency, {what}, tmpfs: median ≤ 50 ms"),
                 measured: match (err, m) {
                     (Some(e), _) => format!("not run: {e}"),
-                    (None, Some(m)) => format!("{m:.1} ms (max {max:.1} ms, {} samples)", samples.len()),
+                    (None, Some(m)) => {
+                        format!("{m:.1} ms (max {max:.1} ms, {} samples)", samples.len())
+                    }
                     (None, None) => "—".into(),
                 },
-                pass: if err.is_some() { None } else { m.map(|m| m <= 50.0) },
+                pass: if err.is_some() {
+                    None
+                } else {
+                    m.map(|m| m <= 50.0)
+                },
             });
         }
         Ok(())
@@ -773,31 +1020,59 @@ impl Bench {
 
     /// The mount daemon's memory with a deep queue, and over many messages passed through.
     fn mount_memory_soak(&mut self) -> io::Result<()> {
-        let what_depth = "mount daemon resident memory ≤ 64 MiB with 100k messages waiting".to_string();
-        let what_soak = format!("mount daemon memory not growing over {} messages passed through", thousands(self.plan.soak));
+        let what_depth =
+            "mount daemon resident memory ≤ 64 MiB with 100k messages waiting".to_string();
+        let what_soak = format!(
+            "mount daemon memory not growing over {} messages passed through",
+            thousands(self.plan.soak)
+        );
         let Some(m) = self.mounts.get("tmpfs") else {
             let why = format!("not run: {}", self.mount_error.clone().unwrap_or_default());
-            self.targets.push(Target { what: what_depth, measured: why.clone(), pass: None });
-            self.targets.push(Target { what: what_soak, measured: why, pass: None });
+            self.targets.push(Target {
+                what: what_depth,
+                measured: why.clone(),
+                pass: None,
+            });
+            self.targets.push(Target {
+                what: what_soak,
+                measured: why,
+                pass: None,
+            });
             return Ok(());
         };
         let deepest = self.plan.depths.iter().max().copied().unwrap_or(0);
         self.targets.push(Target {
             what: what_depth,
             measured: match self.depth_memory {
-                Some(kib) => format!("{:.1} MiB VmRSS after consuming from a queue of {} waiting", kib as f64 / 1024.0, thousands(deepest)),
+                Some(kib) => format!(
+                    "{:.1} MiB VmRSS after consuming from a queue of {} waiting",
+                    kib as f64 / 1024.0,
+                    thousands(deepest)
+                ),
                 None => "—".into(),
             },
-            pass: if deepest >= 100_000 { self.depth_memory.map(|kib| kib <= 64 * 1024) } else { None },
+            pass: if deepest >= 100_000 {
+                self.depth_memory.map(|kib| kib <= 64 * 1024)
+            } else {
+                None
+            },
         });
-        let place = Place { root: m.root.clone(), queue: "soak".into(), mnt: Some(m.mnt.clone()), durable: false };
+        let place = Place {
+            root: m.root.clone(),
+            queue: "soak".into(),
+            mnt: Some(m.mnt.clone()),
+            durable: false,
+        };
         contenders::prepare(Contender::Mount, &place)?;
         let total = self.plan.soak;
         let step = (total / 10).max(1);
         let mut samples = Vec::new();
         let started = Instant::now();
         let mut passed = 0;
-        progress(&format!("soak: {} messages through the mount", thousands(total)));
+        progress(&format!(
+            "soak: {} messages through the mount",
+            thousands(total)
+        ));
         while passed < total {
             let batch = step.min(total - passed);
             let inner = 1000.min(batch);
@@ -807,7 +1082,9 @@ impl Bench {
                 contenders::publish(Contender::Mount, &place, &self.tools, k, 100, &[])?;
                 let (_, got) = contenders::mount_consume(&place, k)?;
                 if got != k {
-                    return Err(io::Error::other(format!("soak: took {got} of {k} messages back through the mount")));
+                    return Err(io::Error::other(format!(
+                        "soak: took {got} of {k} messages back through the mount"
+                    )));
                 }
                 done += k;
             }
@@ -852,21 +1129,32 @@ fn cli_wake_up(tools: &Tools, place: &Place) -> io::Result<Duration> {
     if let Some(status) = child.try_wait()? {
         let mut err = String::new();
         let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
-        return Err(io::Error::other(format!("`ddmq consume --wait` ended before a message was published ({status}): {}", err.trim())));
+        return Err(io::Error::other(format!(
+            "`ddmq consume --wait` ended before a message was published ({status}): {}",
+            err.trim()
+        )));
     }
     let started = Instant::now();
     contenders::fill(place, 1, 100)?;
     let out = child.wait_with_output()?;
     let elapsed = started.elapsed();
     if !out.status.success() || !String::from_utf8_lossy(&out.stdout).contains('{') {
-        return Err(io::Error::other(format!("`ddmq consume --wait` did not deliver the message ({})", out.status)));
+        return Err(io::Error::other(format!(
+            "`ddmq consume --wait` did not deliver the message ({})",
+            out.status
+        )));
     }
     Ok(elapsed)
 }
 
 /// A reader blocked on `MNT/q/wait`; returns the time from the publish to its read.
 fn mount_wake_up(place: &Place) -> io::Result<Duration> {
-    let path = place.mnt.as_ref().ok_or_else(|| io::Error::other("no mount"))?.join(&place.queue).join("wait");
+    let path = place
+        .mnt
+        .as_ref()
+        .ok_or_else(|| io::Error::other("no mount"))?
+        .join(&place.queue)
+        .join("wait");
     let (tx, rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let result = fs::File::open(&path).and_then(|mut f| {
@@ -878,11 +1166,15 @@ fn mount_wake_up(place: &Place) -> io::Result<Duration> {
     std::thread::sleep(Duration::from_millis(300));
     if let Ok((_, r)) = rx.try_recv() {
         let _ = reader.join();
-        return Err(io::Error::other(format!("the read of `wait` returned before any publish: {r:?}")));
+        return Err(io::Error::other(format!(
+            "the read of `wait` returned before any publish: {r:?}"
+        )));
     }
     let started = Instant::now();
     contenders::fill(place, 1, 100)?;
-    let (at, result) = rx.recv_timeout(Duration::from_secs(15)).map_err(|_| io::Error::other("no wake-up within 15 s"))?;
+    let (at, result) = rx
+        .recv_timeout(Duration::from_secs(15))
+        .map_err(|_| io::Error::other("no wake-up within 15 s"))?;
     let _ = reader.join();
     let len = result?;
     if len == 0 {

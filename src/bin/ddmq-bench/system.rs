@@ -16,7 +16,9 @@ pub struct MountDaemon {
 }
 
 fn is_mounted(mnt: &Path) -> bool {
-    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
     let wanted = mnt.to_string_lossy();
     text.lines().any(|l| l.split(' ').nth(4) == Some(&wanted))
 }
@@ -34,12 +36,20 @@ impl MountDaemon {
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()?;
-        let mut daemon = MountDaemon { root: root.to_path_buf(), mnt, child, ddmq: ddmq.to_path_buf() };
+        let mut daemon = MountDaemon {
+            root: root.to_path_buf(),
+            mnt,
+            child,
+            ddmq: ddmq.to_path_buf(),
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !is_mounted(&daemon.mnt) {
             if let Some(status) = daemon.child.try_wait()? {
                 let err = fs::read_to_string(log).unwrap_or_default();
-                return Err(io::Error::other(format!("ddmq mount exited ({status}): {}", err.trim())));
+                return Err(io::Error::other(format!(
+                    "ddmq mount exited ({status}): {}",
+                    err.trim()
+                )));
             }
             if Instant::now() > deadline {
                 daemon.stop();
@@ -58,20 +68,32 @@ impl MountDaemon {
     pub fn memory_kib(&self) -> Option<(u64, u64)> {
         let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
         let field = |name: &str| {
-            status.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok())
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
         };
         Some((field("VmRSS:")?, field("VmHWM:")?))
     }
 
     pub fn stop(&mut self) {
-        let _ = Command::new(&self.ddmq).arg("umount").arg(&self.mnt).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = Command::new(&self.ddmq)
+            .arg("umount")
+            .arg(&self.mnt)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             match self.child.try_wait() {
                 Ok(Some(_)) | Err(_) => break,
                 Ok(None) if Instant::now() > deadline => {
                     // Ours to end: it did not leave after the unmount.
-                    let _ = Command::new("fusermount3").arg("-u").arg(&self.mnt).status();
+                    let _ = Command::new("fusermount3")
+                        .arg("-u")
+                        .arg(&self.mnt)
+                        .status();
                     let _ = self.child.kill();
                     let _ = self.child.wait();
                     break;
@@ -93,7 +115,9 @@ impl Drop for MountDaemon {
 /// The filesystem type of the filesystem holding `path`, from /proc/self/mounts (longest prefix).
 pub fn fs_type(path: &Path) -> String {
     let path = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let Ok(text) = fs::read_to_string("/proc/self/mounts") else { return "?".into() };
+    let Ok(text) = fs::read_to_string("/proc/self/mounts") else {
+        return "?".into();
+    };
     let mut best: Option<(usize, String)> = None;
     for line in text.lines() {
         let f: Vec<&str> = line.split(' ').collect();
@@ -110,23 +134,42 @@ pub fn fs_type(path: &Path) -> String {
 
 /// One line: cores, memory, kernel, CPU model.
 pub fn machine() -> String {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let mem_gib = fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|t| t.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<u64>().ok()))
+        .and_then(|t| {
+            t.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .map(|kib| kib as f64 / 1024.0 / 1024.0)
         .unwrap_or(0.0);
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|t| t.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
         .unwrap_or_else(|| "?".into());
-    format!("{cores} cores ({cpu}), {mem_gib:.1} GiB RAM, Linux {}", kernel.trim())
+    format!(
+        "{cores} cores ({cpu}), {mem_gib:.1} GiB RAM, Linux {}",
+        kernel.trim()
+    )
 }
 
 /// Today's date (UTC), without a date crate.
 pub fn today() -> String {
-    let days = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) / 86400) as i64;
+    let days = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        / 86400) as i64;
     // Civil from days (Howard Hinnant's algorithm).
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
