@@ -930,6 +930,46 @@ fn b7_settings_are_read_fresh_by_a_long_lived_queue() {
     assert_eq!(b.queue("q").unwrap().settings().unwrap().priority, 7);
 }
 
+/// Another host replacing `ddmq.yaml` over a network filesystem can make it read torn for a
+/// while (the sshfs two-host test saw `could not find expected ':'`): a queue that read its
+/// settings before keeps them, and publish, consume and clean go on.
+#[test]
+fn a_torn_settings_read_keeps_the_last_good_settings() {
+    let (_d, b) = root_with_queue();
+    let q = b.queue("q").unwrap();
+    std::fs::write(
+        q.config_path(),
+        "cleaned: 0
+priority: 7
+",
+    )
+    .unwrap();
+    assert_eq!(publish(&q, "a").priority, 7);
+    // What a torn read looks like: the new size over old pages.
+    std::fs::write(
+        q.config_path(),
+        "cleaned: 0
+priority: 7
+message_ti\0\0\0\0",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(publish(&q, "b").priority, 7);
+    assert_eq!(drain(&q).len(), 2);
+    q.clean().unwrap();
+    assert_eq!(q.settings().unwrap().priority, 7);
+    // The file was not rewritten from a broken read.
+    assert!(
+        std::fs::read_to_string(q.config_path())
+            .unwrap()
+            .contains("message_ti")
+    );
+    // A client that never read it cleanly reports the file.
+    let fresh = Broker::open(b.root()).unwrap().queue("q").unwrap();
+    let e = fresh.settings().unwrap_err().to_string();
+    assert!(e.contains("ddmq.yaml"), "{e}");
+}
+
 #[test]
 fn b12_clean_on_a_fresh_broker_works() {
     let (d, b) = root_with_queue();

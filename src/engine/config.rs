@@ -8,6 +8,7 @@
 use super::{Error, Result, io_err};
 use serde_yaml::{Mapping, Value};
 use std::path::Path;
+use std::time::Duration;
 
 /// The file name of root and queue settings.
 pub const CONFIG_FILE: &str = "ddmq.yaml";
@@ -191,12 +192,67 @@ fn flow_nesting_depth(text: &str) -> usize {
     deepest
 }
 
-/// Reads a settings file; a missing file is `None`.
+/// Reads a settings file once; a missing file is `None`.
 pub fn read_mapping(path: &Path) -> Result<Option<Mapping>> {
+    read_bytes(path).and_then(|bytes| bytes.map(|b| parse_mapping(path, &b)).transpose())
+}
+
+fn read_bytes(path: &Path) -> Result<Option<Vec<u8>>> {
     match std::fs::read(path) {
-        Ok(bytes) => parse_mapping(path, &bytes).map(Some),
+        Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err("read settings", path, e)),
+    }
+}
+
+/// How many more times a settings file that fails to parse is read before the failure counts.
+const TORN_READ_RETRIES: u32 = 10;
+/// Pause between those reads: long enough for another host's rename to become visible.
+const TORN_READ_PAUSE: Duration = Duration::from_millis(10);
+
+/// Reads a settings file that another host may be replacing right now. Over a network
+/// filesystem (sshfs, NFS with attribute caching) a file replaced by rename can read torn: the
+/// new size over the old cached pages, or empty. Our own writers never leave a file torn, so a
+/// parse failure is read again a few times before it is reported; a broken file still fails,
+/// about 0.1 s later.
+pub fn read_mapping_settled(path: &Path) -> Result<Option<Mapping>> {
+    let mut attempt = 0;
+    loop {
+        match read_mapping(path) {
+            Err(e @ Error::Config { .. }) if attempt < TORN_READ_RETRIES => {
+                log::debug!("{e}; reading it again (another client may be replacing it)");
+                attempt += 1;
+                std::thread::sleep(TORN_READ_PAUSE);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Reads a settings file for a read-modify-write: it must parse and read the same twice in a
+/// row, so that a torn read (which may parse, but lack keys) is never written back as the whole
+/// file. A file that is not stable after the retries is an error naming it.
+fn read_mapping_stable(path: &Path) -> Result<Option<Mapping>> {
+    let mut attempt = 0;
+    loop {
+        let first = read_bytes(path)?;
+        let second = read_bytes(path)?;
+        let parsed = match (&first, &second) {
+            (Some(a), Some(b)) if a == b => parse_mapping(path, a).map(Some),
+            (None, None) => Ok(None),
+            _ => Err(Error::Config {
+                path: path.into(),
+                reason: "changed while being read".into(),
+            }),
+        };
+        match parsed {
+            Err(e @ Error::Config { .. }) if attempt < TORN_READ_RETRIES => {
+                log::debug!("{e}; reading it again (another client may be replacing it)");
+                attempt += 1;
+                std::thread::sleep(TORN_READ_PAUSE);
+            }
+            other => return other,
+        }
     }
 }
 
@@ -235,7 +291,7 @@ pub fn write_mapping(path: &Path, map: &Mapping) -> Result<()> {
 
 /// Sets one key of a settings file (read, update, atomic replace).
 pub fn set_key(path: &Path, key: &str, value: Value) -> Result<()> {
-    let mut map = read_mapping(path)?.unwrap_or_default();
+    let mut map = read_mapping_stable(path)?.unwrap_or_default();
     map.insert(Value::String(key.to_string()), value);
     write_mapping(path, &map)
 }

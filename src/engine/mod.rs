@@ -221,7 +221,7 @@ impl Broker {
         }
         // Settings are checked now (syntax and types) so a broken root file is reported up front.
         let path = root.join(config::CONFIG_FILE);
-        let map = config::read_mapping(&path)?.unwrap_or_default();
+        let map = config::read_mapping_settled(&path)?.unwrap_or_default();
         Settings::resolve(&[(&path, &map)])?;
         Ok(Broker {
             root,
@@ -266,7 +266,7 @@ impl Broker {
     /// The root's own settings mapping merged over the defaults.
     pub fn root_settings(&self) -> Result<Settings> {
         let path = self.root.join(config::CONFIG_FILE);
-        let map = config::read_mapping(&path)?.unwrap_or_default();
+        let map = config::read_mapping_settled(&path)?.unwrap_or_default();
         Settings::resolve(&[(&path, &map)])
     }
 

@@ -15,6 +15,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// How long settings read from disk are trusted before they are read again.
 const SETTINGS_TTL: Duration = Duration::from_secs(1);
+/// How many more times a failed settings read is tried before the failure counts.
+const SETTINGS_RETRIES: u32 = 10;
+/// Pause between those reads: long enough for another host's rename to become visible.
+const SETTINGS_RETRY_PAUSE: Duration = Duration::from_millis(10);
+/// How long the last good settings stand in for a file that keeps reading broken.
+pub const LAST_GOOD_GRACE: Duration = Duration::from_secs(60);
 /// A listing that still holds candidates is not refreshed more often than this (nor more often
 /// than four times what it costs): the bound on how late a long-lived consumer sees a more
 /// urgent message published by another client. Concurrent consumers change the directory all
@@ -160,13 +166,23 @@ struct Listing {
     rng: u64,
 }
 
+/// The settings last read from disk, and when.
+struct CachedSettings {
+    /// When the files were last looked at (successfully or not); `None` after this process
+    /// changed them, so that the next call reads them again.
+    read_at: Option<Instant>,
+    /// When they last read and parsed cleanly.
+    good_at: Instant,
+    settings: Settings,
+}
+
 pub struct Queue {
     root: PathBuf,
     name: String,
     dir: PathBuf,
     work: PathBuf,
     listing: Mutex<Listing>,
-    settings: Mutex<Option<(Instant, Settings)>>,
+    settings: Mutex<Option<CachedSettings>>,
     /// When this process last considered housekeeping, and last ran it.
     clean_state: Mutex<(Option<Instant>, Option<Instant>)>,
 }
@@ -211,35 +227,72 @@ impl Queue {
 
     // ---------------------------------------------------------------- settings
 
-    /// Effective settings, read again from disk when older than a second (B7).
+    /// Effective settings, read again from disk when older than a second (0.9.10 read them once
+    /// per process, B7).
+    ///
+    /// Over a network filesystem another host replacing a `ddmq.yaml` can make it read torn,
+    /// empty or missing for a moment. A read that fails where an earlier one succeeded is tried
+    /// again a few times; if it still fails, the last good settings are kept, with a warning, for
+    /// up to [`LAST_GOOD_GRACE`] after they were last read. A file broken from the start, or for
+    /// longer, is an error naming it.
     pub fn settings(&self) -> Result<Settings> {
         let mut cached = self.settings.lock().unwrap();
-        if let Some((at, s)) = cached.as_ref()
-            && at.elapsed() < SETTINGS_TTL
+        if let Some(c) = cached.as_ref()
+            && c.read_at.is_some_and(|t| t.elapsed() < SETTINGS_TTL)
         {
-            return Ok(s.clone());
+            return Ok(c.settings.clone());
         }
-        // A network filesystem can show a ddmq.yaml being replaced by another client as briefly
-        // missing (sshfs without POSIX rename): while the queue directory is there, keep the
-        // settings we had, or look again a few times.
-        let mut tries = 0;
-        let s = loop {
+        let mut attempt = 0;
+        let failure = loop {
             match self.read_settings() {
-                Err(Error::NoSuchQueue(_)) if self.work.is_dir() => {
-                    if let Some((_, s)) = cached.as_ref() {
-                        break s.clone();
-                    }
-                    tries += 1;
-                    if tries > 20 {
-                        return Err(Error::NoSuchQueue(self.dir.clone()));
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
+                Ok(s) => {
+                    let now = Instant::now();
+                    *cached = Some(CachedSettings {
+                        read_at: Some(now),
+                        good_at: now,
+                        settings: s.clone(),
+                    });
+                    return Ok(s);
                 }
-                other => break other?,
+                Err(e) if self.may_be_mid_replace(&e) && attempt < SETTINGS_RETRIES => {
+                    attempt += 1;
+                    std::thread::sleep(SETTINGS_RETRY_PAUSE);
+                }
+                Err(e) => break e,
             }
         };
-        *cached = Some((Instant::now(), s.clone()));
-        Ok(s)
+        match cached.as_mut() {
+            Some(c)
+                if self.may_be_mid_replace(&failure) && c.good_at.elapsed() < LAST_GOOD_GRACE =>
+            {
+                log::warn!(
+                    "{failure}; keeping the settings of queue {} read {:.1} s ago (another client may be replacing the file)",
+                    self.name,
+                    c.good_at.elapsed().as_secs_f64()
+                );
+                c.read_at = Some(Instant::now());
+                Ok(c.settings.clone())
+            }
+            _ => Err(failure),
+        }
+    }
+
+    /// Makes the next [`Queue::settings`] read the files again, keeping what it read last as the
+    /// last good settings.
+    fn forget_settings(&self) {
+        if let Some(c) = self.settings.lock().unwrap().as_mut() {
+            c.read_at = None;
+        }
+    }
+
+    /// Whether a failed settings read may be another client replacing a file: a file that does
+    /// not parse, or a queue `ddmq.yaml` missing while the queue's `work/` is still there.
+    fn may_be_mid_replace(&self, e: &Error) -> bool {
+        match e {
+            Error::Config { .. } => true,
+            Error::NoSuchQueue(_) => self.work.is_dir(),
+            _ => false,
+        }
     }
 
     fn read_settings(&self) -> Result<Settings> {
@@ -262,7 +315,7 @@ impl Queue {
         let p = self.config_path();
         let map = config::validate(&p, text)?;
         config::write_mapping(&p, &map)?;
-        *self.settings.lock().unwrap() = None;
+        self.forget_settings();
         Ok(())
     }
 
@@ -940,12 +993,19 @@ impl Queue {
                 report.removed_temp_files += 1;
             }
         }
-        config::set_key(
+        // The stamp only throttles housekeeping: a file that another host keeps rewriting
+        // (it reads torn) is left to that host rather than failing the clean.
+        match config::set_key(
             &self.config_path(),
             "cleaned",
             serde_yaml::Value::Number(now.into()),
-        )?;
-        *self.settings.lock().unwrap() = None;
+        ) {
+            Err(e @ Error::Config { .. }) => {
+                log::warn!("{e}; not stamping the clean time this round")
+            }
+            other => other?,
+        }
+        self.forget_settings();
         self.clean_state.lock().unwrap().1 = Some(Instant::now());
         if report != CleanReport::default() {
             log::info!("cleaned queue {}: {report:?}", self.name);
