@@ -5,7 +5,8 @@
 //! Opens of `wait` can block for as long as the wait limit: they run on a thread of their own
 //! and reply from there, so the session keeps serving everybody else meanwhile.
 
-use crate::fs::{Access, Attr, FsError, QueueFs, SetAttr};
+use crate::fs::{Access, Attr, FsError, QueueFs, SetAttr, supplementary_groups};
+use crate::mount::sys::{ActingAs, Identity};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
@@ -13,23 +14,86 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow,
 };
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How long the kernel may cache the fixed part of the tree (queues and their files).
 const STABLE_TTL: Duration = Duration::from_secs(1);
 
-/// The adapter; cheap to clone into threads.
+/// How long the supplementary groups read for a caller are reused (a /proc read per request
+/// would cost a publish several system calls more).
+const GROUPS_TTL: Duration = Duration::from_secs(1);
+
+/// The adapter.
 pub struct DdmqFuse {
     fs: Arc<QueueFs>,
+    /// Carry out each request as its caller (a daemon run by root), or as the daemon itself.
+    act_as_callers: bool,
+    /// Who opened each open file: RELEASE comes without a caller, and is carried out as them.
+    openers: Arc<Mutex<HashMap<u64, Identity>>>,
+    /// Recently read supplementary groups, by (pid, uid, gid) of the caller.
+    groups: Mutex<HashMap<(u32, u32, u32), (Vec<u32>, Instant)>>,
 }
 
 impl DdmqFuse {
-    pub fn new(fs: Arc<QueueFs>) -> DdmqFuse {
-        DdmqFuse { fs }
+    /// `act_as_callers`: carry out each request with the filesystem identity of the process
+    /// that made it (needs root; see [`ActingAs`]).
+    pub fn new(fs: Arc<QueueFs>, act_as_callers: bool) -> DdmqFuse {
+        DdmqFuse {
+            fs,
+            act_as_callers,
+            openers: Arc::new(Mutex::new(HashMap::new())),
+            groups: Mutex::new(HashMap::new()),
+        }
     }
+
+    /// The identity to carry `req` out as: None for the daemon's own (not acting as callers, or
+    /// a caller that is root, for whom nothing would change).
+    fn caller(&self, req: &Request) -> Option<Identity> {
+        if !self.act_as_callers || req.uid() == 0 {
+            return None;
+        }
+        let (pid, uid, gid) = (req.pid(), req.uid(), req.gid());
+        let now = Instant::now();
+        let mut cache = self.groups.lock().unwrap();
+        let groups = match cache.get(&(pid, uid, gid)) {
+            Some((groups, read)) if now.duration_since(*read) < GROUPS_TTL => groups.clone(),
+            _ => {
+                // A caller gone before we asked keeps only its own group.
+                let groups = supplementary_groups(pid).unwrap_or_default();
+                if cache.len() >= 4096 {
+                    cache.retain(|_, (_, read)| now.duration_since(*read) < GROUPS_TTL);
+                }
+                cache.insert((pid, uid, gid), (groups.clone(), now));
+                groups
+            }
+        };
+        Some(Identity { uid, gid, groups })
+    }
+
+    /// Takes on `who`'s identity for this thread until the guard is dropped.
+    fn act_as(who: Option<&Identity>) -> Result<Option<ActingAs>, Errno> {
+        match who {
+            None => Ok(None),
+            Some(who) => ActingAs::new(who).map(Some).map_err(|e| {
+                log::warn!("cannot act as uid {} gid {}: {e}", who.uid, who.gid);
+                Errno::EPERM
+            }),
+        }
+    }
+}
+
+/// Takes on the identity of `$req`'s caller for the rest of the handler, or answers the error.
+macro_rules! as_caller {
+    ($self:ident, $req:ident, $reply:ident) => {
+        match DdmqFuse::act_as($self.caller($req).as_ref()) {
+            Ok(guard) => guard,
+            Err(e) => return $reply.error(e),
+        }
+    };
 }
 
 /// Logs a failed request once and answers it with the error's errno.
@@ -110,7 +174,8 @@ impl Filesystem for DdmqFuse {
         self.fs.shutdown();
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _caller = as_caller!(self, req, reply);
         match self.fs.lookup(parent.0, &name_of(name)) {
             Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
             Err(e) => reply.error(fail(&e)),
@@ -121,7 +186,8 @@ impl Filesystem for DdmqFuse {
         self.fs.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _caller = as_caller!(self, req, reply);
         match self.fs.getattr(ino.0) {
             Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
             Err(e) => reply.error(fail(&e)),
@@ -130,7 +196,7 @@ impl Filesystem for DdmqFuse {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -146,6 +212,7 @@ impl Filesystem for DdmqFuse {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _caller = as_caller!(self, req, reply);
         // The kernel sends the file type bits with a mode change; only permission bits matter.
         let change = SetAttr {
             size,
@@ -162,27 +229,30 @@ impl Filesystem for DdmqFuse {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        let _caller = as_caller!(self, req, reply);
         match self.fs.mkdir(parent.0, &name_of(name)) {
             Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
             Err(e) => reply.error(fail(&e)),
         }
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _caller = as_caller!(self, req, reply);
         match self.fs.unlink(parent.0, &name_of(name)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(fail(&e)),
         }
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _caller = as_caller!(self, req, reply);
         match self.fs.rmdir(parent.0, &name_of(name)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(fail(&e)),
@@ -261,29 +331,39 @@ impl Filesystem for DdmqFuse {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let access = Access::from_flags(flags.0);
         let pid = req.pid();
-        if self.fs.open_may_block(ino.0) {
-            let fs = self.fs.clone();
-            let spawned = std::thread::Builder::new()
-                .name("ddmq-wait".into())
-                .spawn(move || match fs.open(ino.0, access, pid) {
-                    Ok(fh) => reply.opened(FileHandle(fh), open_flags(fs.needs_flush(fh))),
-                    Err(e) => reply.error(fail(&e)),
-                });
-            if let Err(e) = spawned {
-                // The reply moved into the closure is dropped with it: fuser answers EIO then.
-                log::warn!("open of inode {ino}: cannot start a thread to wait on: {e}");
+        let caller = self.caller(req);
+        let fs = self.fs.clone();
+        let openers = self.openers.clone();
+        let open = move || {
+            let _caller = match DdmqFuse::act_as(caller.as_ref()) {
+                Ok(guard) => guard,
+                Err(e) => return reply.error(e),
+            };
+            match fs.open(ino.0, access, pid) {
+                Ok(fh) => {
+                    if let Some(who) = caller.clone() {
+                        openers.lock().unwrap().insert(fh, who);
+                    }
+                    reply.opened(FileHandle(fh), open_flags(fs.needs_flush(fh)))
+                }
+                Err(e) => reply.error(fail(&e)),
             }
-            return;
+        };
+        if !self.fs.open_may_block(ino.0) {
+            return open();
         }
-        match self.fs.open(ino.0, access, pid) {
-            Ok(fh) => reply.opened(FileHandle(fh), open_flags(self.fs.needs_flush(fh))),
-            Err(e) => reply.error(fail(&e)),
+        let spawned = std::thread::Builder::new()
+            .name("ddmq-wait".into())
+            .spawn(open);
+        if let Err(e) = spawned {
+            // The reply moved into the closure is dropped with it: fuser answers EIO then.
+            log::warn!("open of inode {ino}: cannot start a thread to wait on: {e}");
         }
     }
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -292,6 +372,7 @@ impl Filesystem for DdmqFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _caller = as_caller!(self, req, reply);
         match self.fs.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(fail(&e)),
@@ -300,7 +381,7 @@ impl Filesystem for DdmqFuse {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -310,6 +391,7 @@ impl Filesystem for DdmqFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _caller = as_caller!(self, req, reply);
         match self.fs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(fail(&e)),
@@ -324,6 +406,7 @@ impl Filesystem for DdmqFuse {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _caller = as_caller!(self, req, reply);
         match self.fs.flush(fh.0, req.pid()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(fail(&e)),
@@ -340,6 +423,13 @@ impl Filesystem for DdmqFuse {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        // RELEASE may come without a caller (the kernel's own, after the last close): it is
+        // carried out as whoever opened the file.
+        let opener = self.openers.lock().unwrap().remove(&fh.0);
+        let _opener = match DdmqFuse::act_as(opener.as_ref()) {
+            Ok(guard) => guard,
+            Err(e) => return reply.error(e),
+        };
         // close() never sees this error; the log is the only place it shows.
         match self.fs.release(fh.0) {
             Ok(()) => reply.ok(),
@@ -359,7 +449,8 @@ impl Filesystem for DdmqFuse {
         reply.ok();
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _caller = as_caller!(self, req, reply);
         match self.fs.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(fail(&e)),

@@ -3,6 +3,7 @@
 
 use ddmq::engine::Broker;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -111,7 +112,229 @@ fn names_that_are_not_utf8_are_absent_and_cannot_be_made() {
     let _daemon = Daemon::start(&root, &mnt, "");
     let bad = std::ffi::OsStr::from_bytes(b"caf\xe9");
     assert_eq!(errno(std::fs::metadata(mnt.join(bad))), libc::ENOENT);
-    assert_eq!(errno(std::fs::metadata(mnt.join("q").join(bad))), libc::ENOENT);
+    assert_eq!(
+        errno(std::fs::metadata(mnt.join("q").join(bad))),
+        libc::ENOENT
+    );
     assert_eq!(errno(std::fs::create_dir(mnt.join(bad))), libc::EINVAL);
     assert_eq!(errno(std::fs::create_dir(mnt.join("café"))), libc::EINVAL);
+}
+
+/// The system's programs (not root's own, which other users may not run).
+const SYSTEM_PATH: &str = "/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin";
+
+/// A group and users made for one test run (unique names), deleted when dropped.
+struct Accounts {
+    group: String,
+    member: String,
+    outsider: String,
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {out:?}");
+}
+
+fn id_of(what: &str, name: &str) -> u32 {
+    let out = Command::new("id").arg(what).arg(name).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+impl Accounts {
+    fn new() -> Accounts {
+        let tag = format!(
+            "{:x}{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+                % 1000
+        );
+        let a = Accounts {
+            group: format!("ddmqg{tag}"),
+            member: format!("ddmqm{tag}"),
+            outsider: format!("ddmqo{tag}"),
+        };
+        run_ok(Command::new("groupadd").arg(&a.group));
+        run_ok(Command::new("useradd").args(["-M", "-N", "-G", &a.group, &a.member]));
+        run_ok(Command::new("useradd").args(["-M", "-N", &a.outsider]));
+        a
+    }
+
+    /// `program args...` as `user` (real and effective ids, and their groups).
+    fn as_user(&self, user: &str, program: &str) -> Command {
+        let mut cmd = Command::new("setpriv");
+        cmd.arg(format!("--reuid={}", id_of("-u", user)))
+            .arg(format!("--regid={}", id_of("-g", user)))
+            .arg("--init-groups")
+            .env("PATH", SYSTEM_PATH)
+            .arg(program);
+        cmd
+    }
+
+    /// Tries each kind of access to queue `q` as `user`: one line each, `ok` or the errno.
+    fn probe(&self, user: &str, mnt: &Path) -> String {
+        const PROBE: &str = r#"
+import errno, os, sys
+m = sys.argv[1]
+def read(name):
+    with open(os.path.join(m, "q", name)) as f:
+        return f.read()
+def publish():
+    with open(os.path.join(m, "q/in"), "w") as f:
+        f.write("probe")
+def edit():
+    with open(os.path.join(m, "q/ddmq.yaml"), "w") as f:
+        f.write("message_timeout: 5\n")
+for name, act in [("next", lambda: read("next")), ("wait", lambda: read("wait")),
+                  ("claim", lambda: read("claim")), ("in", publish),
+                  ("messages", lambda: os.listdir(os.path.join(m, "q/messages"))),
+                  ("ddmq.yaml", lambda: read("ddmq.yaml")), ("edit ddmq.yaml", edit),
+                  ("status", lambda: read("status"))]:
+    try:
+        act()
+        print(name, "ok")
+    except OSError as e:
+        print(name, errno.errorcode[e.errno])
+"#;
+        let out = self
+            .as_user(user, "python3")
+            .args(["-c", PROBE])
+            .arg(mnt)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs a shell script as `user`, with $MNT set.
+    fn sh(&self, user: &str, script: &str, mnt: &Path) -> Output {
+        self.as_user(user, "sh")
+            .args(["-c", script])
+            .env("MNT", mnt)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Accounts {
+    fn drop(&mut self) {
+        for user in [&self.member, &self.outsider] {
+            let _ = Command::new("userdel").arg(user).output();
+        }
+        let _ = Command::new("groupdel").arg(&self.group).output();
+    }
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// (waiting, in flight) and the names of the files in the queue directory.
+fn queue_state(root: &Path) -> ((usize, usize), Vec<String>) {
+    let q = Broker::open(root).unwrap().queue("q").unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(root.join("q"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    (
+        (q.waiting().unwrap().len(), q.in_flight().unwrap().len()),
+        names,
+    )
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+const DENIED_ALL: &str = "next EACCES\nwait EACCES\nclaim EACCES\nin EACCES\nmessages EACCES\n\
+                          ddmq.yaml EACCES\nedit ddmq.yaml EACCES\nstatus EACCES\n";
+
+#[test]
+fn through_a_root_run_mount_each_user_gets_what_root_grants_them() {
+    if !is_root() {
+        eprintln!("skipped: needs root to make users and to act as them");
+        return;
+    }
+    let accounts = Accounts::new();
+    let shared_gid: u32 = {
+        let out = Command::new("getent")
+            .args(["group", &accounts.group])
+            .output()
+            .unwrap();
+        let line = String::from_utf8_lossy(&out.stdout).into_owned();
+        line.split(':').nth(2).unwrap().parse().unwrap()
+    };
+    let (dir, root, mnt) = root_and_mountpoint();
+    chmod(dir.path(), 0o755);
+    let q = Broker::open(&root).unwrap().queue("q").unwrap();
+    q.publish(serde_json::json!("waiting"), &Default::default())
+        .unwrap();
+    let before = queue_state(&root);
+
+    // A private root (0700, root's own): nobody else gets anything.
+    chmod(&root, 0o700);
+    let daemon = Daemon::start(&root, &mnt, "allow_other");
+    assert_eq!(accounts.probe(&accounts.outsider, &mnt), DENIED_ALL);
+    assert_eq!(accounts.probe(&accounts.member, &mnt), DENIED_ALL);
+    assert_eq!(queue_state(&root), before, "the queue is unchanged");
+    drop(daemon);
+
+    // A root others may read (0755) but not write: they may look, not publish nor consume.
+    chmod(&root, 0o755);
+    let daemon = Daemon::start(&root, &mnt, "allow_other");
+    assert_eq!(
+        accounts.probe(&accounts.outsider, &mnt),
+        "next EACCES\nwait EACCES\nclaim EACCES\nin EACCES\nmessages ok\nddmq.yaml ok\n\
+         edit ddmq.yaml EACCES\nstatus ok\n"
+    );
+    assert_eq!(queue_state(&root), before, "the queue is unchanged");
+    drop(daemon);
+
+    // A group-shared root (2770): members publish and consume, outsiders get nothing.
+    for path in [root.clone(), root.join("q"), root.join("q/work")] {
+        std::os::unix::fs::chown(&path, None, Some(shared_gid)).unwrap();
+        chmod(&path, 0o2770);
+    }
+    for file in ["q/ddmq.yaml", "ddmq.yaml"] {
+        let file = root.join(file);
+        if file.exists() {
+            std::os::unix::fs::chown(&file, None, Some(shared_gid)).unwrap();
+            chmod(&file, 0o660);
+        }
+    }
+    let _daemon = Daemon::start(&root, &mnt, "allow_other");
+    assert_eq!(accounts.probe(&accounts.outsider, &mnt), DENIED_ALL);
+    assert_eq!(queue_state(&root), before, "the queue is unchanged");
+
+    let out = accounts.sh(&accounts.member, "printf mine > \"$MNT/q/in\"", &mnt);
+    assert!(out.status.success(), "{out:?}");
+    let member_uid = id_of("-u", &accounts.member);
+    let q = Broker::open(&root).unwrap().queue("q").unwrap();
+    let owners: Vec<(u32, u32)> = q
+        .waiting()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            let m = std::fs::metadata(root.join("q").join(w.to_string())).unwrap();
+            (m.uid(), m.gid())
+        })
+        .collect();
+    assert_eq!(
+        owners,
+        [(0, shared_gid), (member_uid, shared_gid)],
+        "the member's message file is theirs"
+    );
+    let out = accounts.sh(
+        &accounts.member,
+        "cat \"$MNT/q/next\"; echo; cat \"$MNT/q/next\"",
+        &mnt,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "waiting\nmine");
+    assert_eq!(queue_state(&root).0, (0, 0), "both consumed and acked");
 }

@@ -51,6 +51,19 @@ impl SignalState {
     }
 }
 
+/// The supplementary groups of the task `pid`, from the Groups line of `/proc/<pid>/status`
+/// (None when the task is gone or the line unreadable).
+pub fn supplementary_groups(pid: u32) -> Option<Vec<u32>> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_groups(&status)
+}
+
+/// The Groups line of a status file: decimal ids separated by spaces.
+pub fn parse_groups(status: &str) -> Option<Vec<u32>> {
+    let line = status.lines().find_map(|l| l.strip_prefix("Groups:"))?;
+    line.split_whitespace().map(|g| g.parse().ok()).collect()
+}
+
 /// True if the task `pid` (as the request names it) is gone or has an interrupting signal pending.
 pub fn is_interrupted(pid: u32) -> bool {
     if pid == 0 {
@@ -159,6 +172,15 @@ mod tests {
         assert!(!stat_shows_killed(&line(0x4, 1 << 8)), "exit(1)");
         assert!(!stat_shows_killed(&line(0x400000, 9)), "not exiting");
         assert!(!is_killed(std::process::id()));
+    }
+
+    #[test]
+    fn groups_come_from_the_groups_line() {
+        let status = "Name:\tsh\nUid:\t1000\nGroups:\t4 27 1000 \nNSpid:\t1\n";
+        assert_eq!(parse_groups(status), Some(vec![4, 27, 1000]));
+        assert_eq!(parse_groups("Groups:\t\n"), Some(vec![]));
+        assert_eq!(parse_groups("Uid:\t0\n"), None);
+        assert!(supplementary_groups(std::process::id()).is_some());
     }
 
     #[test]

@@ -23,13 +23,14 @@
 //! inodes it holds ([`inodes`]) and its open files (one handle each, with the message a reader
 //! claimed or the bytes a writer sent).
 
+mod access;
 mod caller;
 mod error;
 mod inodes;
 #[cfg(test)]
 mod tests;
 
-pub use caller::{SignalState, is_interrupted, is_killed};
+pub use caller::{SignalState, is_interrupted, is_killed, supplementary_groups};
 pub use error::{FsError, FsErrorKind};
 pub use inodes::{DirKind, FileKind, InodeTable, Node, ROOT_INO};
 
@@ -52,11 +53,13 @@ const MAX_CONFIG_BYTES: usize = 1 << 20;
 pub struct FsOptions {
     /// Refuse everything that changes a queue (EROFS), consuming included.
     pub read_only: bool,
-    /// Owner and group of every file and directory.
-    pub uid: u32,
-    pub gid: u32,
-    /// Permission bits removed from every mode.
-    pub umask: u32,
+    /// Owner of every file and directory, instead of the owner of what it stands for in ROOT.
+    pub uid: Option<u32>,
+    /// Group of every file and directory, instead of the group of what it stands for in ROOT.
+    pub gid: Option<u32>,
+    /// Fixed modes (directories 777, in/ack/nack 222, ddmq.yaml and work/<id> 666, others 444)
+    /// less these bits, instead of modes derived from ROOT (see [`access`]).
+    pub umask: Option<u32>,
     /// How long an open of `wait` waits for a message before it fails with ENODATA.
     pub wait_limit: Duration,
     /// How often a waiting open looks at the queue directory and at its caller.
@@ -65,13 +68,11 @@ pub struct FsOptions {
 
 impl Default for FsOptions {
     fn default() -> Self {
-        // SAFETY: getuid and getgid cannot fail and touch no memory.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         FsOptions {
             read_only: false,
-            uid,
-            gid,
-            umask: 0o022,
+            uid: None,
+            gid: None,
+            umask: None,
             wait_limit: Duration::from_secs(30),
             wait_poll: Duration::from_millis(100),
         }
@@ -359,29 +360,47 @@ impl QueueFs {
         }
     }
 
-    fn perm(&self, node: &Node) -> u16 {
-        let base: u32 = match node {
+    /// Owner, group and mode of `node`: derived from ROOT, or as the mount options say.
+    fn ownership(&self, node: &Node) -> access::Ownership {
+        let derived = access::derive(self.broker.root(), node).unwrap_or(access::Ownership {
+            uid: self.opts.uid.unwrap_or(0),
+            gid: self.opts.gid.unwrap_or(0),
+            perm: 0,
+        });
+        let mut perm = match self.opts.umask {
+            Some(umask) => Self::fixed_perm(node) & !umask,
+            None => derived.perm,
+        };
+        if self.opts.read_only {
+            perm &= !0o222;
+        }
+        access::Ownership {
+            uid: self.opts.uid.unwrap_or(derived.uid),
+            gid: self.opts.gid.unwrap_or(derived.gid),
+            perm,
+        }
+    }
+
+    /// The modes of a mount with `umask=` (whoever may use the mount may do everything).
+    fn fixed_perm(node: &Node) -> u32 {
+        match node {
             Node::Root | Node::Queue(_) | Node::Dir(..) => 0o777,
             Node::File(_, FileKind::In | FileKind::Ack | FileKind::Nack) => 0o222,
             Node::File(_, FileKind::Config) => 0o666,
             Node::File(..) => 0o444,
             Node::Entry(_, DirKind::Work, _) => 0o666, // touch needs write permission
             Node::Entry(_, DirKind::Messages, _) => 0o444,
-        };
-        let mut mode = base & !self.opts.umask;
-        if self.opts.read_only {
-            mode &= !0o222;
         }
-        mode as u16
     }
 
     fn attr_of(&self, ino: u64, node: &Node) -> Attr {
+        let owner = self.ownership(node);
         Attr {
             ino,
             is_dir: node.is_dir(),
-            perm: self.perm(node),
-            uid: self.opts.uid,
-            gid: self.opts.gid,
+            perm: owner.perm as u16,
+            uid: owner.uid,
+            gid: owner.gid,
             time: self.started,
             volatile: matches!(node, Node::Entry(..)),
         }

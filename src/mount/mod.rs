@@ -360,7 +360,12 @@ fn serve(
         .fsname
         .clone()
         .unwrap_or_else(|| root.to_string_lossy().replace(',', "_"));
-    let session = mount_session(DdmqFuse::new(fs.clone()), &source, mountpoint, opts)?;
+    let session = mount_session(
+        DdmqFuse::new(fs.clone(), sys::is_root_user()),
+        &source,
+        mountpoint,
+        opts,
+    )?;
     let background = session
         .spawn()
         .map_err(io_err("start serving", mountpoint))?;

@@ -113,16 +113,15 @@ impl MountOptions {
         Ok(o)
     }
 
-    /// The tree's options: these override the defaults where given.
+    /// The tree's options (`uid=`, `gid=`, `umask=` override what the tree derives from ROOT).
     pub fn fs_options(&self) -> FsOptions {
-        let defaults = FsOptions::default();
         FsOptions {
             read_only: self.read_only,
-            uid: self.uid.unwrap_or(defaults.uid),
-            gid: self.gid.unwrap_or(defaults.gid),
-            umask: self.umask.unwrap_or(defaults.umask),
+            uid: self.uid,
+            gid: self.gid,
+            umask: self.umask,
             wait_limit: self.wait_limit,
-            ..defaults
+            ..FsOptions::default()
         }
     }
 

@@ -175,3 +175,93 @@ pub fn trim_heap() {
         libc::malloc_trim(0);
     }
 }
+
+/// The filesystem identity a request is carried out as: uid, gid and supplementary groups.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// The daemon's own supplementary groups, read once (what [`ActingAs`] restores).
+fn own_groups() -> &'static [libc::gid_t] {
+    static GROUPS: std::sync::OnceLock<Vec<libc::gid_t>> = std::sync::OnceLock::new();
+    GROUPS.get_or_init(|| {
+        // SAFETY: a zero-length query returns the count and writes nothing.
+        let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+        let mut groups = vec![0; n.max(0) as usize];
+        // SAFETY: `groups` has room for the `n` entries getgroups writes.
+        let got = unsafe { libc::getgroups(n, groups.as_mut_ptr()) };
+        groups.truncate(got.max(0) as usize);
+        groups
+    })
+}
+
+/// Sets the calling thread's supplementary groups. The raw system call, not glibc's
+/// setgroups(3), which changes the groups of every thread of the process.
+fn set_thread_groups(groups: &[libc::gid_t]) -> io::Result<()> {
+    // SAFETY: the pointer and length describe a live slice of gid_t.
+    let rc = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// While alive, the calling thread accesses files as another identity: its filesystem uid and
+/// gid (setfsuid/setfsgid, per thread by nature) and supplementary groups (per thread through
+/// the raw system call). Dropping it gives the thread back the daemon's own identity. Needs
+/// root (CAP_SETUID, CAP_SETGID); a thread with a filesystem uid other than 0 loses the
+/// capabilities that bypass file permissions, so the backing filesystem checks the caller.
+pub struct ActingAs {
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+}
+
+impl ActingAs {
+    /// Takes on `who`'s identity in the calling thread.
+    pub fn new(who: &Identity) -> io::Result<ActingAs> {
+        own_groups(); // read before the first change, so it holds the daemon's own groups
+        // SAFETY: geteuid and getegid cannot fail and touch no memory.
+        let me = unsafe {
+            ActingAs {
+                uid: libc::geteuid(),
+                gid: libc::getegid(),
+            }
+        };
+        set_thread_groups(&who.groups)?;
+        // SAFETY: setfsgid and setfsuid only change the calling thread's credentials.
+        unsafe {
+            libc::setfsgid(who.gid);
+            libc::setfsuid(who.uid);
+            // Both return the previous id; asking with an invalid id (-1) returns the current
+            // one, which tells whether the change took.
+            if libc::setfsuid(u32::MAX) as u32 != who.uid
+                || libc::setfsgid(u32::MAX) as u32 != who.gid
+            {
+                libc::setfsuid(me.uid);
+                libc::setfsgid(me.gid);
+                let _ = set_thread_groups(own_groups());
+                return Err(io::Error::from_raw_os_error(libc::EPERM));
+            }
+        }
+        Ok(me)
+    }
+}
+
+impl Drop for ActingAs {
+    fn drop(&mut self) {
+        // SAFETY: as in `new`, per-thread credential changes only.
+        unsafe {
+            libc::setfsuid(self.uid);
+            libc::setfsgid(self.gid);
+        }
+        if let Err(e) = set_thread_groups(own_groups()) {
+            // A thread left with a caller's groups would serve the next caller with them.
+            log::error!("cannot restore the daemon's groups: {e}; exiting");
+            std::process::abort();
+        }
+    }
+}
