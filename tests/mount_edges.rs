@@ -326,7 +326,7 @@ fn through_a_root_run_mount_each_user_gets_what_root_grants_them() {
         .collect();
     assert_eq!(
         owners,
-        [(0, shared_gid), (member_uid, shared_gid)],
+        [(0, 0), (member_uid, shared_gid)],
         "the member's message file is theirs"
     );
     let out = accounts.sh(
