@@ -119,8 +119,7 @@ impl QueueFs {
             Node::Entry(_, DirKind::Work, id) => {
                 read_only_file("read-only: rm acks it, touch extends its lease")?;
                 let queue = self.queue(OP, &node)?;
-                let found = queue.resolve_in_flight(id).map_err(|e| err(OP, &node, e))?;
-                let msg = match found {
+                let msg = match self.find_in_flight(OP, &node, id)? {
                     Some(w) => queue.read_in_flight(&w).map_err(|e| err(OP, &node, e))?,
                     None => None,
                 };
@@ -133,9 +132,8 @@ impl QueueFs {
             Node::Entry(_, DirKind::Messages, id) => {
                 read_only_file("read-only: reading it takes nothing")?;
                 let queue = self.queue(OP, &node)?;
-                let waiting = queue.waiting().map_err(|e| err(OP, &node, e))?;
-                let msg = match waiting.iter().find(|w| w.id == *id) {
-                    Some(w) => queue.read_waiting(w).map_err(|e| err(OP, &node, e))?,
+                let msg = match self.find_waiting(OP, &node, id)? {
+                    Some(w) => queue.read_waiting(&w).map_err(|e| err(OP, &node, e))?,
                     None => None,
                 };
                 Box::new(SnapshotHandle::new(

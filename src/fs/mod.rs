@@ -25,6 +25,7 @@
 
 mod access;
 mod caller;
+mod entries;
 mod error;
 mod files;
 mod handles;
@@ -147,6 +148,8 @@ pub struct QueueFs {
     next_handle: AtomicU64,
     shutting_down: AtomicBool,
     started: SystemTime,
+    /// Where each message under messages/ and work/ is, by id (see [`entries`]).
+    entries: entries::EntryIndex,
     /// Whether the task with this pid is being interrupted (see [`caller`]); replaceable in tests.
     interrupted: Box<dyn Fn(u32) -> bool + Send + Sync>,
     /// Whether the task with this pid is being killed as it closes a file; replaceable in tests.
@@ -176,6 +179,7 @@ impl QueueFs {
             next_handle: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             started: SystemTime::now(),
+            entries: entries::EntryIndex::default(),
             interrupted: Box::new(is_interrupted),
             killed: Box::new(is_killed),
         }
@@ -259,18 +263,8 @@ impl QueueFs {
             return Ok(false);
         }
         match node {
-            Node::Entry(_, DirKind::Work, id) => Ok(self
-                .queue(op, node)?
-                .resolve_in_flight(id)
-                .map_err(|e| err(op, node, e))?
-                .is_some()),
-            Node::Entry(_, DirKind::Messages, id) => {
-                let waiting = self
-                    .queue(op, node)?
-                    .waiting()
-                    .map_err(|e| err(op, node, e))?;
-                Ok(waiting.iter().any(|w| w.id == *id))
-            }
+            Node::Entry(_, DirKind::Work, id) => Ok(self.find_in_flight(op, node, id)?.is_some()),
+            Node::Entry(_, DirKind::Messages, id) => Ok(self.find_waiting(op, node, id)?.is_some()),
             _ => Ok(true),
         }
     }
@@ -316,7 +310,12 @@ impl QueueFs {
             perm: owner.perm as u16,
             uid: owner.uid,
             gid: owner.gid,
-            time: self.started,
+            // A message in flight shows when its lease ends (touch extends it).
+            time: match node {
+                Node::Entry(q, DirKind::Work, id) => self.entries.expiry(q, id),
+                _ => None,
+            }
+            .unwrap_or(self.started),
             volatile: matches!(node, Node::Entry(..)),
         }
     }
@@ -402,8 +401,17 @@ impl QueueFs {
         {
             self.writable(OP, &node)?;
             let queue = self.queue(OP, &node)?;
-            if queue.touch(id).map_err(|e| err(OP, &node, e))?.is_none() {
-                return Err(err(OP, &node, FsErrorKind::NotFound));
+            let name = self
+                .find_in_flight(OP, &node, id)?
+                .ok_or_else(|| err(OP, &node, FsErrorKind::NotFound))?;
+            match queue
+                .touch(&name.to_string())
+                .map_err(|e| err(OP, &node, e))?
+            {
+                Some(renewed) => self
+                    .entries
+                    .renamed_in_flight(node.queue().unwrap_or_default(), renewed),
+                None => return Err(err(OP, &node, FsErrorKind::NotFound)),
             }
         }
         Ok(self.attr_of(ino, &node))
@@ -442,6 +450,7 @@ impl QueueFs {
             Node::Dir(q, DirKind::Work) => {
                 let queue = self.queue(OP, node)?;
                 let names = queue.in_flight().map_err(|e| err(OP, node, e))?;
+                self.entries.record_in_flight(q, &names);
                 Ok(ids(
                     names
                         .into_iter()
@@ -454,6 +463,7 @@ impl QueueFs {
             Node::Dir(q, DirKind::Messages) => {
                 let queue = self.queue(OP, node)?;
                 let names = queue.waiting().map_err(|e| err(OP, node, e))?;
+                self.entries.record_waiting(q, &names);
                 Ok(ids(
                     names.into_iter().map(|w| w.id.to_string()).collect(),
                     DirKind::Messages,
@@ -574,9 +584,13 @@ impl QueueFs {
         match &node {
             Node::Entry(_, DirKind::Work, id) => {
                 self.writable(OP, &node)?;
+                // Acked by its current name: one unlink, no search of work/.
+                let name = self
+                    .find_in_flight(OP, &node, id)?
+                    .map_or_else(|| id.clone(), |w| w.to_string());
                 match self
                     .queue(OP, &node)?
-                    .ack(id)
+                    .ack(&name)
                     .map_err(|e| err(OP, &node, e))?
                 {
                     AckOutcome::Acked(_) => Ok(()),
