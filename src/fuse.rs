@@ -27,6 +27,9 @@ const STABLE_TTL: Duration = Duration::from_secs(1);
 /// would cost a publish several system calls more).
 const GROUPS_TTL: Duration = Duration::from_secs(1);
 
+/// A caller as a request names it: pid, uid, gid.
+type CallerKey = (u32, u32, u32);
+
 /// The adapter.
 pub struct DdmqFuse {
     fs: Arc<QueueFs>,
@@ -35,7 +38,7 @@ pub struct DdmqFuse {
     /// Who opened each open file: RELEASE comes without a caller, and is carried out as them.
     openers: Arc<Mutex<HashMap<u64, Identity>>>,
     /// Recently read supplementary groups, by (pid, uid, gid) of the caller.
-    groups: Mutex<HashMap<(u32, u32, u32), (Vec<u32>, Instant)>>,
+    groups: Mutex<HashMap<CallerKey, (Vec<u32>, Instant)>>,
 }
 
 impl DdmqFuse {
