@@ -110,9 +110,15 @@ fn fail(e: &FsError) -> Errno {
     Errno::from_i32(errno)
 }
 
+/// How long the kernel may cache a message's entry (`messages/<id>`, `work/<id>`). Long enough
+/// that `ls -l` (a LOOKUP, then a stat of what it found) costs one round trip per entry, not
+/// two; short, as a message may go at any moment: within this time a `stat` of a message just
+/// consumed may still succeed, while opening or removing it asks the daemon and fails.
+const MESSAGE_TTL: Duration = Duration::from_millis(250);
+
 fn ttl(attr: &Attr) -> Duration {
     if attr.volatile {
-        Duration::ZERO
+        MESSAGE_TTL
     } else {
         STABLE_TTL
     }

@@ -19,10 +19,40 @@
 //! backing filesystem's check (the daemon acts as its caller, see the daemon's docs) has the last
 //! word. The `uid=`, `gid=` and `umask=` mount options override what is derived here.
 
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use super::inodes::{DirKind, FileKind, Node};
+
+/// How long a directory's or file's owner and mode are reused (a chmod of ROOT shows within this).
+const STAT_TTL: Duration = Duration::from_secs(1);
+
+/// Owners and modes read lately, by path: `ls -l` of a deep queue asks for the same queue
+/// directory once per entry. Only successful reads are kept (a caller refused a stat must not
+/// make the node look closed to the next caller).
+#[derive(Default)]
+pub struct StatCache(Mutex<HashMap<PathBuf, (std::fs::Metadata, Instant)>>);
+
+impl StatCache {
+    fn stat(&self, path: &Path) -> Option<std::fs::Metadata> {
+        let now = Instant::now();
+        if let Some((meta, read)) = self.0.lock().unwrap().get(path)
+            && now.duration_since(*read) < STAT_TTL
+        {
+            return Some(meta.clone());
+        }
+        let meta = std::fs::metadata(path).ok()?;
+        let mut cache = self.0.lock().unwrap();
+        if cache.len() >= 4096 {
+            cache.retain(|_, (_, read)| now.duration_since(*read) < STAT_TTL);
+        }
+        cache.insert(path.to_path_buf(), (meta.clone(), now));
+        Some(meta)
+    }
+}
 
 /// Owner, group and permission bits of a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,8 +92,8 @@ const W: u32 = 2;
 const X: u32 = 1;
 
 /// The ownership `node` takes from ROOT (at `root`), or None when what it stands for is gone.
-pub fn derive(root: &Path, node: &Node) -> Option<Ownership> {
-    let stat = |p: &Path| std::fs::metadata(p).ok();
+pub fn derive(cache: &StatCache, root: &Path, node: &Node) -> Option<Ownership> {
+    let stat = |p: &Path| cache.stat(p);
     let dir = |p: &Path| stat(p).map(|m| Ownership::of(&m, DIR_BITS));
     let queue_dir = |q: &str| dir(&root.join(q));
     let work_dir = |q: &str| dir(&root.join(q).join("work"));

@@ -109,7 +109,7 @@ pub struct Attr {
     pub uid: u32,
     pub gid: u32,
     pub time: SystemTime,
-    /// The entry may vanish at any moment (a message): the kernel should not cache it.
+    /// The entry may vanish at any moment (a message): the kernel may cache it only briefly.
     pub volatile: bool,
 }
 
@@ -148,6 +148,8 @@ pub struct QueueFs {
     next_handle: AtomicU64,
     shutting_down: AtomicBool,
     started: SystemTime,
+    /// Owners and modes of ROOT's directories, read lately (see [`access`]).
+    stats: access::StatCache,
     /// Where each message under messages/ and work/ is, by id (see [`entries`]).
     entries: entries::EntryIndex,
     /// Whether the task with this pid is being interrupted (see [`caller`]); replaceable in tests.
@@ -179,6 +181,7 @@ impl QueueFs {
             next_handle: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             started: SystemTime::now(),
+            stats: access::StatCache::default(),
             entries: entries::EntryIndex::default(),
             interrupted: Box::new(is_interrupted),
             killed: Box::new(is_killed),
@@ -254,28 +257,34 @@ impl QueueFs {
 
     /// Whether `node` exists now, asking the engine.
     fn exists(&self, op: &'static str, node: &Node) -> Result<bool> {
-        let q = match node.queue() {
-            None => return Ok(true),
-            Some(q) => q,
+        let q = match node {
+            // Found by its own file: a queue gone takes its messages with it.
+            Node::Entry(_, DirKind::Work, id) => {
+                return Ok(self.find_in_flight(op, node, id)?.is_some());
+            }
+            Node::Entry(_, DirKind::Messages, id) => {
+                return Ok(self.find_waiting(op, node, id)?.is_some());
+            }
+            _ => match node.queue() {
+                None => return Ok(true),
+                Some(q) => q,
+            },
         };
         if !self.broker.queue_exists(q).map_err(|e| err(op, node, e))? {
             self.broker.forget_queue(q);
             return Ok(false);
         }
-        match node {
-            Node::Entry(_, DirKind::Work, id) => Ok(self.find_in_flight(op, node, id)?.is_some()),
-            Node::Entry(_, DirKind::Messages, id) => Ok(self.find_waiting(op, node, id)?.is_some()),
-            _ => Ok(true),
-        }
+        Ok(true)
     }
 
     /// Owner, group and mode of `node`: derived from ROOT, or as the mount options say.
     fn ownership(&self, node: &Node) -> access::Ownership {
-        let derived = access::derive(self.broker.root(), node).unwrap_or(access::Ownership {
-            uid: self.opts.uid.unwrap_or(0),
-            gid: self.opts.gid.unwrap_or(0),
-            perm: 0,
-        });
+        let derived =
+            access::derive(&self.stats, self.broker.root(), node).unwrap_or(access::Ownership {
+                uid: self.opts.uid.unwrap_or(0),
+                gid: self.opts.gid.unwrap_or(0),
+                perm: 0,
+            });
         let mut perm = match self.opts.umask {
             Some(umask) => Self::fixed_perm(node) & !umask,
             None => derived.perm,
