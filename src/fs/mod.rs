@@ -954,16 +954,11 @@ impl QueueFs {
                 *dirty = true;
                 // Shells ignore errors from close(): refuse bad settings here, where `echo` sees
                 // it. Text is judged at line ends only, where a prefix of good YAML is good YAML.
-                if text.ends_with(b"\n") {
-                    let path_on_disk = self
-                        .broker
-                        .root()
-                        .join(queue.as_str())
-                        .join(engine::config::CONFIG_FILE);
-                    if let Err(e) = engine::config::validate(&path_on_disk, text) {
-                        *refused = true;
-                        return Err(fail(e.into()));
-                    }
+                if text.ends_with(b"\n")
+                    && let Err(e) = self.broker.validate_queue_settings(queue, text)
+                {
+                    *refused = true;
+                    return Err(fail(e.into()));
                 }
                 Ok(data.len() as u32)
             }
