@@ -51,6 +51,15 @@ pub enum MountError {
         path: PathBuf,
         source: io::Error,
     },
+    #[error(
+        "{mountpoint} is already a mount ({fs_type} of {device}): unmount it first \
+         (ddmq umount {mountpoint})"
+    )]
+    AlreadyMounted {
+        mountpoint: String,
+        fs_type: String,
+        device: String,
+    },
     #[error("{0}")]
     Daemon(String),
 }
@@ -112,8 +121,54 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), MountError> {
     ))
 }
 
-/// A mountpoint whose daemon died answers ENOTCONN: detach it so it can be mounted again.
-fn recover_stale_mount(mountpoint: &Path) -> Result<(), MountError> {
+/// What /proc/self/mountinfo says is mounted at `mountpoint`: (type, source) of the top mount.
+fn mounted_at(mountpoint: &Path) -> Option<(String, String)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let wanted = mountpoint.as_os_str().as_encoded_bytes();
+    // Later lines are mounted on top of earlier ones: the last match is what a path reaches.
+    info.lines().rev().find_map(|line| {
+        // id parent major:minor root MOUNTPOINT options [optional...] - TYPE SOURCE super-options
+        let (fields, rest) = line.split_once(" - ")?;
+        let at = fields.split(' ').nth(4)?;
+        let mut rest = rest.split(' ');
+        let (fs_type, source) = (rest.next()?, rest.next()?);
+        (unescape_mountinfo(at) == wanted).then(|| {
+            (
+                fs_type.to_string(),
+                String::from_utf8_lossy(&unescape_mountinfo(source)).into_owned(),
+            )
+        })
+    })
+}
+
+/// mountinfo writes space, tab, newline and backslash in paths as `\ooo` (octal).
+fn unescape_mountinfo(field: &str) -> Vec<u8> {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            let d = std::str::from_utf8(d).ok()?;
+            u8::from_str_radix(d, 8).ok()
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(b)) => {
+                out.push(b);
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Checks the mountpoint: a live mount there is refused (mounting on top would stack a second
+/// daemon, and take two umounts to clear); a mountpoint whose daemon died answers ENOTCONN and
+/// is detached so it can be mounted again.
+fn check_mountpoint(mountpoint: &Path) -> Result<(), MountError> {
     // statfs always reaches a FUSE daemon, where stat may be answered from the kernel's cache.
     match sys::statfs_type(mountpoint).and_then(|_| std::fs::metadata(mountpoint)) {
         Err(e)
@@ -128,7 +183,14 @@ fn recover_stale_mount(mountpoint: &Path) -> Result<(), MountError> {
             );
             unmount(mountpoint, true)
         }
-        Ok(m) if m.is_dir() => Ok(()),
+        Ok(m) if m.is_dir() => match mounted_at(mountpoint) {
+            Some((fs_type, device)) => Err(MountError::AlreadyMounted {
+                mountpoint: mountpoint.display().to_string(),
+                fs_type,
+                device,
+            }),
+            None => Ok(()),
+        },
         Ok(_) => Err(MountError::Daemon(format!(
             "mountpoint {} is not a directory",
             mountpoint.display()
@@ -259,7 +321,7 @@ pub fn run_mount(args: MountArgs) -> Result<(), MountError> {
     } else {
         Broker::open(&root)?
     };
-    recover_stale_mount(&mountpoint)?;
+    check_mountpoint(&mountpoint)?;
     let log_file = args.log_file.as_deref().map(absolute);
     let (mut readiness, stdio) = if args.foreground {
         (Readiness(None), Stdio::Keep)
@@ -373,4 +435,20 @@ fn stop_on_signal(signals: sys::StopSignals, fs: &QueueFs, mountpoint: &Path) {
 pub fn run_umount(args: UmountArgs) -> Result<(), MountError> {
     let mountpoint = absolute(&args.mountpoint);
     unmount(&mountpoint, args.lazy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_paths_are_unescaped_and_mounts_found() {
+        assert_eq!(unescape_mountinfo(r"/mnt/a\040b\134c"), b"/mnt/a b\\c");
+        assert_eq!(unescape_mountinfo(r"/x\4"), b"/x\\4");
+        assert_eq!(
+            mounted_at(Path::new("/proc")).map(|m| m.0),
+            Some("proc".into())
+        );
+        assert_eq!(mounted_at(Path::new("/proc/self")), None);
+    }
 }
