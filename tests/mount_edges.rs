@@ -111,7 +111,10 @@ fn names_that_are_not_utf8_are_absent_and_cannot_be_made() {
     let _daemon = Daemon::start(&root, &mnt, "");
     let bad = std::ffi::OsStr::from_bytes(b"caf\xe9");
     assert_eq!(errno(std::fs::metadata(mnt.join(bad))), libc::ENOENT);
-    assert_eq!(errno(std::fs::metadata(mnt.join("q").join(bad))), libc::ENOENT);
+    assert_eq!(
+        errno(std::fs::metadata(mnt.join("q").join(bad))),
+        libc::ENOENT
+    );
     assert_eq!(errno(std::fs::create_dir(mnt.join(bad))), libc::EINVAL);
     assert_eq!(errno(std::fs::create_dir(mnt.join("café"))), libc::EINVAL);
 }
