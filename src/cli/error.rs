@@ -30,9 +30,9 @@ pub enum CliError {
     /// Reading stdin or writing stdout failed.
     #[error("{op}: {source}")]
     Io { op: &'static str, source: io::Error },
-    /// `mount` / `umount` failed (their own error type).
+    /// `mount` / `umount` failed: the daemon's error, naming what it was doing and on what.
     #[error("{0}")]
-    Mount(Box<dyn std::error::Error>),
+    Mount(#[from] crate::mount::MountError),
 }
 
 pub type CliResult<T = ()> = Result<T, CliError>;
@@ -57,18 +57,10 @@ impl CliError {
     }
 
     /// A failure of `mount` or `umount`; a root that `-o create` would make says so.
-    pub fn mount(e: Box<dyn std::error::Error>) -> CliError {
-        use crate::mount::MountError;
-        let e = match e.downcast::<MountError>() {
-            Ok(e) => match *e {
-                MountError::Engine(e) => return Self::opening_root(e, Some("-o create")),
-                other => Box::new(other),
-            },
-            Err(e) => e,
-        };
-        match e.downcast::<engine::Error>() {
-            Ok(e) => Self::opening_root(*e, Some("-o create")),
-            Err(e) => CliError::Mount(e),
+    pub fn mount(e: crate::mount::MountError) -> CliError {
+        match e {
+            crate::mount::MountError::Engine(e) => Self::opening_root(e, Some("-o create")),
+            other => CliError::Mount(other),
         }
     }
 

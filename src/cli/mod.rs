@@ -59,9 +59,9 @@ pub(crate) enum Command {
     /// Run a command packaged as a JSON object
     Json(JsonArgs),
     /// Serve ROOT as a filesystem at MOUNTPOINT.
-    Mount(crate::mount::MountArgs),
+    Mount(args::MountArgs),
     /// Unmount a ddmq mount.
-    Umount(crate::mount::UmountArgs),
+    Umount(args::UmountArgs),
     #[command(external_subcommand)]
     Unknown(Vec<OsString>),
 }

@@ -52,7 +52,8 @@
 //! temporary files. Callers run it at most once a minute per queue, judged by `cleaned` in the
 //! queue's `ddmq.yaml`, read fresh (0.9.10 read settings once per process, B7) and rewritten
 //! atomically under a unique temporary name (0.9.10 shared one temporary name between writers,
-//! R4). Expiry uses the cleaner's clock against the consumer's; see the README on clock skew.
+//! R4). Expiry uses the cleaner's clock against the consumer's; see doc/RELIABILITY.md on clock
+//! skew.
 //!
 //! # Cost
 //!
