@@ -118,8 +118,8 @@ pub fn main() -> ExitCode {
         return ExitCode::from(1);
     };
     let result = match command {
-        Command::Mount(args) => crate::mount::run_mount(args).map_err(CliError::from),
-        Command::Umount(args) => crate::mount::run_umount(args).map_err(CliError::from),
+        Command::Mount(args) => crate::mount::run_mount(args).map_err(CliError::mount),
+        Command::Umount(args) => crate::mount::run_umount(args).map_err(CliError::mount),
         Command::Unknown(words) => {
             let name = words
                 .first()

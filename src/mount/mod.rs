@@ -7,7 +7,7 @@
 //! own), runs each queue's housekeeping every ten seconds, and on SIGINT, SIGTERM or SIGHUP
 //! unmounts and gives back the messages its readers had claimed but not read whole. It takes
 //! the arguments mount(8) gives a helper, so a two-line `mount.fuse.ddmq` script makes
-//! `mount -t fuse.ddmq` and fstab work (see the README).
+//! `mount -t fuse.ddmq` and fstab work (see doc/MOUNT.md).
 //!
 //! As root the filesystem is mounted with mount(2) as type `fuse.ddmq`; other users go through
 //! `fusermount3`, which gives it the same type.
