@@ -24,6 +24,9 @@ pub enum Contender {
     Mount,
     /// The same through Python file objects.
     MountPy,
+    /// The same Python client against a do-nothing fuser filesystem with the mount's options
+    /// (see fuse_floor.rs): what any FUSE filesystem costs.
+    FuseFloorPy,
     /// The original ddmq 0.9.10 module with its defaults (clean=True).
     OrigDefaults,
     /// The original with clean=False.
@@ -43,6 +46,7 @@ impl Contender {
             Contender::CliBulk => "ddmq CLI bulk (--lines, consume --ack -n)",
             Contender::Mount => "ddmq mount, Rust client",
             Contender::MountPy => "ddmq mount, Python client",
+            Contender::FuseFloorPy => "FUSE floor (do-nothing fuser fs), Python client",
             Contender::OrigDefaults => "original 0.9.10, defaults",
             Contender::OrigNoClean => "original 0.9.10, clean=False",
             Contender::Dirq => "python-dirq Queue",
@@ -106,6 +110,7 @@ fn engine_err(e: ddmq::engine::Error) -> io::Error {
 pub fn prepare(c: Contender, place: &Place) -> io::Result<()> {
     match c {
         Contender::Floor => fs::create_dir_all(place.dir().join("work")),
+        Contender::FuseFloorPy => Ok(()),
         Contender::Dirq | Contender::DirqSimple => fs::create_dir_all(place.root.clone()),
         Contender::OrigDefaults | Contender::OrigNoClean => fs::create_dir_all(&place.root), // the module initialises it
         _ => {
@@ -209,6 +214,18 @@ pub fn publish(
             // The client's own time, plus whatever the daemon still had to publish after it.
             Ok(client + wait_until_published(&place.dir(), before + n)?)
         }
+        Contender::FuseFloorPy => {
+            let mnt = place.mnt.as_ref().ok_or_else(|| other("no floor".into()))?;
+            let (n, size) = (n.to_string(), size.to_string());
+            let args = [
+                "mount-publish".as_ref(),
+                mnt.as_os_str(),
+                place.queue.as_ref(),
+                n.as_ref(),
+                size.as_ref(),
+            ];
+            peer(tools, &args).map(|(d, _)| d)
+        }
         Contender::OrigDefaults | Contender::OrigNoClean => {
             let mode = if c == Contender::OrigDefaults {
                 "defaults"
@@ -296,7 +313,7 @@ pub fn consume(
             Ok((elapsed, got))
         }
         Contender::Mount => mount_consume(place, n),
-        Contender::MountPy => {
+        Contender::MountPy | Contender::FuseFloorPy => {
             let mnt = place.mnt.as_ref().ok_or_else(|| other("no mount".into()))?;
             peer(
                 tools,

@@ -5,6 +5,7 @@
 //! and the targets with PASS/MISS. It is a benchmark, not a test: nothing asserts a time.
 
 mod contenders;
+mod fuse_floor;
 mod report;
 mod system;
 
@@ -53,7 +54,8 @@ struct Args {
     /// Messages per round and contender (default by mode).
     #[arg(long)]
     messages: Option<usize>,
-    /// Run only these parts (comma-separated): main, depth, workers, process, versus, latency, soak.
+    /// Run only these parts (comma-separated): main, fuse-floor, depth, workers, process, versus,
+    /// latency, soak.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Passed by `cargo bench` to every bench target; ignored.
@@ -201,6 +203,19 @@ struct Bench {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.worker.first().map(String::as_str) == Some("fuse-floor") {
+        let Some(mnt) = args.worker.get(1) else {
+            eprintln!("usage: ddmq-bench fuse-floor MNT");
+            return ExitCode::from(2);
+        };
+        return match fuse_floor::serve(Path::new(mnt)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ddmq-bench fuse-floor: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if args.worker.first().map(String::as_str) == Some("worker") {
         return match contenders::worker(&args.worker[1..]) {
             Ok(()) => ExitCode::SUCCESS,
@@ -291,6 +306,9 @@ impl Bench {
         let wanted = |part: &str| args.only.is_empty() || args.only.iter().any(|o| o == part);
         if wanted("main") {
             self.main_sections()?;
+        }
+        if wanted("fuse-floor") {
+            self.versus_fuse_floor()?;
         }
         if wanted("depth") {
             self.depth_sections()?;
@@ -888,6 +906,104 @@ impl Bench {
                 o.map(|x| format!("{x:.0}")).unwrap_or_default()
             ),
             pass: m.map(|x| x <= 5.0),
+        });
+        Ok(())
+    }
+
+    /// The Python client on the mount against the same client on the FUSE floor (a do-nothing
+    /// fuser filesystem with the same options, in a process of its own), same work.
+    fn versus_fuse_floor(&mut self) -> io::Result<()> {
+        let n = self.plan.versus_n;
+        let sec = self.rates.section(format!(
+            "tmpfs, 100 B bodies, {n} messages: Python on the mount against the FUSE floor"
+        ));
+        let what = format!(
+            "Python client on the mount (write `in`, read `next`, {n} messages) ≥ 0.7× the FUSE floor's rate"
+        );
+        if let Some(why) = self.unavailable(Contender::MountPy) {
+            self.targets.push(Target {
+                what,
+                measured: why,
+                pass: None,
+            });
+            return Ok(());
+        }
+        let floor_mnt = self.base(Fs::Tmpfs).join("fuse-floor-mnt");
+        let floor = match system::FloorDaemon::start(&floor_mnt) {
+            Ok(f) => f,
+            Err(e) => {
+                self.targets.push(Target {
+                    what,
+                    measured: format!("the FUSE floor would not mount: {e}"),
+                    pass: None,
+                });
+                return Ok(());
+            }
+        };
+        let mut totals: BTreeMap<(Contender, usize), f64> = BTreeMap::new();
+        for round in 0..self.plan.versus_rounds {
+            for c in [Contender::FuseFloorPy, Contender::MountPy] {
+                progress(&format!(
+                    "round {}/{}: {} with {n} messages",
+                    round + 1,
+                    self.plan.versus_rounds,
+                    c.label()
+                ));
+                let place = if c == Contender::FuseFloorPy {
+                    Place {
+                        root: floor_mnt.clone(),
+                        queue: "q".into(),
+                        mnt: Some(floor_mnt.clone()),
+                        durable: false,
+                    }
+                } else {
+                    self.place(c, Fs::Tmpfs, &format!("fuse-floor-r{round}"), false)
+                };
+                match self.measure_pair(c, &place, n, 100) {
+                    Ok((p, q)) => {
+                        self.rates.record(sec, c, "publish", round, p);
+                        self.rates.record(sec, c, "consume+ack", round, q);
+                        self.rates.counts.insert((sec, c), n);
+                        totals.insert((c, round), n as f64 / p + n as f64 / q);
+                    }
+                    Err(e) => {
+                        self.rates.failures.insert((sec, c), e.to_string());
+                    }
+                }
+            }
+        }
+        drop(floor);
+        let ratios: Vec<f64> = (0..self.plan.versus_rounds)
+            .filter_map(|r| {
+                Some(
+                    totals.get(&(Contender::FuseFloorPy, r))?
+                        / totals.get(&(Contender::MountPy, r))?,
+                )
+            })
+            .collect();
+        let secs = |c| {
+            median(
+                &totals
+                    .iter()
+                    .filter(|((cc, _), _)| *cc == c)
+                    .map(|(_, v)| *v)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let r = median(&ratios);
+        self.targets.push(Target {
+            what,
+            measured: format!(
+                "{} (mount {} s, floor {} s)",
+                r.map(|r| format!("{r:.2}×")).unwrap_or_else(|| "—".into()),
+                secs(Contender::MountPy)
+                    .map(|s| format!("{s:.2}"))
+                    .unwrap_or_default(),
+                secs(Contender::FuseFloorPy)
+                    .map(|s| format!("{s:.2}"))
+                    .unwrap_or_default()
+            ),
+            pass: r.map(|r| r >= 0.7),
         });
         Ok(())
     }

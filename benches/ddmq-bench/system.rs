@@ -182,3 +182,57 @@ pub fn today() -> String {
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
     format!("{y:04}-{m:02}-{d:02}")
 }
+
+/// The FUSE floor (`ddmq-bench fuse-floor MNT`, this benchmark re-run as a process of its own),
+/// unmounted and stopped when dropped.
+pub struct FloorDaemon {
+    mnt: PathBuf,
+    child: Child,
+}
+
+impl FloorDaemon {
+    pub fn start(mnt: &Path) -> io::Result<FloorDaemon> {
+        fs::create_dir_all(mnt)?;
+        let mnt = fs::canonicalize(mnt)?;
+        let child = Command::new(std::env::current_exe()?)
+            .arg("fuse-floor")
+            .arg(&mnt)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()?;
+        let mut floor = FloorDaemon { mnt, child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !is_mounted(&floor.mnt) {
+            if let Some(status) = floor.child.try_wait()? {
+                return Err(io::Error::other(format!("the floor exited ({status})")));
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::other("the floor did not mount within 10 s"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(floor)
+    }
+}
+
+impl Drop for FloorDaemon {
+    fn drop(&mut self) {
+        for tool in ["fusermount3", "fusermount", "umount"] {
+            let unmounted = Command::new(tool)
+                .args(if tool == "umount" {
+                    vec!["-l"]
+                } else {
+                    vec!["-u"]
+                })
+                .arg(&self.mnt)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if unmounted {
+                break;
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
