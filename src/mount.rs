@@ -226,11 +226,45 @@ impl MountOptions {
     }
 }
 
+/// The daemon's log: `[2026-11-29T01:45:48Z INFO  ddmq::fs] message`, env_logger's own layout.
+/// The timestamp is written here (UTC, from libc's gmtime_r): env_logger's would pull in a date
+/// library that doubles what the build compiles for logging.
 fn init_logging(verbose: bool) {
     let default = if verbose { "info,ddmq=debug" } else { "info" };
     let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
-        .format_timestamp_secs()
+        .format(|buf, record| {
+            writeln!(
+                buf,
+                "[{} {:<5} {}] {}",
+                utc_now(),
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        })
         .try_init();
+}
+
+/// The current time as RFC 3339 UTC to the second: `2026-11-29T01:45:48Z`.
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as libc::time_t)
+        .unwrap_or(0);
+    // SAFETY: gmtime_r writes only the tm it is given; an all-zero tm is a valid value.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    if unsafe { libc::gmtime_r(&secs, &mut tm) }.is_null() {
+        return secs.to_string();
+    }
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
 }
 
 /// An absolute path, symlinks resolved when the path can be read (a stale mountpoint cannot).
