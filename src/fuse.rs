@@ -5,7 +5,7 @@
 //! Opens of `wait` can block for as long as the wait limit: they run on a thread of their own
 //! and reply from there, so the session keeps serving everybody else meanwhile.
 
-use crate::fs::{Access, Attr, FsError, QueueFs, SetAttr};
+use crate::fs::{Attr, FsError, OpenInfo, OpenMode, QueueFs, SetAttr};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
@@ -79,18 +79,18 @@ fn name_of(name: &OsStr) -> Result<&str, Errno> {
     name.to_str().ok_or(Errno::ENOENT)
 }
 
-/// Synthetic files: no page cache (content is made at open) and no seeking.
-const FILE_OPEN_FLAGS: FopenFlags =
-    FopenFlags::FOPEN_DIRECT_IO.union(FopenFlags::FOPEN_NONSEEKABLE);
-
-/// Open flags for a handle: a handle whose closes do not matter (a snapshot: status, a peek)
-/// tells the kernel to skip FLUSH, one round trip less.
-fn open_flags(needs_flush: bool) -> FopenFlags {
-    if needs_flush {
-        FILE_OPEN_FLAGS
-    } else {
-        FILE_OPEN_FLAGS.union(FopenFlags::FOPEN_NOFLUSH)
+/// Open flags for a handle. Synthetic files have no page cache (content is made at open); only
+/// `in` is seekable (so `cp --sparse` and truncation work as on a file). A handle whose closes
+/// do not matter (a snapshot: status, a peek) tells the kernel to skip FLUSH, one round trip less.
+fn open_flags(info: OpenInfo) -> FopenFlags {
+    let mut flags = FopenFlags::FOPEN_DIRECT_IO;
+    if !info.seekable {
+        flags |= FopenFlags::FOPEN_NONSEEKABLE;
     }
+    if !info.needs_flush {
+        flags |= FopenFlags::FOPEN_NOFLUSH;
+    }
+    flags
 }
 
 impl Filesystem for DdmqFuse {
@@ -106,12 +106,12 @@ impl Filesystem for DdmqFuse {
         self.fs.shutdown();
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = match name_of(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        match self.fs.lookup(parent.0, name) {
+        match self.fs.lookup_by(parent.0, name, req.pid()) {
             Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
             Err(e) => reply.error(fail(&e)),
         }
@@ -179,8 +179,8 @@ impl Filesystem for DdmqFuse {
         }
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let result = name_of(name).map(|n| self.fs.unlink(parent.0, n));
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result = name_of(name).map(|n| self.fs.unlink_by(parent.0, n, req.pid()));
         match result {
             Ok(Ok(())) => reply.ok(),
             Ok(Err(e)) => reply.error(fail(&e)),
@@ -216,19 +216,31 @@ impl Filesystem for DdmqFuse {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
         _umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
-        reply.error(fail(&self.fs.refuse(
-            "create",
-            parent.0,
-            &name.to_string_lossy(),
-        )));
+        let name = match name_of(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        match self
+            .fs
+            .create(parent.0, name, OpenMode::from_flags(flags), req.pid())
+        {
+            Ok((a, fh)) => reply.created(
+                &ttl(&a),
+                &file_attr(&a),
+                Generation(0),
+                FileHandle(fh),
+                open_flags(self.fs.open_info(fh)),
+            ),
+            Err(e) => reply.error(fail(&e)),
+        }
     }
 
     fn symlink(
@@ -279,14 +291,14 @@ impl Filesystem for DdmqFuse {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let access = Access::from_flags(flags.0);
+        let mode = OpenMode::from_flags(flags.0);
         let pid = req.pid();
         if self.fs.open_may_block(ino.0) {
             let fs = self.fs.clone();
             let spawned = std::thread::Builder::new()
                 .name("ddmq-wait".into())
-                .spawn(move || match fs.open(ino.0, access, pid) {
-                    Ok(fh) => reply.opened(FileHandle(fh), open_flags(fs.needs_flush(fh))),
+                .spawn(move || match fs.open(ino.0, mode, pid) {
+                    Ok(fh) => reply.opened(FileHandle(fh), open_flags(fs.open_info(fh))),
                     Err(e) => reply.error(fail(&e)),
                 });
             if let Err(e) = spawned {
@@ -295,15 +307,15 @@ impl Filesystem for DdmqFuse {
             }
             return;
         }
-        match self.fs.open(ino.0, access, pid) {
-            Ok(fh) => reply.opened(FileHandle(fh), open_flags(self.fs.needs_flush(fh))),
+        match self.fs.open(ino.0, mode, pid) {
+            Ok(fh) => reply.opened(FileHandle(fh), open_flags(self.fs.open_info(fh))),
             Err(e) => reply.error(fail(&e)),
         }
     }
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -312,7 +324,7 @@ impl Filesystem for DdmqFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(fh.0, offset, size) {
+        match self.fs.read(fh.0, offset, size, req.pid()) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(fail(&e)),
         }
@@ -466,6 +478,21 @@ impl Filesystem for DdmqFuse {
         _value: &[u8],
         _flags: i32,
         _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EOPNOTSUPP);
+    }
+
+    /// Preallocation and hole punching (`cp --sparse` tries it): refused quietly, so the
+    /// program falls back to writing or seeking.
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
         reply: ReplyEmpty,
     ) {
         reply.error(Errno::EOPNOTSUPP);
