@@ -30,9 +30,9 @@ pub enum CliError {
     /// Reading stdin or writing stdout failed.
     #[error("{op}: {source}")]
     Io { op: &'static str, source: io::Error },
-    /// `mount` / `umount` failed (their own error type).
+    /// `mount` / `umount` failed: the daemon's error, naming what it was doing and on what.
     #[error("{0}")]
-    Mount(Box<dyn std::error::Error>),
+    Mount(#[from] crate::mount::MountError),
 }
 
 pub type CliResult<T = ()> = Result<T, CliError>;
@@ -40,6 +40,28 @@ pub type CliResult<T = ()> = Result<T, CliError>;
 impl CliError {
     pub fn failed(message: impl Into<String>) -> CliError {
         CliError::Failed(message.into())
+    }
+
+    /// An error opening ROOT, with the advice the engine leaves to us: `fix_flag` is the flag of
+    /// this command that creates or initialises the root, if it has one.
+    pub fn opening_root(e: engine::Error, fix_flag: Option<&str>) -> CliError {
+        let what = match e {
+            engine::Error::RootMissing(_) => "create",
+            engine::Error::RootUninitiated(_) => "initiate",
+            _ => return e.into(),
+        };
+        match fix_flag {
+            Some(flag) => CliError::Failed(format!("{e} (use {flag} to {what} it)")),
+            None => e.into(),
+        }
+    }
+
+    /// A failure of `mount` or `umount`; a root that `-o create` would make says so.
+    pub fn mount(e: crate::mount::MountError) -> CliError {
+        match e {
+            crate::mount::MountError::Engine(e) => Self::opening_root(e, Some("-o create")),
+            other => CliError::Mount(other),
+        }
     }
 
     pub fn stdout(source: io::Error) -> CliError {

@@ -59,9 +59,9 @@ pub(crate) enum Command {
     /// Run a command packaged as a JSON object
     Json(JsonArgs),
     /// Serve ROOT as a filesystem at MOUNTPOINT.
-    Mount(crate::mount::MountArgs),
+    Mount(args::MountArgs),
     /// Unmount a ddmq mount.
-    Umount(crate::mount::UmountArgs),
+    Umount(args::UmountArgs),
     #[command(external_subcommand)]
     Unknown(Vec<OsString>),
 }
@@ -118,8 +118,8 @@ pub fn main() -> ExitCode {
         return ExitCode::from(1);
     };
     let result = match command {
-        Command::Mount(args) => crate::mount::run_mount(args).map_err(CliError::Mount),
-        Command::Umount(args) => crate::mount::run_umount(args).map_err(CliError::Mount),
+        Command::Mount(args) => crate::mount::run_mount(args).map_err(CliError::mount),
+        Command::Umount(args) => crate::mount::run_umount(args).map_err(CliError::mount),
         Command::Unknown(words) => {
             let name = words
                 .first()
