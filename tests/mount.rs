@@ -881,3 +881,32 @@ fn copy_tools_publish_once_and_succeed() {
     assert!(!out.status.success(), "sed -i is refused");
     assert_eq!(m.waiting_bodies(), ["copied\n"; 3], "and publishes nothing");
 }
+
+/// Bodies being written live in the queue directory, not in the daemon: writers holding `in`
+/// open with large bodies written leave the daemon small.
+#[test]
+fn writers_holding_large_bodies_cost_the_daemon_no_memory() {
+    let m = Mounted::new("");
+    let daemon = m.daemon.as_ref().unwrap().id();
+    let out = m.python(&format!(
+        r#"
+import os
+chunk = ("y" * 1023 + "\n") * 1024
+files = []
+for i in range(12):
+    f = open(os.environ["MNT"] + "/q/in", "w")
+    for _ in range(15):
+        f.write(chunk)
+    f.flush()
+    files.append(f)
+rss = [l for l in open("/proc/{daemon}/status") if l.startswith("VmRSS:")][0].split()[1]
+for f in files:
+    f.close()
+print(rss)
+"#
+    ));
+    let rss_kib: u64 = out.trim().parse().unwrap();
+    eprintln!("daemon resident with 12 writers holding 15 MiB each: {rss_kib} KiB");
+    assert!(rss_kib < 64 << 10, "daemon resident: {rss_kib} KiB");
+    m.expect_counts("q", (12, 0), "each held body published at its close");
+}

@@ -47,10 +47,12 @@
 //! differ (a thread or a child).
 //!
 
+use super::body::Body;
 use super::{FsError, FsErrorKind, Result};
 use crate::engine::{
     self, AckOutcome, Broker, Delivery, PublishOptions, Queue, RequeueOutcome, WorkName,
 };
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Largest `ddmq.yaml` accepted through the mount.
@@ -173,16 +175,23 @@ enum Refusal {
     NotUtf8,
     /// A write landed before the start of the pending message: in what was published already.
     Rewrite,
+    /// Storing the body being written failed (ENOSPC, EDQUOT, EIO): the errno.
+    Storage(i32),
 }
 
 impl Refusal {
-    fn kind(self) -> FsErrorKind {
+    fn kind(self, dir: &Path) -> FsErrorKind {
         match self {
             Refusal::TooLarge(limit) => FsErrorKind::TooLarge { limit },
             Refusal::NotUtf8 => FsErrorKind::NotUtf8,
             Refusal::Rewrite => FsErrorKind::Invalid(
                 "a write or truncation reaches into a message already published".into(),
             ),
+            Refusal::Storage(errno) => FsErrorKind::Engine(engine::Error::Io {
+                op: "write",
+                path: dir.to_path_buf(),
+                source: std::io::Error::from_raw_os_error(errno),
+            }),
         }
     }
 }
@@ -200,11 +209,16 @@ pub(super) struct PublishHandle {
     /// File offset where the pending message starts (non-append writes are placed relative
     /// to it, so seeks and holes give what a file would hold).
     start: u64,
-    body: Vec<u8>,
+    /// The queue's directory, where a large body is kept while it is written.
+    dir: PathBuf,
+    body: Body,
     /// Something was written (or truncated into existence) since the last publish.
     pending: bool,
-    /// The prefix of `body` known to be valid UTF-8.
-    checked: usize,
+    /// UTF-8 is checked as bytes arrive in order: the bytes of a character cut by a write's
+    /// end wait here for the next write.
+    utf8_carry: Vec<u8>,
+    /// A write out of order or a truncation: the whole body is checked at publish instead.
+    utf8_unordered: bool,
     refused: Option<Refusal>,
     /// The refusal was already returned by a write: the close that ends the message does
     /// not report it a second time.
@@ -228,9 +242,11 @@ impl PublishHandle {
             opener,
             append,
             start: 0,
-            body: Vec::new(),
+            dir: ctx.broker.root().join(queue),
+            body: Body::default(),
             pending: false,
-            checked: 0,
+            utf8_carry: Vec::new(),
+            utf8_unordered: false,
             refused: None,
             refusal_reported: false,
             last_closer_killed: false,
@@ -240,15 +256,18 @@ impl PublishHandle {
     fn refuse(&mut self, ctx: &Ctx, r: Refusal) -> FsError {
         self.refused = Some(r);
         self.refusal_reported = true;
-        ctx.fail("write", r.kind())
+        // Its bytes are never needed: free them now (the file position still counts them).
+        self.start += std::mem::take(&mut self.body).len();
+        ctx.fail("write", r.kind(&self.dir))
     }
 
     /// Ends the pending message without publishing it; the next write starts a new one.
     fn discard(&mut self) {
-        self.start += self.body.len() as u64;
-        self.body = Vec::new();
+        self.start += self.body.len();
+        self.body = Body::default();
         self.pending = false;
-        self.checked = 0;
+        self.utf8_carry.clear();
+        self.utf8_unordered = false;
         self.refused = None;
         self.refusal_reported = false;
     }
@@ -258,18 +277,46 @@ impl PublishHandle {
     /// temporary file) and its error is the caller's.
     fn publish(&mut self, ctx: &Ctx, op: &'static str) -> Result<()> {
         let body = std::mem::take(&mut self.body);
-        let len = body.len() as u64;
-        let checked = self.checked;
+        let len = body.len();
         self.discard();
         self.start += len;
-        if std::str::from_utf8(&body[checked..]).is_err() {
-            return Err(ctx.fail(op, FsErrorKind::NotUtf8));
-        }
-        let text = String::from_utf8(body).map_err(|_| ctx.fail(op, FsErrorKind::NotUtf8))?;
+        let bytes = body.into_bytes().map_err(|e| {
+            ctx.fail(
+                op,
+                engine::Error::Io {
+                    op: "read",
+                    path: self.dir.clone(),
+                    source: e,
+                },
+            )
+        })?;
+        let text = String::from_utf8(bytes).map_err(|_| ctx.fail(op, FsErrorKind::NotUtf8))?;
         ctx.queue(op, &self.queue)?
             .publish(serde_json::Value::String(text), &PublishOptions::default())
             .map_err(|e| ctx.fail(op, e))?;
         Ok(())
+    }
+
+    /// Checks bytes written in order: false if they cannot be UTF-8 whatever follows.
+    fn utf8_ok(&mut self, data: &[u8]) -> bool {
+        let joined;
+        let bytes = if self.utf8_carry.is_empty() {
+            data
+        } else {
+            joined = [self.utf8_carry.as_slice(), data].concat();
+            &joined[..]
+        };
+        match std::str::from_utf8(bytes) {
+            Ok(_) => {
+                self.utf8_carry.clear();
+                true
+            }
+            Err(e) if e.error_len().is_none() => {
+                self.utf8_carry = bytes[e.valid_up_to()..].to_vec();
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Whether `pid` is the opener or a thread of the opener's process (only then asks /proc).
@@ -281,10 +328,10 @@ impl PublishHandle {
 impl OpenHandle for PublishHandle {
     fn write(&mut self, ctx: &Ctx, offset: u64, data: &[u8]) -> Result<u32> {
         if let Some(r) = self.refused {
-            return Err(ctx.fail("write", r.kind()));
+            return Err(ctx.fail("write", r.kind(&self.dir)));
         }
         let at = if self.append {
-            self.body.len() as u64
+            self.body.len()
         } else if offset < self.start {
             return Err(self.refuse(ctx, Refusal::Rewrite));
         } else {
@@ -293,18 +340,16 @@ impl OpenHandle for PublishHandle {
         if at + data.len() as u64 > self.limit {
             return Err(self.refuse(ctx, Refusal::TooLarge(self.limit)));
         }
-        let at = at as usize;
-        if at < self.checked {
-            self.checked = 0; // rewriting what was checked: check it all again
+        if at != self.body.len() {
+            self.utf8_unordered = true;
         }
-        place(&mut self.body, at, data);
+        if !self.utf8_unordered && !self.utf8_ok(data) {
+            return Err(self.refuse(ctx, Refusal::NotUtf8));
+        }
+        if let Err(e) = self.body.write_at(&self.dir, at, data) {
+            return Err(self.refuse(ctx, Refusal::Storage(e.raw_os_error().unwrap_or(libc::EIO))));
+        }
         self.pending = true;
-        // Check UTF-8 as it arrives; a character cut by a chunk boundary is completed later.
-        match std::str::from_utf8(&self.body[self.checked..]) {
-            Ok(_) => self.checked = self.body.len(),
-            Err(e) if e.error_len().is_none() => self.checked += e.valid_up_to(),
-            Err(_) => return Err(self.refuse(ctx, Refusal::NotUtf8)),
-        }
         Ok(data.len() as u32)
     }
 
@@ -324,9 +369,13 @@ impl OpenHandle for PublishHandle {
         if len > self.limit {
             return Err(self.refuse(ctx, Refusal::TooLarge(self.limit)));
         }
-        if len as usize != self.body.len() {
-            self.body.resize(len as usize, 0);
-            self.checked = 0;
+        if len != self.body.len() {
+            if let Err(e) = self.body.set_len(&self.dir, len) {
+                return Err(
+                    self.refuse(ctx, Refusal::Storage(e.raw_os_error().unwrap_or(libc::EIO)))
+                );
+            }
+            self.utf8_unordered = true;
             self.pending = true;
         }
         Ok(())
@@ -348,7 +397,7 @@ impl OpenHandle for PublishHandle {
             return if reported {
                 Ok(())
             } else {
-                Err(ctx.fail(OP, r.kind()))
+                Err(ctx.fail(OP, r.kind(&self.dir)))
             };
         }
         if !self.pending {

@@ -28,6 +28,7 @@
 //! inodes it holds ([`inodes`]) and its open files ([`files`] opens them; each is a handle of
 //! [`handles`], with the message a reader claimed or the bytes a writer sent).
 
+mod body;
 mod caller;
 mod error;
 mod files;
