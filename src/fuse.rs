@@ -5,7 +5,7 @@
 //! Opens of `wait` can block for as long as the wait limit: they run on a thread of their own
 //! and reply from there, so the session keeps serving everybody else meanwhile.
 
-use crate::fs::{Access, Attr, FsError, QueueFs, SetAttr, supplementary_groups};
+use crate::fs::{Attr, FsError, OpenInfo, OpenMode, QueueFs, SetAttr, supplementary_groups};
 use crate::mount::sys::{ActingAs, Identity};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
@@ -156,18 +156,18 @@ fn name_of(name: &OsStr) -> Cow<'_, str> {
     name.to_string_lossy()
 }
 
-/// Synthetic files: no page cache (content is made at open) and no seeking.
-const FILE_OPEN_FLAGS: FopenFlags =
-    FopenFlags::FOPEN_DIRECT_IO.union(FopenFlags::FOPEN_NONSEEKABLE);
-
-/// Open flags for a handle: a handle whose closes do not matter (a snapshot: status, a peek)
-/// tells the kernel to skip FLUSH, one round trip less.
-fn open_flags(needs_flush: bool) -> FopenFlags {
-    if needs_flush {
-        FILE_OPEN_FLAGS
-    } else {
-        FILE_OPEN_FLAGS.union(FopenFlags::FOPEN_NOFLUSH)
+/// Open flags for a handle. Synthetic files have no page cache (content is made at open); only
+/// `in` is seekable (so `cp --sparse` and truncation work as on a file). A handle whose closes
+/// do not matter (a snapshot: status, a peek) tells the kernel to skip FLUSH, one round trip less.
+fn open_flags(info: OpenInfo) -> FopenFlags {
+    let mut flags = FopenFlags::FOPEN_DIRECT_IO;
+    if !info.seekable {
+        flags |= FopenFlags::FOPEN_NONSEEKABLE;
     }
+    if !info.needs_flush {
+        flags |= FopenFlags::FOPEN_NOFLUSH;
+    }
+    flags
 }
 
 impl Filesystem for DdmqFuse {
@@ -185,7 +185,7 @@ impl Filesystem for DdmqFuse {
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let _caller = as_caller!(self, req, reply);
-        match self.fs.lookup(parent.0, &name_of(name)) {
+        match self.fs.lookup_by(parent.0, &name_of(name), req.pid()) {
             Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
             Err(e) => reply.error(fail(&e)),
         }
@@ -254,7 +254,7 @@ impl Filesystem for DdmqFuse {
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _caller = as_caller!(self, req, reply);
-        match self.fs.unlink(parent.0, &name_of(name)) {
+        match self.fs.unlink_by(parent.0, &name_of(name), req.pid()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(fail(&e)),
         }
@@ -283,15 +283,29 @@ impl Filesystem for DdmqFuse {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
         _umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
-        reply.error(fail(&self.fs.refuse("create", parent.0, &name_of(name))));
+        match self.fs.create(
+            parent.0,
+            &name_of(name),
+            OpenMode::from_flags(flags),
+            req.pid(),
+        ) {
+            Ok((a, fh)) => reply.created(
+                &ttl(&a),
+                &file_attr(&a),
+                Generation(0),
+                FileHandle(fh),
+                open_flags(self.fs.open_info(fh)),
+            ),
+            Err(e) => reply.error(fail(&e)),
+        }
     }
 
     fn symlink(
@@ -338,7 +352,7 @@ impl Filesystem for DdmqFuse {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let access = Access::from_flags(flags.0);
+        let mode = OpenMode::from_flags(flags.0);
         let pid = req.pid();
         let caller = self.caller(req);
         let fs = self.fs.clone();
@@ -348,12 +362,12 @@ impl Filesystem for DdmqFuse {
                 Ok(guard) => guard,
                 Err(e) => return reply.error(e),
             };
-            match fs.open(ino.0, access, pid) {
+            match fs.open(ino.0, mode, pid) {
                 Ok(fh) => {
                     if let Some(who) = caller.clone() {
                         openers.lock().unwrap().insert(fh, who);
                     }
-                    reply.opened(FileHandle(fh), open_flags(fs.needs_flush(fh)))
+                    reply.opened(FileHandle(fh), open_flags(fs.open_info(fh)))
                 }
                 Err(e) => reply.error(fail(&e)),
             }
@@ -382,7 +396,7 @@ impl Filesystem for DdmqFuse {
         reply: ReplyData,
     ) {
         let _caller = as_caller!(self, req, reply);
-        match self.fs.read(fh.0, offset, size) {
+        match self.fs.read(fh.0, offset, size, req.pid()) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(fail(&e)),
         }
@@ -544,6 +558,21 @@ impl Filesystem for DdmqFuse {
         _value: &[u8],
         _flags: i32,
         _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EOPNOTSUPP);
+    }
+
+    /// Preallocation and hole punching (`cp --sparse` tries it): refused quietly, so the
+    /// program falls back to writing or seeking.
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
         reply: ReplyEmpty,
     ) {
         reply.error(Errno::EOPNOTSUPP);

@@ -1510,6 +1510,12 @@ fn chaos_sigkill_cli_processes_and_mount_readers() {
 
 #[test]
 fn daemon_sigkilled_under_traffic_then_remounted_loses_nothing() {
+    daemon_killed_under_traffic("publish");
+}
+
+/// The daemon SIGKILLed while `writer` workers publish and a mount reader consumes; remounted,
+/// everything published is delivered.
+fn daemon_killed_under_traffic(writer: &str) {
     use std::io::Read;
     let (tmp, root, log_dir, q) = queue_with_logs(
         "root",
@@ -1548,14 +1554,12 @@ fn daemon_sigkilled_under_traffic_then_remounted_loses_nothing() {
             ("MSG_TIMEOUT", "3".to_string()),
         ]
     };
-    // The writers whose published messages are counted: engine processes by default. A close()
-    // of MNT/<q>/in that returned 0 is not yet a promise that survives the daemon's death (the
-    // ignored test below runs this one with mount writers counted); so mount writers run here
-    // too, as traffic through the daemon whose messages must arrive whole or not at all.
-    let writer = std::env::var("DDMQ_REL_DAEMON_KILL_WRITER").unwrap_or_else(|_| "publish".into());
+    // The writers whose published messages are counted (`writer`: engine processes, or mount
+    // writers); mount writers also run as traffic through the daemon whose messages must arrive
+    // whole or not at all.
     let mut workers = vec![
-        spawn_worker(&writer, &envs("mw1")),
-        spawn_worker(&writer, &envs("mw2")),
+        spawn_worker(writer, &envs("mw1")),
+        spawn_worker(writer, &envs("mw2")),
     ];
     let readers = ["mr1a", "mr1b", "mr1c"];
     for wid in readers {
@@ -2120,14 +2124,33 @@ fn two_hosts_over_sshfs_with_a_mount_on_each() {
     );
 }
 
-/// The daemon killed while writers publish through MNT/<q>/in: a close() that returned 0 must
-/// mean the message is stored. Runs the daemon-kill test with mount writers.
+/// The daemon SIGKILLed right after a writer's close() of MNT/<q>/in returned 0: the message
+/// is stored (close is the commit point, not the RELEASE the kernel sends afterwards). Then
+/// the daemon-kill test with writers publishing through the mount.
 #[test]
-#[ignore = "known FUSE limitation, documented: MNT/<q>/in publishes at RELEASE, which the kernel sends after close() returned, so a daemon killed in between loses a message whose close succeeded"]
 fn daemon_killed_after_a_successful_close_of_in_loses_nothing() {
-    // SAFETY: set before any thread of this test reads it; the test runs alone when run by name.
-    unsafe { std::env::set_var("DDMQ_REL_DAEMON_KILL_WRITER", "mount-write") };
-    daemon_sigkilled_under_traffic_then_remounted_loses_nothing();
+    use std::io::Write;
+    use std::os::fd::IntoRawFd;
+    let (tmp, root, _log_dir, q) = queue_with_logs("root", "ck", None);
+    let mnt = tmp.path().join("mnt-close");
+    for round in 0..10 {
+        let mut mount = rel_support::mount::Mount::start(&root, &mnt);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(mnt.join("ck/in"))
+            .unwrap();
+        f.write_all(format!("round {round}").as_bytes()).unwrap();
+        // SAFETY: the descriptor was just taken out of `f`, which no longer owns it.
+        let rc = unsafe { libc::close(f.into_raw_fd()) };
+        assert_eq!(rc, 0, "close of in");
+        mount.kill();
+        assert_eq!(
+            q.status(false).unwrap().waiting,
+            round + 1,
+            "round {round}: a message whose close returned 0 is stored"
+        );
+    }
+    daemon_killed_under_traffic("mount-write");
 }
 
 /// Writers through MNT/<q>/in killed mid-body: nothing truncated may be published.

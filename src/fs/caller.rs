@@ -103,39 +103,71 @@ fn read_killed(pid: u32) -> bool {
 /// How long a FLUSH waits for /proc to answer before taking the closer for alive.
 const PROC_PATIENCE: Duration = Duration::from_millis(20);
 
-type KillQuestion = (u32, mpsc::Sender<bool>);
+type ProcQuestion = Box<dyn FnOnce() + Send>;
 
-/// True if the task `pid` is being torn down by a signal (SIGKILL, SIGTERM, …) as it closes a
-/// file. Unknown (no such task, /proc not readable for it, or no answer in time) counts as not
-/// killed.
+/// Asks /proc on a thread of its own and waits at most [`PROC_PATIENCE`] for the answer;
+/// `None` when there is no answer in time.
 ///
 /// Reading /proc/<pid>/stat blocks while that task is in execve: the kernel holds the task's exec
 /// lock while it closes the files marked close-on-exec, and such a close may be the very FLUSH
 /// waiting for this answer. So the read happens on a thread of its own (started on first use, so
 /// after the daemon forked), and the question is given up after a short wait; the thread then
 /// finishes its read once the exec goes on.
-pub fn is_killed(pid: u32) -> bool {
-    static ASKER: OnceLock<Option<Mutex<mpsc::Sender<KillQuestion>>>> = OnceLock::new();
-    if pid == 0 {
-        return false; // requests the kernel makes on its own behalf
-    }
+fn ask_proc<T: Send + 'static>(question: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    static ASKER: OnceLock<Option<Mutex<mpsc::Sender<ProcQuestion>>>> = OnceLock::new();
     let asker = ASKER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<KillQuestion>();
+        let (tx, rx) = mpsc::channel::<ProcQuestion>();
         let started = std::thread::Builder::new()
             .name("ddmq-proc".into())
             .spawn(move || {
-                for (pid, answer) in rx {
-                    let _ = answer.send(read_killed(pid));
+                for question in rx {
+                    question();
                 }
             });
         started.ok().map(|_| Mutex::new(tx))
     });
-    let Some(asker) = asker else { return false };
+    let asker = asker.as_ref()?;
     let (answer_tx, answer_rx) = mpsc::channel();
-    if asker.lock().unwrap().send((pid, answer_tx)).is_err() {
+    let job: ProcQuestion = Box::new(move || {
+        let _ = answer_tx.send(question());
+    });
+    asker.lock().unwrap().send(job).ok()?;
+    answer_rx.recv_timeout(PROC_PATIENCE).ok()
+}
+
+/// True if the task `pid` is being torn down by a signal (SIGKILL, SIGTERM, …) as it closes a
+/// file. Unknown (no such task, /proc not readable for it, or no answer in time) counts as not
+/// killed.
+pub fn is_killed(pid: u32) -> bool {
+    if pid == 0 {
+        return false; // requests the kernel makes on its own behalf
+    }
+    ask_proc(move || read_killed(pid)).unwrap_or(false)
+}
+
+/// The thread group (process) id of the task `pid`, from /proc/<pid>/status.
+fn read_tgid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// True if the tasks `a` and `b` are threads of one process. Unknown (either task gone, or no
+/// answer in time) counts as different.
+pub fn same_process(a: u32, b: u32) -> bool {
+    if a == b {
+        return true;
+    }
+    if a == 0 || b == 0 {
         return false;
     }
-    answer_rx.recv_timeout(PROC_PATIENCE).unwrap_or(false)
+    ask_proc(move || match (read_tgid(a), read_tgid(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    })
+    .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -181,6 +213,30 @@ mod tests {
         assert_eq!(parse_groups("Groups:\t\n"), Some(vec![]));
         assert_eq!(parse_groups("Uid:\t0\n"), None);
         assert!(supplementary_groups(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn threads_of_one_process_are_one_process() {
+        let me = std::process::id();
+        assert!(same_process(me, me));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() } as u32).unwrap();
+            done_rx.recv().unwrap();
+        });
+        let live = rx.recv().unwrap();
+        assert!(same_process(live, me), "a live thread of this process");
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        assert!(!same_process(child.id(), me), "a child is another process");
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]

@@ -10,28 +10,86 @@ use super::{
 use crate::engine::{Delivery, Queue};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What an open asks for: its access mode and whether writes append.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenMode {
+    pub access: Access,
+    pub append: bool,
+}
+
+impl OpenMode {
+    /// From open(2) flags.
+    pub fn from_flags(flags: i32) -> OpenMode {
+        OpenMode {
+            access: Access::from_flags(flags),
+            append: flags & libc::O_APPEND != 0,
+        }
+    }
+}
+
+impl From<Access> for OpenMode {
+    fn from(access: Access) -> OpenMode {
+        OpenMode {
+            access,
+            append: false,
+        }
+    }
+}
+
+/// How the kernel should treat an open file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenInfo {
+    /// Its closes matter (FLUSH is sent); snapshots skip it.
+    pub needs_flush: bool,
+    /// lseek may move its position (`in`); other files are streams.
+    pub seekable: bool,
+}
+
+/// How long an `in` removed by a process stays missing for it.
+const REMOVED_IN_FOR: Duration = Duration::from_secs(2);
+
+/// `install` removes its destination, then creates it with O_EXCL. Removing `in` changes
+/// nothing, but for the process that removed it `in` is missing until that process creates it
+/// (or [`REMOVED_IN_FOR`] passes), so the exclusive create reaches [`QueueFs::create`].
+pub(super) struct RemovedIn {
+    node: Node,
+    pid: u32,
+    at: Instant,
+}
 
 impl QueueFs {
+    pub(super) fn remember_removed_in(&self, node: &Node, pid: u32) {
+        if pid == 0 {
+            return;
+        }
+        let mut removed = self.removed_in.lock().unwrap();
+        removed.retain(|r| r.at.elapsed() < REMOVED_IN_FOR);
+        removed.push(RemovedIn {
+            node: node.clone(),
+            pid,
+            at: Instant::now(),
+        });
+    }
+
+    /// True if `node` is an `in` that `pid` removed lately.
+    pub(super) fn removed_in_by(&self, node: &Node, pid: u32) -> bool {
+        if pid == 0 || !matches!(node, Node::File(_, FileKind::In)) {
+            return false;
+        }
+        let removed = self.removed_in.lock().unwrap();
+        removed
+            .iter()
+            .any(|r| r.pid == pid && r.node == *node && r.at.elapsed() < REMOVED_IN_FOR)
+    }
+
     /// True if opening `ino` may block for long (`wait`): the adapter runs it on its own thread.
     pub fn open_may_block(&self, ino: u64) -> bool {
         matches!(
             self.inodes.lock().unwrap().node(ino),
             Some(Node::File(_, FileKind::Wait))
         )
-    }
-
-    pub(super) fn file(
-        &self,
-        op: &'static str,
-        node: &Node,
-        fh: u64,
-    ) -> Result<Arc<Mutex<OpenFile>>> {
-        self.files
-            .lock()
-            .unwrap()
-            .get(&fh)
-            .cloned()
-            .ok_or_else(|| err(op, node, FsErrorKind::BadHandle))
     }
 
     fn file_by_handle(&self, op: &'static str, fh: u64) -> Result<Arc<Mutex<OpenFile>>> {
@@ -43,9 +101,39 @@ impl QueueFs {
             .ok_or_else(|| FsError::new(op, format!("handle {fh}"), FsErrorKind::BadHandle))
     }
 
+    /// CREATE: only of `in` (what `install` does after removing it, which changes nothing):
+    /// opens it for publishing. Every other name is refused, the tree has a fixed shape.
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: OpenMode,
+        pid: u32,
+    ) -> Result<(super::Attr, u64)> {
+        let is_in = matches!(self.node("create", parent)?, Node::Queue(_))
+            && FileKind::from_name(name) == Some(FileKind::In);
+        if !is_in {
+            return Err(self.refuse("create", parent, name));
+        }
+        self.removed_in
+            .lock()
+            .unwrap()
+            .retain(|r| r.pid != pid || r.at.elapsed() >= REMOVED_IN_FOR);
+        let attr = self.lookup(parent, name)?;
+        match self.open(attr.ino, mode, pid) {
+            Ok(fh) => Ok((attr, fh)),
+            Err(e) => {
+                self.forget(attr.ino, 1);
+                Err(e)
+            }
+        }
+    }
+
     /// OPEN. `pid` is the caller's, for noticing that a waiting reader is being killed.
-    pub fn open(&self, ino: u64, access: Access, pid: u32) -> Result<u64> {
+    pub fn open(&self, ino: u64, mode: impl Into<OpenMode>, pid: u32) -> Result<u64> {
         const OP: &str = "open";
+        let mode: OpenMode = mode.into();
+        let access = mode.access;
         let node = self.node(OP, ino)?;
         let read_only_file = |what: &'static str| {
             if access.writes() {
@@ -71,7 +159,7 @@ impl QueueFs {
                 self.writable(OP, &node)?;
                 self.queue(OP, &node)?;
                 match kind {
-                    FileKind::In => Box::new(PublishHandle::open(&ctx, q)?),
+                    FileKind::In => Box::new(PublishHandle::open(&ctx, q, mode.append, pid)?),
                     _ => Box::new(IdsHandle::new(q, *kind == FileKind::Nack)),
                 }
             }
@@ -181,7 +269,7 @@ impl QueueFs {
     }
 
     /// Runs `f` on the open file `fh`, with the context its handle acts in.
-    fn with_handle<T>(
+    pub(super) fn with_handle<T>(
         &self,
         op: &'static str,
         fh: u64,
@@ -205,8 +293,9 @@ impl QueueFs {
     }
 
     /// READ at `offset` (offsets are honoured: under direct I/O a reader stops at an empty read).
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        self.with_handle("read", fh, |h, ctx| h.read(ctx, offset, size))
+    /// `pid` is the reading task's: whoever reads a message to its end may ack it by closing.
+    pub fn read(&self, fh: u64, offset: u64, size: u32, pid: u32) -> Result<Vec<u8>> {
+        self.with_handle("read", fh, |h, ctx| h.read(ctx, offset, size, pid))
     }
 
     /// WRITE at `offset`; returns the bytes taken.
@@ -217,14 +306,22 @@ impl QueueFs {
     /// Whether closes of this handle matter: writers report errors at close, and readers of
     /// next/wait/claim are watched for being killed. Others (status, peeks) can skip FLUSH.
     pub fn needs_flush(&self, fh: u64) -> bool {
-        match self.files.lock().unwrap().get(&fh) {
-            Some(file) => file
-                .lock()
-                .unwrap()
-                .handle
-                .as_ref()
-                .is_none_or(|h| h.needs_flush()),
-            None => true,
+        self.open_info(fh).needs_flush
+    }
+
+    /// How the kernel should treat the open file `fh` (see [`OpenInfo`]).
+    pub fn open_info(&self, fh: u64) -> OpenInfo {
+        let files = self.files.lock().unwrap();
+        let file = files.get(&fh).map(|f| f.lock().unwrap());
+        match file.as_ref().and_then(|f| f.handle.as_ref()) {
+            Some(h) => OpenInfo {
+                needs_flush: h.needs_flush(),
+                seekable: h.seekable(),
+            },
+            None => OpenInfo {
+                needs_flush: true,
+                seekable: false,
+            },
         }
     }
 

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! MNT/<queue>/            one directory per queue; mkdir creates a queue, rmdir deletes an empty one
-//! MNT/<queue>/in          write-only: each open, write..., close publishes one message (the bytes written)
+//! MNT/<queue>/in          write-only: each open, write..., close publishes one message (the bytes
+//!                         written); see "Closing is committing" below
 //! MNT/<queue>/next        read-only: open claims the next message, reading gives its body; a close
 //!                         after the whole body was read acks it, an earlier close gives it back,
 //!                         and so does the close of a reader killed by a signal (see [`caller`])
@@ -17,6 +18,10 @@
 //! MNT/<queue>/messages/<id>  waiting messages in delivery order: cat shows the body, takes nothing
 //! ```
 //!
+//! Closing is committing: publishes, acks and settings are done at FLUSH, so that close()
+//! returns their outcome; who publishes and acks when an open file is shared by several
+//! processes is the rule in [`handles`].
+//!
 //! Nothing about the queues is cached here: every call goes through the engine, so other
 //! clients of the same root (the CLI, the Python original, other mounts) are seen as they act,
 //! and entries that vanish behind our back answer ENOENT. The only state is the kernel's: the
@@ -24,6 +29,7 @@
 //! [`handles`], with the message a reader claimed or the bytes a writer sent).
 
 mod access;
+mod body;
 mod caller;
 mod entries;
 mod error;
@@ -35,6 +41,7 @@ mod tests;
 
 pub use caller::{SignalState, is_interrupted, is_killed, supplementary_groups};
 pub use error::{FsError, FsErrorKind};
+pub use files::{OpenInfo, OpenMode};
 pub use inodes::{DirKind, FileKind, InodeTable, Node, ROOT_INO};
 
 use crate::engine::{self, AckOutcome, Broker, Queue, names::is_valid_id};
@@ -144,6 +151,8 @@ pub struct QueueFs {
     opts: FsOptions,
     inodes: Mutex<InodeTable>,
     files: Mutex<HashMap<u64, Arc<Mutex<OpenFile>>>>,
+    /// Who removed which `in` lately (see [`files`]).
+    removed_in: Mutex<Vec<files::RemovedIn>>,
     dirs: Mutex<HashMap<u64, Vec<DirEntry>>>,
     next_handle: AtomicU64,
     shutting_down: AtomicBool,
@@ -177,6 +186,7 @@ impl QueueFs {
             opts,
             inodes: Mutex::new(InodeTable::new()),
             files: Mutex::new(HashMap::new()),
+            removed_in: Mutex::new(Vec::new()),
             dirs: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
@@ -341,13 +351,18 @@ impl QueueFs {
 
     /// LOOKUP: finds `name` in `parent` and takes one kernel reference on it.
     pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr> {
+        self.lookup_by(parent, name, 0)
+    }
+
+    /// LOOKUP by the task `pid` (an `in` it just removed is missing for it, see [`files`]).
+    pub fn lookup_by(&self, parent: u64, name: &str, pid: u32) -> Result<Attr> {
         let parent = self.node("lookup", parent)?;
         let missing = || FsError::new("lookup", child_path(&parent, name), FsErrorKind::NotFound);
         if !parent.is_dir() {
             return Err(err("lookup", &parent, FsErrorKind::NotDir));
         }
         let node = Self::child(&parent, name).ok_or_else(missing)?;
-        if !self.exists("lookup", &node)? {
+        if self.removed_in_by(&node, pid) || !self.exists("lookup", &node)? {
             return Err(missing());
         }
         let ino = self.inodes.lock().unwrap().remember(node.clone());
@@ -364,12 +379,17 @@ impl QueueFs {
         Ok(self.attr_of(ino, &node))
     }
 
-    /// SETATTR: truncation to 0 of a writable file (what `>` does), and touch of `work/<id>`
-    /// (extends its lease). Owners and modes come from the mount options and cannot change.
+    /// SETATTR: truncation of a writable file (`>` truncates to 0; an open `in` takes any size,
+    /// as a file would), and touch of `work/<id>` (extends its lease). Owners and modes come from
+    /// the mount options and cannot change; on `in` such a change succeeds without effect.
     pub fn setattr(&self, ino: u64, fh: Option<u64>, change: &SetAttr) -> Result<Attr> {
         const OP: &str = "setattr";
         let node = self.node(OP, ino)?;
-        if change.mode.is_some() || change.uid.is_some() || change.gid.is_some() {
+        // Copy tools (shutil.copy, cp -p, install) set the mode, owner and times of what they
+        // just wrote: on `in` that succeeds and changes nothing, so they report the publish as
+        // done instead of failing after it (and being retried into a second message).
+        let on_in = matches!(node, Node::File(_, FileKind::In));
+        if !on_in && (change.mode.is_some() || change.uid.is_some() || change.gid.is_some()) {
             return Err(err(
                 OP,
                 &node,
@@ -389,20 +409,17 @@ impl QueueFs {
                 }
             }
             self.writable(OP, &node)?;
-            if size != 0 {
-                return Err(err(
-                    OP,
-                    &node,
-                    FsErrorKind::Invalid("only truncation to size 0 is supported".into()),
-                ));
-            }
-            if let Some(fh) = fh {
-                let file = self.file(OP, &node, fh)?;
-                let mut file = file.lock().unwrap();
-                let OpenFile { path, handle } = &mut *file;
-                if let Some(h) = handle {
-                    h.truncate(&self.ctx(path), size)?;
+            match fh {
+                // ftruncate: the open file decides (`in` takes any size, as a file would).
+                Some(fh) => self.with_handle(OP, fh, |h, ctx| h.truncate(ctx, size))?,
+                None if size != 0 => {
+                    return Err(err(
+                        OP,
+                        &node,
+                        FsErrorKind::Invalid("only truncation to size 0 is supported".into()),
+                    ));
                 }
+                None => {}
             }
         }
         if change.times
@@ -586,6 +603,11 @@ impl QueueFs {
 
     /// UNLINK of `work/<id>` acks the message.
     pub fn unlink(&self, parent: u64, name: &str) -> Result<()> {
+        self.unlink_by(parent, name, 0)
+    }
+
+    /// UNLINK by the task `pid`.
+    pub fn unlink_by(&self, parent: u64, name: &str, pid: u32) -> Result<()> {
         const OP: &str = "unlink";
         let parent = self.node(OP, parent)?;
         let node = Self::child(&parent, name)
@@ -607,6 +629,11 @@ impl QueueFs {
                 }
             }
             Node::Queue(_) | Node::Dir(..) => Err(err(OP, &node, FsErrorKind::IsDir)),
+            // `install` removes its destination before creating it anew: `in` stays.
+            Node::File(_, FileKind::In) => {
+                self.remember_removed_in(&node, pid);
+                Ok(())
+            }
             _ => Err(err(
                 OP,
                 &node,

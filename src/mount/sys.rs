@@ -264,6 +264,7 @@ impl Drop for ActingAs {
             std::process::abort();
         }
     }
+}
 
 /// The current time in UTC: (year, month, day, hour, minute, second), from gmtime_r.
 pub fn utc_now() -> (i32, i32, i32, i32, i32, i32) {

@@ -80,7 +80,7 @@ impl Fixture {
         let fh = self.fs.open(self.ino(path), Access::Read, 1)?;
         let mut out = Vec::new();
         loop {
-            let chunk = self.fs.read(fh, out.len() as u64, 131072)?;
+            let chunk = self.fs.read(fh, out.len() as u64, 131072, PID)?;
             if chunk.is_empty() {
                 break;
             }
@@ -116,6 +116,9 @@ impl Fixture {
             .id
     }
 }
+
+/// The task every request of a test comes from, unless the test says otherwise.
+const PID: u32 = 1;
 
 fn errno<T: std::fmt::Debug>(r: Result<T>) -> i32 {
     r.expect_err("expected an error").errno()
@@ -168,7 +171,7 @@ fn a_reader_that_stops_early_gives_the_message_back_at_once() {
     f.engine_publish("q", "a long body");
     let fh = f.fs.open(f.ino("q/next"), Access::Read, 1).unwrap();
     assert_eq!(f.counts("q"), (0, 1));
-    assert_eq!(f.fs.read(fh, 0, 4).unwrap(), b"a lo");
+    assert_eq!(f.fs.read(fh, 0, 4, PID).unwrap(), b"a lo");
     f.fs.release(fh).unwrap();
     assert_eq!(f.counts("q"), (1, 0));
     // Opened and closed without reading: given back too.
@@ -184,7 +187,7 @@ fn byte_by_byte_reads_of_a_whole_line_ack_like_shell_read() {
     let fh = f.fs.open(f.ino("q/next"), Access::Read, 1).unwrap();
     let mut got: Vec<u8> = Vec::new();
     loop {
-        let b = f.fs.read(fh, got.len() as u64, 1).unwrap();
+        let b = f.fs.read(fh, got.len() as u64, 1, PID).unwrap();
         got.extend(&b);
         if b == b"\n" {
             break;
@@ -475,8 +478,8 @@ fn wait_blocks_until_a_message_arrives_or_the_limit_passes() {
     });
     let fh = f.fs.open(wait, Access::Read, 1).unwrap();
     publisher.join().unwrap();
-    assert_eq!(f.fs.read(fh, 0, 100).unwrap(), b"arrived");
-    assert_eq!(f.fs.read(fh, 7, 100).unwrap(), b"");
+    assert_eq!(f.fs.read(fh, 0, 100, PID).unwrap(), b"arrived");
+    assert_eq!(f.fs.read(fh, 7, 100, PID).unwrap(), b"");
     f.fs.release(fh).unwrap();
     assert_eq!(f.counts("q"), (0, 0));
 }
@@ -546,11 +549,11 @@ fn shutdown_gives_back_claimed_messages() {
     let f = fixture();
     f.engine_publish("q", "held");
     let fh = f.fs.open(f.ino("q/next"), Access::Read, 1).unwrap();
-    f.fs.read(fh, 0, 2).unwrap();
+    f.fs.read(fh, 0, 2, PID).unwrap();
     assert_eq!(f.counts("q"), (0, 1));
     f.fs.shutdown();
     assert_eq!(f.counts("q"), (1, 0));
-    assert_eq!(errno(f.fs.read(fh, 0, 2)), libc::EBADF);
+    assert_eq!(errno(f.fs.read(fh, 0, 2, PID)), libc::EBADF);
 }
 
 #[test]
@@ -587,8 +590,8 @@ fn a_writer_killed_before_it_closed_publishes_nothing_and_a_killed_reader_gives_
         .publish("whole".into(), &PublishOptions::default())
         .unwrap();
     let fh = fs.open(path_ino("q/next"), Access::Read, 666).unwrap();
-    assert_eq!(fs.read(fh, 0, 4096).unwrap(), b"whole");
-    assert!(fs.read(fh, 5, 4096).unwrap().is_empty());
+    assert_eq!(fs.read(fh, 0, 4096, 666).unwrap(), b"whole");
+    assert!(fs.read(fh, 5, 4096, 666).unwrap().is_empty());
     fs.flush(fh, 666).unwrap();
     fs.release(fh).unwrap();
     assert_eq!(
@@ -598,8 +601,10 @@ fn a_writer_killed_before_it_closed_publishes_nothing_and_a_killed_reader_gives_
     );
 
     let fh = fs.open(path_ino("q/next"), Access::Read, 7).unwrap();
-    assert_eq!(fs.read(fh, 0, 4096).unwrap(), b"whole");
+    assert_eq!(fs.read(fh, 0, 4096, 7).unwrap(), b"whole");
     fs.flush(fh, 7).unwrap();
     fs.release(fh).unwrap();
     assert_eq!(counts(), (0, 0), "a reader that closed normally acks it");
 }
+
+mod closing;
