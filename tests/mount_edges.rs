@@ -311,7 +311,12 @@ fn through_a_root_run_mount_each_user_gets_what_root_grants_them() {
     assert_eq!(accounts.probe(&accounts.outsider, &mnt), DENIED_ALL);
     assert_eq!(queue_state(&root), before, "the queue is unchanged");
 
-    let out = accounts.sh(&accounts.member, "printf mine > \"$MNT/q/in\"", &mnt);
+    // A small body (kept in memory until close) and a large one (spilled to a file as written).
+    let out = accounts.sh(
+        &accounts.member,
+        "printf mine > \"$MNT/q/in\" && head -c 200000 /dev/zero | tr '\\0' x > \"$MNT/q/in\"",
+        &mnt,
+    );
     assert!(out.status.success(), "{out:?}");
     let member_uid = id_of("-u", &accounts.member);
     let q = Broker::open(&root).unwrap().queue("q").unwrap();
@@ -326,15 +331,15 @@ fn through_a_root_run_mount_each_user_gets_what_root_grants_them() {
         .collect();
     assert_eq!(
         owners,
-        [(0, 0), (member_uid, shared_gid)],
+        [(0, 0), (member_uid, shared_gid), (member_uid, shared_gid)],
         "the member's message file is theirs"
     );
     let out = accounts.sh(
         &accounts.member,
-        "cat \"$MNT/q/next\"; echo; cat \"$MNT/q/next\"",
+        "cat \"$MNT/q/next\"; echo; cat \"$MNT/q/next\"; echo; cat \"$MNT/q/next\" | wc -c",
         &mnt,
     );
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "waiting\nmine");
-    assert_eq!(queue_state(&root).0, (0, 0), "both consumed and acked");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "waiting\nmine\n200000\n");
+    assert_eq!(queue_state(&root).0, (0, 0), "all consumed and acked");
 }
