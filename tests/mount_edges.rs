@@ -340,6 +340,9 @@ fn through_a_root_run_mount_each_user_gets_what_root_grants_them() {
         &mnt,
     );
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "waiting\nmine\n200000\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "waiting\nmine\n200000\n"
+    );
     assert_eq!(queue_state(&root).0, (0, 0), "all consumed and acked");
 }
