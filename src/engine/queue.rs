@@ -46,6 +46,8 @@ pub struct PublishOptions {
     pub timeout: Option<u64>,
     pub requeue: Option<Requeue>,
     pub requeue_limit: Option<u64>,
+    /// Requeues the message has had already (the Python API lets a caller carry it over).
+    pub requeue_counter: u64,
     /// Run housekeeping first (throttled to once a minute).
     pub clean: bool,
 }
@@ -358,7 +360,7 @@ impl Queue {
             queue_number: name.queue_number,
             filename: name.to_string(),
             requeue,
-            requeue_counter: 0,
+            requeue_counter: opts.requeue_counter,
             requeue_limit: opts.requeue_limit.filter(|l| *l > 0),
             extra: Default::default(),
         };
