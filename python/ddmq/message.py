@@ -86,6 +86,14 @@ class message:
             text += "{} = {}{}".format(key, val, os.linesep)
         return text.rstrip()
 
+    def __getitem__(self, index: int) -> "message":
+        """``msg[0]`` is the message itself. The original README's example prints
+        ``b.consume(queue=...)[0].message``, though consume returns one message, not a list;
+        0.9.10 raised TypeError there, this lets the example run."""
+        if index in (0, -1):
+            return self
+        raise IndexError("a single message has only index 0")
+
     def __getstate__(self) -> Dict[str, Any]:
         return self.__dict__.copy()
 
