@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The Python contenders of scripts/bench, driven by target/release/ddmq-bench.
+"""The Python contenders of scripts/bench, driven by benches/ddmq-bench (cargo bench).
 
 Each call does one timed piece of work in this process and prints one JSON line:
 {"seconds": <wall time of the work alone, interpreter start excluded>, "count": <messages>}.

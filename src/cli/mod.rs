@@ -59,9 +59,9 @@ pub(crate) enum Command {
     /// Run a command packaged as a JSON object
     Json(JsonArgs),
     /// Serve ROOT as a filesystem at MOUNTPOINT.
-    Mount(crate::mount::MountArgs),
+    Mount(args::MountArgs),
     /// Unmount a ddmq mount.
-    Umount(crate::mount::UmountArgs),
+    Umount(args::UmountArgs),
     #[command(external_subcommand)]
     Unknown(Vec<OsString>),
 }
@@ -128,8 +128,8 @@ pub fn run_with_args(args: Vec<OsString>) -> u8 {
         return 1;
     };
     let result = match command {
-        Command::Mount(args) => crate::mount::run_mount(args).map_err(CliError::Mount),
-        Command::Umount(args) => crate::mount::run_umount(args).map_err(CliError::Mount),
+        Command::Mount(args) => crate::mount::run_mount(args).map_err(CliError::from),
+        Command::Umount(args) => crate::mount::run_umount(args).map_err(CliError::from),
         Command::Unknown(words) => {
             let name = words
                 .first()

@@ -22,6 +22,7 @@ use system::MountDaemon;
 #[derive(Parser)]
 #[command(
     name = "ddmq-bench",
+    bin_name = "ddmq-bench",
     about = "Benchmark of ddmq against the syscall floor, the original ddmq and python-dirq"
 )]
 struct Args {
@@ -37,9 +38,9 @@ struct Args {
     /// A directory on the disk to measure on.
     #[arg(long, default_value = "/var/tmp")]
     disk: PathBuf,
-    /// The ddmq binary (default: next to this one).
-    #[arg(long)]
-    ddmq: Option<PathBuf>,
+    /// The ddmq binary (default: the one cargo built with this benchmark).
+    #[arg(long, default_value = env!("CARGO_BIN_EXE_ddmq"))]
+    ddmq: PathBuf,
     /// The Python of the venv holding ddmq==0.9.10, PyYAML==5.3.1 and dirq.
     #[arg(long, default_value = "python3")]
     python: PathBuf,
@@ -55,6 +56,9 @@ struct Args {
     /// Run only these parts (comma-separated): main, depth, workers, process, versus, latency, soak.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Passed by `cargo bench` to every bench target; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
     /// Re-exec'd consumer processes (internal).
     #[arg(hide = true, trailing_var_arg = true, allow_hyphen_values = true)]
     worker: Vec<String>,
@@ -226,12 +230,8 @@ fn progress(msg: &str) {
 fn run(args: Args) -> io::Result<()> {
     let plan = Plan::new(&args);
     let self_exe = std::env::current_exe()?;
-    let ddmq = args
-        .ddmq
-        .clone()
-        .unwrap_or_else(|| self_exe.with_file_name("ddmq"));
     let tools = Tools {
-        ddmq,
+        ddmq: args.ddmq.clone(),
         python: args.python.clone(),
         peers: fs::canonicalize(&args.peers)?,
     };
