@@ -108,3 +108,27 @@ def test_threads_share_one_broker(root):
         t.join()
     assert sorted(seen, key=int) == [str(i) for i in range(400)]
     assert os.listdir(os.path.join(root, "q", "work")) == []
+
+
+def test_ctrl_c_ends_a_wait(root):
+    import signal
+    import subprocess
+    import sys
+    code = (
+        "import signal, sys, ddmq\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "b = ddmq.broker(sys.argv[1], create=True)\n"
+        "b.create_queue('q')\n"
+        "print('waiting', flush=True)\n"
+        "try:\n"
+        "    b.consume('q', wait=120)\n"
+        "    print('returned')\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted')\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, root], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "waiting\n"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert out == "interrupted\n"
