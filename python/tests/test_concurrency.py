@@ -10,8 +10,12 @@ import ddmq
 MESSAGES = 800
 
 
-def drain(b, queue, results):
+def drain(b, queue, results, parent_handle=None):
     """Consume and ack until the queue stays empty; send what was consumed."""
+    if parent_handle is not None:
+        # A forked child must not use the parent's engine handle (its locks may be held by a
+        # parent thread that does not exist here).
+        assert id(b._native) != parent_handle
     got = []
     while True:
         msg = b.consume(queue, wait=0.3)
@@ -32,13 +36,14 @@ def test_four_processes_consume_every_message_exactly_once(root):
     waiter.start()
     ctx = multiprocessing.get_context("fork")
     results = ctx.Queue()
-    workers = [ctx.Process(target=drain, args=(b, "work", results)) for _ in range(4)]
+    workers = [ctx.Process(target=drain, args=(b, "work", results, id(b._native)))
+               for _ in range(4)]
     for w in workers:
         w.start()
-    collected = [results.get(timeout=120) for _ in workers]
     for w in workers:
-        w.join(timeout=60)
+        w.join(timeout=120)
         assert w.exitcode == 0
+    collected = [results.get(timeout=10) for _ in workers]
     waiter.join()
     delivered = [m for got in collected for m in got]
     assert sorted(delivered, key=int) == [str(i) for i in range(MESSAGES)]
@@ -127,8 +132,12 @@ def test_ctrl_c_ends_a_wait(root):
         "    print('interrupted')\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code, root], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline() == "waiting\n"
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
+    try:
+        assert proc.stdout.readline() == "waiting\n"
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
     assert out == "interrupted\n"
