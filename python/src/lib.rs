@@ -151,11 +151,10 @@ impl Native {
             timeout,
             requeue: Some(requeue_from_py(requeue)?),
             requeue_limit,
-            requeue_counter,
             clean,
         };
         let msg = py
-            .detach(|| self.with_queue(queue, |q| q.publish(value, &opts)))
+            .detach(|| self.with_queue(queue, |q| q.publish_counted(value, &opts, requeue_counter)))
             .map_err(to_py_err)?;
         let d = message_dict(py, &msg)?;
         d.set_item(pyo3::intern!(py, "message"), body)?;

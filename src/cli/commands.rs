@@ -334,7 +334,6 @@ pub fn publish(a: &PublishArgs, out: &mut dyn Write) -> CliResult {
         timeout: a.timeout,
         requeue: requeue_choice(a),
         requeue_limit: a.requeue_limit,
-        requeue_counter: 0,
         // B8: publish cleans by default (throttled), -C skips it.
         clean: !a.skip_cleaning.skip_cleaning,
     };
