@@ -128,8 +128,8 @@ pub fn run_with_args(args: Vec<OsString>) -> u8 {
         return 1;
     };
     let result = match command {
-        Command::Mount(args) => crate::mount::run_mount(args).map_err(CliError::from),
-        Command::Umount(args) => crate::mount::run_umount(args).map_err(CliError::from),
+        Command::Mount(args) => crate::mount::run_mount(args).map_err(CliError::mount),
+        Command::Umount(args) => crate::mount::run_umount(args).map_err(CliError::mount),
         Command::Unknown(words) => {
             let name = words
                 .first()
