@@ -124,8 +124,7 @@ pub fn run_with_args(args: Vec<OsString>) -> u8 {
         return 0;
     }
     let Some(command) = cli.command else {
-        eprint!("{}", Cli::command().render_help());
-        return 1;
+        return failed(CliError::NoCommand);
     };
     let result = match command {
         Command::Mount(args) => crate::mount::run_mount(args).map_err(CliError::mount),
@@ -135,9 +134,7 @@ pub fn run_with_args(args: Vec<OsString>) -> u8 {
                 .first()
                 .map(|w| w.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            eprintln!("Unrecognized command: {name}");
-            eprint!("{}", Cli::command().render_help());
-            return 1;
+            Err(CliError::UnknownCommand(name))
         }
         other => execute(other),
     };
