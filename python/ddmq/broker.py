@@ -306,6 +306,11 @@ class broker:
         Returns:
             the names acked (those no longer in flight are left out)
         """
+        if type(queue) is message and msg_files is None:
+            # The common case, ack(msg), without the general path's checks.
+            done = self._native.ack(queue.queue, [queue.filename], bool(requeue))
+            queue._ddmq_settled = True
+            return done
         queue, names, msg = self._names(queue, msg_files)
         done = self._native.ack(queue, names, bool(requeue))
         if msg is not None:

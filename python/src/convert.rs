@@ -149,10 +149,18 @@ fn requeue_to_py<'py>(py: Python<'py>, r: Requeue) -> PyResult<Bound<'py, PyAny>
 
 /// A message record as the `__dict__` of a Python `ddmq.message`, in the attribute order of
 /// 0.9.10's constructor (so `msg2json` writes the fields in the original's order), then any
-/// extra keys the file carried.
-pub fn message_dict<'py>(py: Python<'py>, m: &Message) -> PyResult<Bound<'py, PyDict>> {
+/// extra keys the file carried. `body`, when given, stands for `m.message` (publish hands back
+/// the caller's own object rather than a copy).
+pub fn message_dict<'py>(
+    py: Python<'py>,
+    m: &Message,
+    body: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    d.set_item(pyo3::intern!(py, "message"), to_py(py, &m.message)?)?;
+    match body {
+        Some(b) => d.set_item(pyo3::intern!(py, "message"), b)?,
+        None => d.set_item(pyo3::intern!(py, "message"), to_py(py, &m.message)?)?,
+    }
     d.set_item(pyo3::intern!(py, "queue"), &m.queue)?;
     d.set_item(pyo3::intern!(py, "timeout"), m.timeout)?;
     d.set_item(pyo3::intern!(py, "id"), &m.id)?;

@@ -156,9 +156,7 @@ impl Native {
         let msg = py
             .detach(|| self.with_queue(queue, |q| q.publish_counted(value, &opts, requeue_counter)))
             .map_err(to_py_err)?;
-        let d = message_dict(py, &msg)?;
-        d.set_item(pyo3::intern!(py, "message"), body)?;
-        Ok(d)
+        message_dict(py, &msg, Some(body))
     }
 
     /// Claims up to `n` messages in delivery order; with `wait` (seconds), waits that long for
@@ -216,7 +214,7 @@ impl Native {
         let deliveries = deliveries.map_err(to_py_err)?;
         let list = PyList::empty(py);
         for Delivery { message, .. } in &deliveries {
-            list.append(message_dict(py, message)?)?;
+            list.append(message_dict(py, message, None)?)?;
         }
         Ok(list)
     }
@@ -451,7 +449,7 @@ impl Native {
                 })
             })
             .map_err(to_py_err)?;
-        message_dict(py, &msg)
+        message_dict(py, &msg, None)
     }
 
     /// A new queue number: the time in microseconds, increasing within this process.
