@@ -1148,7 +1148,11 @@ fn mount_write_worker(mnt: &Path, queue: &str, wid: &str, log_dir: &Path) {
             }
         };
         let mut ok = true;
-        for chunk in body.as_bytes().chunks(700) {
+        for (i, chunk) in body.as_bytes().chunks(700).enumerate() {
+            if i > 0 {
+                // A pause between pieces, so that a kill often lands with the body half written.
+                std::thread::sleep(Duration::from_millis(1));
+            }
             if let Err(e) = f.write_all(chunk) {
                 append_line(&problems, &format!("write in: {e}"));
                 ok = false;
