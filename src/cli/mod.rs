@@ -114,8 +114,7 @@ pub fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let Some(command) = cli.command else {
-        eprint!("{}", Cli::command().render_help());
-        return ExitCode::from(1);
+        return CliError::NoCommand.report();
     };
     let result = match command {
         Command::Mount(args) => crate::mount::run_mount(args).map_err(CliError::mount),
@@ -125,9 +124,7 @@ pub fn main() -> ExitCode {
                 .first()
                 .map(|w| w.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            eprintln!("Unrecognized command: {name}");
-            eprint!("{}", Cli::command().render_help());
-            return ExitCode::from(1);
+            Err(CliError::UnknownCommand(name))
         }
         other => execute(other),
     };
