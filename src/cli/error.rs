@@ -9,7 +9,6 @@
 use crate::engine;
 use clap::CommandFactory;
 use std::io;
-use std::process::ExitCode;
 
 /// Everything that can make a `ddmq` invocation fail.
 #[derive(Debug, thiserror::Error)]
@@ -95,8 +94,8 @@ impl CliError {
     }
 
     /// Prints the error the way the original does (`Error: …` on stderr; usage errors as clap
-    /// renders them, help and version requests on stdout) and returns the exit code.
-    pub fn report(&self) -> ExitCode {
+    /// renders them, help and version requests on stdout).
+    pub fn report(&self) {
         match self {
             CliError::Usage(e) => {
                 let _ = e.print();
@@ -110,6 +109,5 @@ impl CliError {
             CliError::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe => {}
             other => eprintln!("Error: {other}"),
         }
-        ExitCode::from(self.exit_code())
     }
 }
