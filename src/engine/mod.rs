@@ -55,9 +55,11 @@
 //! random from the head of the listing, so they stop colliding on the same message.
 
 pub mod config;
+mod lease;
 pub mod message;
 pub mod names;
 mod queue;
+mod survey;
 
 pub use config::Settings;
 pub use message::{Message, Requeue};
@@ -66,6 +68,7 @@ pub use queue::{
     AckOutcome, CleanReport, ConsumeOptions, Delivery, PublishOptions, Queue, QueueStatus,
     RequeueOutcome,
 };
+pub use survey::Survey;
 
 use std::collections::HashMap;
 use std::io::{self, Write};
