@@ -440,6 +440,9 @@ impl Runner<'_> {
 
     fn finish(&mut self, task: Task) {
         let status = task.status.expect("finish is called on ended tasks");
+        // A slot is free, and a nack may have requeued: the next look must not wait for the
+        // poll interval, and "empty" must be decided by a look made after this.
+        self.queue_dry = false;
         if let Some(log) = &mut self.joblog {
             let command = report::shell_words(&task.command);
             let record = JobRecord {
