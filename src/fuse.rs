@@ -12,6 +12,7 @@ use fuser::{
     ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen,
     ReplyWrite, ReplyXattr, Request, TimeOrNow,
 };
+use std::borrow::Cow;
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::Arc;
@@ -74,9 +75,12 @@ fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
-fn name_of(name: &OsStr) -> Result<&str, Errno> {
-    // Every name in the tree is ASCII: anything else cannot exist.
-    name.to_str().ok_or(Errno::ENOENT)
+/// A name as the fs layer takes it. Every name in the tree is ASCII, so a name that is not
+/// UTF-8 goes on with its bad bytes replaced (never a valid name): the fs layer then answers it
+/// as any other name it does not hold, ENOENT where it is looked for, EINVAL where it would be
+/// made, in one place for all names.
+fn name_of(name: &OsStr) -> Cow<'_, str> {
+    name.to_string_lossy()
 }
 
 /// Synthetic files: no page cache (content is made at open) and no seeking.
@@ -107,11 +111,7 @@ impl Filesystem for DdmqFuse {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let name = match name_of(name) {
-            Ok(n) => n,
-            Err(e) => return reply.error(e),
-        };
-        match self.fs.lookup(parent.0, name) {
+        match self.fs.lookup(parent.0, &name_of(name)) {
             Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
             Err(e) => reply.error(fail(&e)),
         }
@@ -169,31 +169,23 @@ impl Filesystem for DdmqFuse {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let name = match name_of(name) {
-            Ok(n) => n,
-            Err(_) => return reply.error(Errno::EINVAL),
-        };
-        match self.fs.mkdir(parent.0, name) {
+        match self.fs.mkdir(parent.0, &name_of(name)) {
             Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
             Err(e) => reply.error(fail(&e)),
         }
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let result = name_of(name).map(|n| self.fs.unlink(parent.0, n));
-        match result {
-            Ok(Ok(())) => reply.ok(),
-            Ok(Err(e)) => reply.error(fail(&e)),
-            Err(e) => reply.error(e),
+        match self.fs.unlink(parent.0, &name_of(name)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail(&e)),
         }
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let result = name_of(name).map(|n| self.fs.rmdir(parent.0, n));
-        match result {
-            Ok(Ok(())) => reply.ok(),
-            Ok(Err(e)) => reply.error(fail(&e)),
-            Err(e) => reply.error(e),
+        match self.fs.rmdir(parent.0, &name_of(name)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail(&e)),
         }
     }
 
@@ -207,11 +199,7 @@ impl Filesystem for DdmqFuse {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(fail(&self.fs.refuse(
-            "mknod",
-            parent.0,
-            &name.to_string_lossy(),
-        )));
+        reply.error(fail(&self.fs.refuse("mknod", parent.0, &name_of(name))));
     }
 
     fn create(
@@ -224,11 +212,7 @@ impl Filesystem for DdmqFuse {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        reply.error(fail(&self.fs.refuse(
-            "create",
-            parent.0,
-            &name.to_string_lossy(),
-        )));
+        reply.error(fail(&self.fs.refuse("create", parent.0, &name_of(name))));
     }
 
     fn symlink(
@@ -242,7 +226,7 @@ impl Filesystem for DdmqFuse {
         reply.error(fail(&self.fs.refuse(
             "symlink",
             parent.0,
-            &link_name.to_string_lossy(),
+            &name_of(link_name),
         )));
     }
 
@@ -257,7 +241,7 @@ impl Filesystem for DdmqFuse {
         reply.error(fail(&self.fs.refuse(
             "link",
             newparent.0,
-            &newname.to_string_lossy(),
+            &name_of(newname),
         )));
     }
 
@@ -271,11 +255,7 @@ impl Filesystem for DdmqFuse {
         _flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(fail(&self.fs.refuse(
-            "rename",
-            parent.0,
-            &name.to_string_lossy(),
-        )));
+        reply.error(fail(&self.fs.refuse("rename", parent.0, &name_of(name))));
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -424,10 +404,8 @@ impl Filesystem for DdmqFuse {
         reply.ok();
     }
 
-    // The tree has no extended attributes; answering here keeps `ls` and `cp` from logging
-    // "not implemented" for each file they look at.
-    // No extended attributes. ENOSYS (not ENODATA) makes the kernel stop asking: otherwise every
-    // write asks for security.capability first, a round trip per publish.
+    // The tree has no extended attributes. ENOSYS (not ENODATA) makes the kernel stop asking:
+    // otherwise every write asks for security.capability first, a round trip per publish.
     fn getxattr(
         &self,
         _req: &Request,

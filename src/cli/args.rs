@@ -323,3 +323,45 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
 pub fn split_list(list: &str) -> Vec<&str> {
     list.split(',').filter(|s| !s.is_empty()).collect()
 }
+
+/// `ddmq mount [-f] [-v] [--log-file FILE] [-o OPTIONS] ROOT MNT` (also as `mount.fuse.ddmq`).
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    /// The ddmq root directory to serve.
+    pub root: PathBuf,
+    /// Where to mount it.
+    pub mountpoint: PathBuf,
+    /// Mount options, comma-separated: allow_other, allow_root, ro, rw, uid=N, gid=N, umask=OOO,
+    /// wait_limit=SECONDS, create, fsname=NAME, threads=N; options for mount(8) and systemd
+    /// (_netdev, nofail, noauto, auto, user, users, defaults, x-systemd.*) are ignored.
+    #[arg(short = 'o', value_name = "OPTIONS", action = clap::ArgAction::Append)]
+    pub options: Vec<String>,
+    /// Stay in the foreground (log to stderr) instead of daemonising once the mount is up.
+    #[arg(short = 'f', long)]
+    pub foreground: bool,
+    /// Where a background daemon appends its log (default: discarded; use -f to see it).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Log each request (debug level), unless RUST_LOG says otherwise.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+    /// Accepted for mount(8) helpers (no mtab): ignored.
+    #[arg(short = 'n', hide = true)]
+    pub no_mtab: bool,
+    /// Accepted for mount(8) helpers (sloppy options): ignored.
+    #[arg(short = 's', hide = true)]
+    pub sloppy: bool,
+    /// Accepted for mount(8) helpers (the filesystem type): ignored.
+    #[arg(short = 't', hide = true)]
+    pub fs_type: Option<String>,
+}
+
+/// `ddmq umount [-l] MNT`
+#[derive(Args, Debug)]
+pub struct UmountArgs {
+    /// The mountpoint to unmount.
+    pub mountpoint: PathBuf,
+    /// Detach now even if files are open (they keep working until closed).
+    #[arg(short = 'l', long)]
+    pub lazy: bool,
+}

@@ -31,9 +31,9 @@ pub enum CliError {
     /// Reading stdin or writing stdout failed.
     #[error("{op}: {source}")]
     Io { op: &'static str, source: io::Error },
-    /// `mount` / `umount` failed (their own error type).
+    /// `mount` / `umount` failed: the daemon's error, naming what it was doing and on what.
     #[error("{0}")]
-    Mount(Box<dyn std::error::Error>),
+    Mount(#[from] crate::mount::MountError),
     /// `work` could not run (its own error type).
     #[error("{0}")]
     Work(crate::work::Error),

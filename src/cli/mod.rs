@@ -65,9 +65,9 @@ pub(crate) enum Command {
     /// Show each queue's waiting, in flight, dead, rates and ETA, refreshed
     Top(TopArgs),
     /// Serve ROOT as a filesystem at MOUNTPOINT.
-    Mount(crate::mount::MountArgs),
+    Mount(args::MountArgs),
     /// Unmount a ddmq mount.
-    Umount(crate::mount::UmountArgs),
+    Umount(args::UmountArgs),
     #[command(external_subcommand)]
     Unknown(Vec<OsString>),
 }
@@ -126,8 +126,8 @@ pub fn main() -> ExitCode {
         return ExitCode::from(1);
     };
     let result = match command {
-        Command::Mount(args) => crate::mount::run_mount(args).map_err(CliError::Mount),
-        Command::Umount(args) => crate::mount::run_umount(args).map_err(CliError::Mount),
+        Command::Mount(args) => crate::mount::run_mount(args).map_err(CliError::from),
+        Command::Umount(args) => crate::mount::run_umount(args).map_err(CliError::from),
         // The runner writes the commands' output itself, line by line, as it comes.
         Command::Work(args) => {
             init_logging(args.log);

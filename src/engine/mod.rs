@@ -42,7 +42,7 @@
 //! `clean` requeues or drops expired messages (`E < now`), recovers stale claims and removes stale
 //! temporary files. Callers run it at most once a minute per queue, judged by `cleaned` in the
 //! queue's `ddmq.yaml`, read fresh (B7) and rewritten atomically under a unique temporary name
-//! (R4). Expiry uses the cleaner's clock against the consumer's; see the README on clock skew.
+//! (R4). Expiry uses the cleaner's clock against the consumer's; see doc/RELIABILITY.md on clock skew.
 //!
 //! # Cost
 //!

@@ -20,11 +20,13 @@
 //! Nothing about the queues is cached here: every call goes through the engine, so other
 //! clients of the same root (the CLI, the Python original, other mounts) are seen as they act,
 //! and entries that vanish behind our back answer ENOENT. The only state is the kernel's: the
-//! inodes it holds ([`inodes`]) and its open files (one handle each, with the message a reader
-//! claimed or the bytes a writer sent).
+//! inodes it holds ([`inodes`]) and its open files ([`files`] opens them; each is a handle of
+//! [`handles`], with the message a reader claimed or the bytes a writer sent).
 
 mod caller;
 mod error;
+mod files;
+mod handles;
 mod inodes;
 #[cfg(test)]
 mod tests;
@@ -33,19 +35,14 @@ pub use caller::{SignalState, is_interrupted, is_killed};
 pub use error::{FsError, FsErrorKind};
 pub use inodes::{DirKind, FileKind, InodeTable, Node, ROOT_INO};
 
-use crate::engine::{
-    self, AckOutcome, Broker, Delivery, PublishOptions, Queue, RequeueOutcome, WorkName,
-    names::is_valid_id,
-};
+use crate::engine::{self, AckOutcome, Broker, Queue, names::is_valid_id};
+use handles::OpenHandle;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 pub type Result<T> = std::result::Result<T, FsError>;
-
-/// Largest `ddmq.yaml` accepted through the mount.
-const MAX_CONFIG_BYTES: usize = 1 << 20;
 
 /// How the tree presents itself and how long `wait` waits.
 #[derive(Clone, Debug)]
@@ -133,69 +130,10 @@ pub struct SetAttr {
     pub gid: Option<u32>,
 }
 
-/// Why a writer's body will not be published.
-#[derive(Clone, Copy, Debug)]
-enum Refusal {
-    TooLarge(u64),
-    NotUtf8,
-    /// The writer was killed by a signal before it closed: what it wrote may be cut short.
-    WriterKilled,
-}
-
-/// An open `in`: the bytes written so far.
-struct Publishing {
-    queue: String,
-    body: Vec<u8>,
-    limit: u64,
-    wrote: bool,
-    /// The prefix of `body` known to be valid UTF-8.
-    checked: usize,
-    refused: Option<Refusal>,
-}
-
-/// An open `next`, `wait` or `claim`: the claimed message and how much of it the reader got.
-struct Delivering {
-    queue: String,
-    work: WorkName,
-    bytes: Vec<u8>,
-    handed: usize,
-    read_any: bool,
-    /// next and wait ack once the reader got everything; claim leaves the message in flight.
-    ack_when_done: bool,
-    /// The reader was killed by a signal as it closed: it may not have used what it read.
-    reader_killed: bool,
-}
-
-impl Delivering {
-    fn handed_over(&self) -> bool {
-        self.read_any && self.handed >= self.bytes.len() && !self.reader_killed
-    }
-}
-
-enum Handle {
-    Publishing(Publishing),
-    Delivering(Delivering),
-    /// Content fixed at open: status, a message body, ddmq.yaml opened for reading.
-    Snapshot(Vec<u8>),
-    /// ddmq.yaml opened for writing: the new text, applied on flush or close.
-    Config {
-        queue: String,
-        snapshot: Vec<u8>,
-        text: Vec<u8>,
-        dirty: bool,
-        refused: bool,
-    },
-    /// ack or nack: ids, one a line; an incomplete last line waits here.
-    Ids {
-        queue: String,
-        nack: bool,
-        partial: Vec<u8>,
-    },
-}
-
+/// An open file: its path in the tree (for errors) and its handle; `None` once released.
 struct OpenFile {
     path: String,
-    handle: Handle,
+    handle: Option<Box<dyn OpenHandle>>,
 }
 
 /// The filesystem over one ddmq root.
@@ -224,29 +162,6 @@ fn child_path(parent: &Node, name: &str) -> String {
         Node::Root => name.to_string(),
         other => format!("{}/{name}", other.path()),
     }
-}
-
-/// The next complete line of `buf`, removed from it.
-fn take_line(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
-    let end = buf.iter().position(|b| *b == b'\n')?;
-    let mut line: Vec<u8> = buf.drain(..=end).collect();
-    line.pop();
-    Some(line)
-}
-
-/// Writes `data` at `offset` of `buf`, growing it as needed.
-fn place(buf: &mut Vec<u8>, offset: usize, data: &[u8]) {
-    let end = offset + data.len();
-    if buf.len() < end {
-        buf.resize(end, 0);
-    }
-    buf[offset..end].copy_from_slice(data);
-}
-
-fn slice_at(bytes: &[u8], offset: u64, size: u32) -> Vec<u8> {
-    let start = (offset.min(bytes.len() as u64)) as usize;
-    let end = start.saturating_add(size as usize).min(bytes.len());
-    bytes[start..end].to_vec()
 }
 
 impl QueueFs {
@@ -457,18 +372,9 @@ impl QueueFs {
             if let Some(fh) = fh {
                 let file = self.file(OP, &node, fh)?;
                 let mut file = file.lock().unwrap();
-                match &mut file.handle {
-                    Handle::Publishing(p) => {
-                        p.body.clear();
-                        p.checked = 0;
-                        p.refused = None;
-                    }
-                    Handle::Config { text, refused, .. } => {
-                        text.clear();
-                        *refused = false;
-                    }
-                    Handle::Ids { partial, .. } => partial.clear(),
-                    _ => {}
+                let OpenFile { path, handle } = &mut *file;
+                if let Some(h) = handle {
+                    h.truncate(&self.ctx(path), size)?;
                 }
             }
         }
@@ -680,501 +586,6 @@ impl QueueFs {
         )
     }
 
-    // ------------------------------------------------------------------ files
-
-    /// True if opening `ino` may block for long (`wait`): the adapter runs it on its own thread.
-    pub fn open_may_block(&self, ino: u64) -> bool {
-        matches!(
-            self.inodes.lock().unwrap().node(ino),
-            Some(Node::File(_, FileKind::Wait))
-        )
-    }
-
-    fn file(&self, op: &'static str, node: &Node, fh: u64) -> Result<Arc<Mutex<OpenFile>>> {
-        self.files
-            .lock()
-            .unwrap()
-            .get(&fh)
-            .cloned()
-            .ok_or_else(|| err(op, node, FsErrorKind::BadHandle))
-    }
-
-    fn file_by_handle(&self, op: &'static str, fh: u64) -> Result<Arc<Mutex<OpenFile>>> {
-        self.files
-            .lock()
-            .unwrap()
-            .get(&fh)
-            .cloned()
-            .ok_or_else(|| FsError::new(op, format!("handle {fh}"), FsErrorKind::BadHandle))
-    }
-
-    /// OPEN. `pid` is the caller's, for noticing that a waiting reader is being killed.
-    pub fn open(&self, ino: u64, access: Access, pid: u32) -> Result<u64> {
-        const OP: &str = "open";
-        let node = self.node(OP, ino)?;
-        let read_only_file = |what: &'static str| {
-            if access.writes() {
-                Err(err(OP, &node, FsErrorKind::Access(what)))
-            } else {
-                Ok(())
-            }
-        };
-        let handle = match &node {
-            Node::Root | Node::Queue(_) | Node::Dir(..) => {
-                return Err(err(OP, &node, FsErrorKind::IsDir));
-            }
-            Node::File(q, kind @ (FileKind::In | FileKind::Ack | FileKind::Nack)) => {
-                if access != Access::Write {
-                    return Err(err(
-                        OP,
-                        &node,
-                        FsErrorKind::Access("write-only: it takes what is written to it"),
-                    ));
-                }
-                self.writable(OP, &node)?;
-                let queue = self.queue(OP, &node)?;
-                if *kind == FileKind::In {
-                    let limit = queue
-                        .settings()
-                        .map_err(|e| err(OP, &node, e))?
-                        .max_message_bytes;
-                    Handle::Publishing(Publishing {
-                        queue: q.clone(),
-                        body: Vec::new(),
-                        limit,
-                        wrote: false,
-                        checked: 0,
-                        refused: None,
-                    })
-                } else {
-                    Handle::Ids {
-                        queue: q.clone(),
-                        nack: *kind == FileKind::Nack,
-                        partial: Vec::new(),
-                    }
-                }
-            }
-            Node::File(_, kind @ (FileKind::Next | FileKind::Wait | FileKind::Claim)) => {
-                read_only_file("read-only: opening it takes a message")?;
-                self.writable(OP, &node)?;
-                Handle::Delivering(self.deliver(&node, *kind, pid)?)
-            }
-            Node::File(_, FileKind::Status) => {
-                read_only_file("read-only")?;
-                let s = self
-                    .queue(OP, &node)?
-                    .status(true)
-                    .map_err(|e| err(OP, &node, e))?;
-                let age = s
-                    .oldest_waiting_age
-                    .map(|a| a.to_string())
-                    .unwrap_or_else(|| "null".into());
-                let text = format!(
-                    "queue: {}\nwaiting: {}\nin_flight: {}\noldest_waiting_age: {age}\n",
-                    node.queue().unwrap_or(""),
-                    s.waiting,
-                    s.in_flight
-                );
-                Handle::Snapshot(text.into_bytes())
-            }
-            Node::File(q, FileKind::Config) => {
-                let text = self
-                    .queue(OP, &node)?
-                    .read_config_text()
-                    .map_err(|e| err(OP, &node, e))?
-                    .into_bytes();
-                if access.writes() {
-                    self.writable(OP, &node)?;
-                    Handle::Config {
-                        queue: q.clone(),
-                        snapshot: text,
-                        text: Vec::new(),
-                        dirty: false,
-                        refused: false,
-                    }
-                } else {
-                    Handle::Snapshot(text)
-                }
-            }
-            Node::Entry(_, DirKind::Work, id) => {
-                read_only_file("read-only: rm acks it, touch extends its lease")?;
-                let queue = self.queue(OP, &node)?;
-                let found = queue.resolve_in_flight(id).map_err(|e| err(OP, &node, e))?;
-                let msg = match found {
-                    Some(w) => queue.read_in_flight(&w).map_err(|e| err(OP, &node, e))?,
-                    None => None,
-                };
-                Handle::Snapshot(
-                    msg.ok_or_else(|| err(OP, &node, FsErrorKind::NotFound))?
-                        .body_text()
-                        .into_bytes(),
-                )
-            }
-            Node::Entry(_, DirKind::Messages, id) => {
-                read_only_file("read-only: reading it takes nothing")?;
-                let queue = self.queue(OP, &node)?;
-                let waiting = queue.waiting().map_err(|e| err(OP, &node, e))?;
-                let msg = match waiting.iter().find(|w| w.id == *id) {
-                    Some(w) => queue.read_waiting(w).map_err(|e| err(OP, &node, e))?,
-                    None => None,
-                };
-                Handle::Snapshot(
-                    msg.ok_or_else(|| err(OP, &node, FsErrorKind::NotFound))?
-                        .body_text()
-                        .into_bytes(),
-                )
-            }
-        };
-        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.files.lock().unwrap().insert(
-            fh,
-            Arc::new(Mutex::new(OpenFile {
-                path: node.path(),
-                handle,
-            })),
-        );
-        Ok(fh)
-    }
-
-    /// Claims a message for an open of next, wait or claim.
-    fn deliver(&self, node: &Node, kind: FileKind, pid: u32) -> Result<Delivering> {
-        const OP: &str = "open";
-        let queue = self.queue(OP, node)?;
-        let delivery: Option<Delivery> = if kind == FileKind::Wait {
-            let give_up = || self.shutting_down.load(Ordering::Relaxed) || (self.interrupted)(pid);
-            let got = queue
-                .consume_wait(self.opts.wait_limit, self.opts.wait_poll, &give_up)
-                .map_err(|e| err(OP, node, e))?;
-            if (self.interrupted)(pid) {
-                // The reader is dying: it must not take the message with it.
-                if let Some(d) = &got {
-                    queue
-                        .give_back(&d.work_name)
-                        .map_err(|e| err(OP, node, e))?;
-                }
-                return Err(err(OP, node, FsErrorKind::Interrupted));
-            }
-            got
-        } else {
-            queue.consume_one().map_err(|e| err(OP, node, e))?
-        };
-        let d = delivery.ok_or_else(|| err(OP, node, FsErrorKind::Empty))?;
-        let bytes = if kind == FileKind::Claim {
-            format!("{}\n", d.message.to_json()).into_bytes()
-        } else {
-            d.message.body_text().into_bytes()
-        };
-        Ok(Delivering {
-            queue: queue.name().to_string(),
-            work: d.work_name,
-            bytes,
-            handed: 0,
-            read_any: false,
-            ack_when_done: kind != FileKind::Claim,
-            reader_killed: false,
-        })
-    }
-
-    /// READ at `offset` (offsets are honoured: under direct I/O a reader stops at an empty read).
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        let file = self.file_by_handle("read", fh)?;
-        let mut file = file.lock().unwrap();
-        let path = file.path.clone();
-        match &mut file.handle {
-            Handle::Delivering(d) => {
-                let data = slice_at(&d.bytes, offset, size);
-                d.read_any = true;
-                d.handed = d.handed.max(offset as usize + data.len());
-                Ok(data)
-            }
-            Handle::Snapshot(bytes)
-            | Handle::Config {
-                snapshot: bytes, ..
-            } => Ok(slice_at(bytes, offset, size)),
-            Handle::Publishing(_) | Handle::Ids { .. } => Err(FsError::new(
-                "read",
-                path,
-                FsErrorKind::Access("write-only"),
-            )),
-        }
-    }
-
-    /// WRITE at `offset`; returns the bytes taken.
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
-        const OP: &str = "write";
-        let file = self.file_by_handle(OP, fh)?;
-        let mut file = file.lock().unwrap();
-        let path = file.path.clone();
-        let fail = |kind: FsErrorKind| FsError::new(OP, path.clone(), kind);
-        let offset = offset as usize;
-        match &mut file.handle {
-            Handle::Publishing(p) => {
-                if let Some(r) = p.refused {
-                    return Err(fail(refusal_kind(r)));
-                }
-                if (offset + data.len()) as u64 > p.limit {
-                    p.refused = Some(Refusal::TooLarge(p.limit));
-                    return Err(fail(FsErrorKind::TooLarge { limit: p.limit }));
-                }
-                if offset < p.checked {
-                    p.checked = 0; // rewriting what was checked: check it all again
-                }
-                place(&mut p.body, offset, data);
-                p.wrote = true;
-                // Check UTF-8 as it arrives; a character cut by a chunk boundary is completed later.
-                match std::str::from_utf8(&p.body[p.checked..]) {
-                    Ok(_) => p.checked = p.body.len(),
-                    Err(e) if e.error_len().is_none() => p.checked += e.valid_up_to(),
-                    Err(_) => {
-                        p.refused = Some(Refusal::NotUtf8);
-                        return Err(fail(FsErrorKind::NotUtf8));
-                    }
-                }
-                Ok(data.len() as u32)
-            }
-            Handle::Config {
-                queue,
-                text,
-                dirty,
-                refused,
-                ..
-            } => {
-                if *refused {
-                    return Err(fail(FsErrorKind::Invalid(
-                        "the settings written are refused".into(),
-                    )));
-                }
-                if offset + data.len() > MAX_CONFIG_BYTES {
-                    *refused = true;
-                    return Err(fail(FsErrorKind::TooLarge {
-                        limit: MAX_CONFIG_BYTES as u64,
-                    }));
-                }
-                place(text, offset, data);
-                *dirty = true;
-                // Shells ignore errors from close(): refuse bad settings here, where `echo` sees
-                // it. Text is judged at line ends only, where a prefix of good YAML is good YAML.
-                if text.ends_with(b"\n") {
-                    let path_on_disk = self
-                        .broker
-                        .root()
-                        .join(queue.as_str())
-                        .join(engine::config::CONFIG_FILE);
-                    if let Err(e) = engine::config::validate(&path_on_disk, text) {
-                        *refused = true;
-                        return Err(fail(e.into()));
-                    }
-                }
-                Ok(data.len() as u32)
-            }
-            Handle::Ids {
-                queue,
-                nack,
-                partial,
-            } => {
-                partial.extend_from_slice(data);
-                let (queue, nack) = (queue.clone(), *nack);
-                let mut first_error = None;
-                while let Some(line) = take_line(partial) {
-                    if let Err(e) = self.settle(&queue, nack, &line, &path) {
-                        first_error.get_or_insert(e);
-                    }
-                }
-                match first_error {
-                    Some(e) => Err(e),
-                    None => Ok(data.len() as u32),
-                }
-            }
-            Handle::Delivering(_) | Handle::Snapshot(_) => {
-                Err(fail(FsErrorKind::Access("read-only")))
-            }
-        }
-    }
-
-    /// Acks or nacks the message one line of `ack` or `nack` names.
-    fn settle(&self, queue: &str, nack: bool, line: &[u8], path: &str) -> Result<()> {
-        let op = if nack { "nack" } else { "ack" };
-        let fail = |kind: FsErrorKind| FsError::new(op, path.to_string(), kind);
-        let id = std::str::from_utf8(line)
-            .map_err(|_| fail(FsErrorKind::Invalid("a message id is ASCII".into())))?
-            .trim();
-        if id.is_empty() {
-            return Ok(());
-        }
-        let q = self.broker.queue(queue).map_err(|e| fail(e.into()))?;
-        let found = if nack {
-            q.nack(id, false).map_err(|e| fail(e.into()))? != RequeueOutcome::NotFound
-        } else {
-            q.ack(id).map_err(|e| fail(e.into()))? != AckOutcome::NotFound
-        };
-        if found {
-            Ok(())
-        } else {
-            Err(fail(FsErrorKind::NotFound))
-        }
-    }
-
-    /// FLUSH (each close of a descriptor; its error is what close() returns). Applies a new
-    /// ddmq.yaml and the last line written to ack or nack; checks that a body is complete UTF-8.
-    /// Publishing waits for RELEASE: a shell sends a FLUSH before it writes anything.
-    /// Whether closes of this handle matter: writers report errors at close, and readers of
-    /// next/wait/claim are watched for being killed. Others (status, peeks) can skip FLUSH.
-    pub fn needs_flush(&self, fh: u64) -> bool {
-        match self.files.lock().unwrap().get(&fh) {
-            Some(file) => !matches!(file.lock().unwrap().handle, Handle::Snapshot(_)),
-            None => true,
-        }
-    }
-
-    /// FLUSH: a close of the file by the process `pid`; the only request that reports an error
-    /// to `close()`. A writer or reader killed by a signal is noticed here (see [`caller`]): its
-    /// message is not published, or goes back to the queue.
-    pub fn flush(&self, fh: u64, pid: u32) -> Result<()> {
-        const OP: &str = "flush";
-        let file = self.file_by_handle(OP, fh)?;
-        let mut file = file.lock().unwrap();
-        let path = file.path.clone();
-        if matches!(file.handle, Handle::Publishing(_) | Handle::Delivering(_))
-            && (self.killed)(pid)
-        {
-            match &mut file.handle {
-                Handle::Publishing(p) if p.wrote => {
-                    log::warn!(
-                        "{path}: the writer (pid {pid}) was killed before it closed: nothing is published"
-                    );
-                    p.refused = Some(Refusal::WriterKilled);
-                }
-                Handle::Delivering(d) => {
-                    log::info!(
-                        "{path}: the reader (pid {pid}) was killed: the message goes back to the queue"
-                    );
-                    d.reader_killed = true;
-                }
-                _ => {}
-            }
-            return Ok(());
-        }
-        match &mut file.handle {
-            Handle::Publishing(p) => {
-                if let Some(r) = p.refused {
-                    return Err(FsError::new(OP, path, refusal_kind(r)));
-                }
-                if p.wrote && std::str::from_utf8(&p.body[p.checked..]).is_err() {
-                    p.refused = Some(Refusal::NotUtf8);
-                    return Err(FsError::new(OP, path, FsErrorKind::NotUtf8));
-                }
-                Ok(())
-            }
-            Handle::Config {
-                queue,
-                text,
-                dirty,
-                refused,
-                ..
-            } => {
-                if *refused {
-                    return Err(FsError::new(
-                        OP,
-                        path,
-                        FsErrorKind::Invalid("the settings written were refused".into()),
-                    ));
-                }
-                if !*dirty {
-                    return Ok(());
-                }
-                *dirty = false;
-                let q = self
-                    .broker
-                    .queue(queue)
-                    .map_err(|e| FsError::new(OP, path.clone(), e))?;
-                q.write_config_text(text)
-                    .map_err(|e| FsError::new(OP, path, e))
-            }
-            Handle::Ids {
-                queue,
-                nack,
-                partial,
-            } => {
-                let line = std::mem::take(partial);
-                let (queue, nack) = (queue.clone(), *nack);
-                self.settle(&queue, nack, &line, &path)
-            }
-            Handle::Delivering(_) | Handle::Snapshot(_) => Ok(()),
-        }
-    }
-
-    /// RELEASE (the last close): publishes what was written to `in`; acks a message whose
-    /// body was handed over whole, gives back one that was not.
-    pub fn release(&self, fh: u64) -> Result<()> {
-        let file = self.files.lock().unwrap().remove(&fh);
-        let Some(file) = file else {
-            return Err(FsError::new(
-                "release",
-                format!("handle {fh}"),
-                FsErrorKind::BadHandle,
-            ));
-        };
-        let file = take_open_file(file);
-        self.finish(file, false)
-    }
-
-    fn finish(&self, file: OpenFile, shutting_down: bool) -> Result<()> {
-        const OP: &str = "release";
-        let path = file.path;
-        let fail = |e: engine::Error| FsError::new(OP, path.clone(), e);
-        match file.handle {
-            Handle::Publishing(p) => {
-                if !p.wrote || p.refused.is_some() || shutting_down {
-                    return Ok(());
-                }
-                let body = String::from_utf8(p.body)
-                    .map_err(|_| FsError::new(OP, path.clone(), FsErrorKind::NotUtf8))?;
-                let q = self.broker.queue(&p.queue).map_err(fail)?;
-                q.publish(serde_json::Value::String(body), &PublishOptions::default())
-                    .map_err(fail)?;
-                Ok(())
-            }
-            Handle::Delivering(d) => {
-                let q = self.broker.queue(&d.queue).map_err(fail)?;
-                let done = d.handed_over();
-                if done && d.ack_when_done {
-                    q.ack(&d.work.to_string()).map_err(fail)?;
-                } else if !done {
-                    // The lease may have been extended meanwhile: find its current name.
-                    if let Some(w) = q.resolve_in_flight(&d.work.to_string()).map_err(fail)? {
-                        q.give_back(&w).map_err(fail)?;
-                    }
-                }
-                Ok(())
-            }
-            Handle::Config {
-                queue,
-                text,
-                dirty,
-                refused,
-                ..
-            } => {
-                if dirty && !refused && !shutting_down {
-                    let q = self.broker.queue(&queue).map_err(fail)?;
-                    q.write_config_text(&text).map_err(fail)?;
-                }
-                Ok(())
-            }
-            Handle::Ids {
-                queue,
-                nack,
-                partial,
-            } => {
-                if shutting_down {
-                    Ok(())
-                } else {
-                    self.settle(&queue, nack, &partial, &path)
-                }
-            }
-            Handle::Snapshot(_) => Ok(()),
-        }
-    }
-
     // ------------------------------------------------------------------ life cycle
 
     /// Makes waiting opens give up (ENODATA) and refuses nothing else; call before unmounting.
@@ -1188,10 +599,8 @@ impl QueueFs {
         self.begin_shutdown();
         let files: Vec<_> = self.files.lock().unwrap().drain().collect();
         for (_, file) in files {
-            let open = take_open_file(file);
-            let path = open.path.clone();
-            if let Err(e) = self.finish(open, true) {
-                log::warn!("closing {path} at shutdown: {e}");
+            if let Err(e) = self.finish(&file, true) {
+                log::warn!("closing at shutdown: {e}");
             }
         }
     }
@@ -1215,23 +624,5 @@ impl QueueFs {
             }
         }
         cleaned
-    }
-}
-
-/// Takes an open file out of its shared cell, after any READ or WRITE still running on it.
-fn take_open_file(file: Arc<Mutex<OpenFile>>) -> OpenFile {
-    let mut guard = file.lock().unwrap_or_else(|p| p.into_inner());
-    let handle = std::mem::replace(&mut guard.handle, Handle::Snapshot(Vec::new()));
-    OpenFile {
-        path: guard.path.clone(),
-        handle,
-    }
-}
-
-fn refusal_kind(r: Refusal) -> FsErrorKind {
-    match r {
-        Refusal::TooLarge(limit) => FsErrorKind::TooLarge { limit },
-        Refusal::NotUtf8 => FsErrorKind::NotUtf8,
-        Refusal::WriterKilled => FsErrorKind::Interrupted,
     }
 }

@@ -1,7 +1,7 @@
 //! The tree's semantics driven without a mount, with other clients acting on the root directly.
 
 use super::*;
-use crate::engine::{Broker, ConsumeOptions};
+use crate::engine::{Broker, ConsumeOptions, PublishOptions};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
