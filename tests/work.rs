@@ -212,6 +212,38 @@ fn every_task_runs_exactly_once_with_four_slots_and_lines_never_mix() {
 }
 
 #[test]
+fn default_slots_are_the_cpus_of_the_affinity_mask() {
+    let farm = Farm::new("");
+    farm.publish_lines(&(1..=6).map(|i| format!("a{i}")).collect::<Vec<_>>());
+    let running = farm.file("running");
+    fs::create_dir(&running).unwrap();
+    let most = farm.file("most");
+    let script = r#"touch "$2/$1"; ls "$2" | wc -l >> "$3"; sleep 0.05; rm "$2/$1""#;
+    // Pinned to one CPU (as Slurm or taskset would), the runner runs one task at a time.
+    let mut c = Command::new("taskset");
+    c.args(["-c", "0"])
+        .arg(env!("CARGO_BIN_EXE_ddmq"))
+        .args([
+            "work",
+            &farm.root(),
+            "q",
+            "--",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            "{}",
+        ])
+        .arg(&running)
+        .arg(&most)
+        .stdin(Stdio::null());
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let counts: Vec<String> = lines(&most).iter().map(|l| l.trim().to_string()).collect();
+    assert_eq!(counts, vec!["1"; 6]);
+}
+
+#[test]
 fn body_is_stdin_without_placeholder_never_a_shell_and_env_names_the_message() {
     let farm = Farm::new("");
     let body = "two words; $(touch pwned) 'quoted' \"dq\" \\ end";
