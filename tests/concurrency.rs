@@ -340,7 +340,8 @@ fn python_original_publishing_alongside_loses_or_mangles_nothing() {
     const PY_COUNT: usize = 400;
     const RS_COUNT: usize = 300;
     let run = Run::new();
-    // The original writes each file in place (create, then write: R3), cleaning on every publish (B7).
+    // The original writes each file in place (create, then write: R3), cleaning on every publish (its settings
+    // cache is never refreshed, so its clean throttle never holds: B7).
     let py_code = "import time\n\
                    root, coord, n = sys.argv[1], sys.argv[2], int(sys.argv[3])\n\
                    b = broker(root)\n\

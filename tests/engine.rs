@@ -1384,7 +1384,7 @@ fn corrupt_young_message_is_skipped_and_retried_once_written() {
     let (_d, b) = root_with_queue();
     let q = b.queue("q").unwrap();
     let name = format!("0.1.ddmq{:032x}", 7);
-    let p = write_raw(&q, &name, b""); // as the original leaves it between create and write (R3)
+    let p = write_raw(&q, &name, b""); // as the original leaves it between create and write (it writes in place, R3)
     publish(&q, "good");
     assert_eq!(drain(&q), ["good"]);
     assert_eq!(

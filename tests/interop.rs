@@ -1,6 +1,7 @@
 //! Interop with the real original, ddmq 0.9.10 on Python 3 (the venv made by scripts/test or
 //! scripts/python-env): both write to the same directories, each reads what the other wrote.
-//! The original's own bugs (B3 string order, B4 priority 0, B5 dropped timeout) show where noted.
+//! The original's own bugs show where noted: string order (B3), priority 0 turned into 999 (B4),
+//! the timeout dropped on requeue (B5).
 
 mod support;
 
@@ -74,7 +75,7 @@ fn python_publishes_rust_consumes_in_numeric_order() {
             .collect::<Vec<_>>(),
         (1..=12).collect::<Vec<u64>>()
     );
-    // Priorities: numeric for us. The original stores priority 0 as its default 999 (B4).
+    // Priorities: numeric for us. The original stores priority 0 as its default 999 (`if not priority`, B4).
     let prios = [
         json!({"msg_text": "p1000", "priority": 1000}),
         json!({"msg_text": "p999", "priority": 999}),
@@ -93,7 +94,7 @@ fn python_publishes_rust_consumes_in_numeric_order() {
         rust_bodies(&got),
         texts(&["p5", "p10", "p999", "p0", "p1000"])
     );
-    // The same names through the original: its string order (B3), recorded here as documentation.
+    // The same names through the original: its string order (B3: 10 < 1000 < 5), recorded here as documentation.
     py_publish(root, "q", &prios[..4]);
     assert_eq!(
         py_bodies(&py_consume(root, "q", 10)),
@@ -126,7 +127,7 @@ fn rust_publishes_python_consumes_every_message_in_byte_wise_name_order() {
     }
     let got = py_consume(d.path(), "q", 100);
     assert_eq!(got.len(), 30);
-    // The original sorts names as strings (B3). Our queue numbers are microsecond stamps of one
+    // The original sorts names as strings (B3: FIFO breaks from the 10th message). Our queue numbers are microsecond stamps of one
     // width, so within a priority that is still FIFO; across priorities it is string order:
     // 0, 10, 1000, 5, 999.
     names.sort();
@@ -279,7 +280,7 @@ fn requeue_as_bool_and_int_both_ways() {
             other => panic!("{other:?}"),
         }
     }
-    // requeue_prio of a queue the original made is 0, which we honour (B4).
+    // requeue_prio of a queue the original made is 0, which we honour (0.9.10 turns 0 into 999, B4).
     assert_eq!(
         prios,
         BTreeMap::from([("bool".to_string(), 0), ("int".to_string(), 7)])
@@ -362,7 +363,11 @@ fn python_consumes_rust_cleans_and_the_message_comes_back() {
     assert_eq!(back.message.body_text(), "retry me");
     assert_eq!(back.message.requeue_counter, 1);
     assert_eq!(back.message.id, taken[0]["id"].as_str().unwrap());
-    assert_eq!(back.message.timeout, Some(30), "the timeout is kept (B5)");
+    assert_eq!(
+        back.message.timeout,
+        Some(30),
+        "the timeout is kept (0.9.10 drops it on requeue, B5)"
+    );
     assert!(q.consume_one().unwrap().is_none());
 }
 

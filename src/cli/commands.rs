@@ -26,36 +26,16 @@ macro_rules! say {
 }
 
 /// Opens ROOT. `force`: `Some(true)` creates it if needed; `None` for commands without `-f`,
-/// whose error then carries no advice to use it (B9: friendly errors, not tracebacks).
+/// whose error then carries no advice to use it (0.9.10 printed a traceback instead, B9).
 pub(super) fn open_broker(root: &Path, force: Option<bool>) -> CliResult<Broker> {
     if force == Some(true) {
         return Ok(Broker::open_or_init(root)?);
     }
-    let hint = |what: &str| {
-        if force.is_some() {
-            format!(" (use -f to {what} it)")
-        } else {
-            String::new()
-        }
-    };
-    match Broker::open(root) {
-        Ok(b) => Ok(b),
-        Err(Error::RootMissing(p)) => Err(CliError::failed(format!(
-            "root folder missing: {}{}",
-            p.display(),
-            hint("create")
-        ))),
-        Err(Error::RootUninitiated(p)) => Err(CliError::failed(format!(
-            "root folder uninitiated: {} has no ddmq.yaml{}",
-            p.display(),
-            hint("initiate")
-        ))),
-        Err(e) => Err(e.into()),
-    }
+    Broker::open(root).map_err(|e| CliError::opening_root(e, force.map(|_| "-f")))
 }
 
 /// A handle on queue `name`; with `force`, the queue is created first if missing (after the
-/// name is validated, B17), and `Created new queue: …` is printed unless `silent`.
+/// name is validated; 0.9.10 created any name, B17), and `Created new queue: …` is printed unless `silent`.
 pub(super) fn queue_for(
     broker: &Broker,
     name: &str,
@@ -184,8 +164,8 @@ enum QueueOutcome {
     Notice(String),
 }
 
-/// Runs `op` on each queue of a comma-separated list: names are checked first (B11: -s silences
-/// the message, never the check), errors are reported per queue, and `total` words the count
+/// Runs `op` on each queue of a comma-separated list: names are checked first (-s silences the
+/// message, never the check; 0.9.10's -s skipped the check, B11), errors are reported per queue, and `total` words the count
 /// of queues done when there was more than one.
 fn for_each_queue(
     a: &QueuesArgs,
@@ -230,7 +210,7 @@ pub fn create(a: &QueuesArgs, out: &mut dyn Write) -> CliResult {
             Ok(match broker.create_queue(name) {
                 Ok(true) => QueueOutcome::Done(format!("Created new queue: {name}")),
                 Ok(false) => QueueOutcome::Nothing(format!("Already existing: {name}")),
-                // B17: the original advised -f, which cannot help.
+                // The original advised -f here, which cannot help (B17).
                 Err(Error::NotAQueue(path)) => QueueOutcome::Notice(format!(
                     "A directory with the same name as the requested queue ({}) already exists but is not a ddmq queue \
                  (no ddmq.yaml or no work/ directory in it). Move it out of the way or choose another queue name.",
@@ -303,7 +283,7 @@ pub fn clean(a: &QueuesArgs, out: &mut dyn Write) -> CliResult {
 // ------------------------------------------------------------------------------------ publish
 
 /// The `requeue` field a publish stores. Without a flag the engine takes the queue's `requeue`
-/// setting (B14). `--requeue_prio 0` stores `true`: in the file format an integer 0 means "drop".
+/// setting (0.9.10 ignored that setting, B14). `--requeue_prio 0` stores `true`: in the file format an integer 0 means "drop".
 fn requeue_choice(a: &PublishArgs) -> Option<Requeue> {
     if a.no_requeue {
         Some(Requeue::Drop)
@@ -334,7 +314,7 @@ pub fn publish(a: &PublishArgs, out: &mut dyn Write) -> CliResult {
         timeout: a.timeout,
         requeue: requeue_choice(a),
         requeue_limit: a.requeue_limit,
-        // B8: publish cleans by default (throttled), -C skips it.
+        // Publish cleans by default (throttled), -C skips it (0.9.10 had it inverted, B8).
         clean: !a.skip_cleaning.skip_cleaning,
     };
     if !opts.clean {
@@ -424,7 +404,8 @@ fn publish_lines(
 pub fn consume(a: &ConsumeArgs, out: &mut dyn Write) -> CliResult {
     let broker = open_broker(&a.root.root, Some(a.force.force))?;
     let queue = queue_for(&broker, &a.queue, a.force.force, true, out)?;
-    // B2: no -n takes one message (and -n 0 means 1, as in the original).
+    // No -n takes one message, and -n 0 means 1, as in the original (where both crashed after
+    // taking the message, B2).
     let n = usize::try_from(a.count.max(1)).unwrap_or(usize::MAX);
     let clean = !a.skip_cleaning.skip_cleaning;
     let deliveries = match a.wait {
@@ -523,8 +504,9 @@ fn report_invalid_name(name: &str) {
     );
 }
 
-/// `ack` (`nack` = false) and `nack` (true). ack deletes (B1) unless -r, which requeues; nack
-/// honours the message's requeue flag and limit (B6), -r forces a requeue.
+/// `ack` (`nack` = false) and `nack` (true). ack deletes (0.9.10 requeued messages flagged
+/// `requeue`, B1) unless -r, which requeues; nack honours the message's requeue flag and limit
+/// (0.9.10's nack ignored them, B6), -r forces a requeue.
 pub fn ack_or_nack(a: &AckArgs, nack: bool, out: &mut dyn Write) -> CliResult {
     let verb = if nack { "nack" } else { "ack" };
     let root = &a.root.root;
@@ -533,7 +515,8 @@ pub fn ack_or_nack(a: &AckArgs, nack: bool, out: &mut dyn Write) -> CliResult {
     let names = split_list(&a.files);
     let (mut done, mut missed, mut errors) = (Vec::new(), Vec::new(), 0);
     for name in &names {
-        // S1: the engine accepts only a parsed work/ name or an id; nothing else becomes a path.
+        // The engine accepts only a parsed work/ name or an id; nothing else becomes a path
+        // (0.9.10 joined any name to the path, so `ack R q /abs/file` deleted it, S1).
         let result = if nack || a.requeue {
             queue.nack(name, a.requeue).map(|outcome| {
                 log::info!("{verb} {name}: {outcome:?}");

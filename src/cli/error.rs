@@ -52,6 +52,28 @@ impl CliError {
         CliError::Failed(message.into())
     }
 
+    /// An error opening ROOT, with the advice the engine leaves to us: `fix_flag` is the flag of
+    /// this command that creates or initialises the root, if it has one.
+    pub fn opening_root(e: engine::Error, fix_flag: Option<&str>) -> CliError {
+        let what = match e {
+            engine::Error::RootMissing(_) => "create",
+            engine::Error::RootUninitiated(_) => "initiate",
+            _ => return e.into(),
+        };
+        match fix_flag {
+            Some(flag) => CliError::Failed(format!("{e} (use {flag} to {what} it)")),
+            None => e.into(),
+        }
+    }
+
+    /// A failure of `mount` or `umount`; a root that `-o create` would make says so.
+    pub fn mount(e: crate::mount::MountError) -> CliError {
+        match e {
+            crate::mount::MountError::Engine(e) => Self::opening_root(e, Some("-o create")),
+            other => CliError::Mount(other),
+        }
+    }
+
     pub fn stdout(source: io::Error) -> CliError {
         CliError::Io {
             op: "writing to stdout",

@@ -1,7 +1,7 @@
 //! `ddmq json '<object>'`: a command packaged as a JSON object. The object is turned into the
 //! command line it stands for and parsed by the same clap definitions, so it runs the same code
-//! with the same checks (B10: every subcommand; both `cmd` and `command` name it). Nothing in the
-//! payload is ever evaluated (S2): the command must be one of the subcommand names, and values are
+//! with the same checks: every subcommand, named by `cmd` or `command` (0.9.10's worked for `view`
+//! only, B10). Nothing in the payload is ever evaluated (0.9.10 ran `eval` on it, S2): the command must be one of the subcommand names, and values are
 //! only ever arguments.
 
 use super::error::{CliError, CliResult};

@@ -126,8 +126,8 @@ pub fn main() -> ExitCode {
         return ExitCode::from(1);
     };
     let result = match command {
-        Command::Mount(args) => crate::mount::run_mount(args).map_err(CliError::from),
-        Command::Umount(args) => crate::mount::run_umount(args).map_err(CliError::from),
+        Command::Mount(args) => crate::mount::run_mount(args).map_err(CliError::mount),
+        Command::Umount(args) => crate::mount::run_umount(args).map_err(CliError::mount),
         // The runner writes the commands' output itself, line by line, as it comes.
         Command::Work(args) => {
             init_logging(args.log);

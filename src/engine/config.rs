@@ -3,15 +3,14 @@
 //! serde_yaml is deprecated upstream; keeping every YAML call here means a maintained fork
 //! replaces it in one place. Files are written the way PyYAML writes them (block style, sorted
 //! keys) so the original can read them, and always through a unique temporary name and a rename
-//! (R4), so a reader sees the old file or the new one, never a torn one.
+//! (0.9.10 shared one temporary name between writers, R4), so a reader sees the old file or the new one, never a torn one.
 
-use super::{Error, Result, io_err};
+use super::error::{Error, Result, io_err};
 use serde_yaml::{Mapping, Value};
 use std::path::Path;
 use std::time::Duration;
 
-/// The file name of root and queue settings.
-pub const CONFIG_FILE: &str = "ddmq.yaml";
+pub use super::names::CONFIG_FILE;
 /// Settings files larger than this are refused before parsing (hostile input).
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Deepest nesting of `[` and `{` accepted in a settings file (hostile input).
@@ -28,7 +27,7 @@ pub struct Settings {
     pub priority: u64,
     /// Whether messages published without `-r` are requeued on nack and expiry (0.9.10 ignored this key, B14).
     pub requeue: bool,
-    /// Priority of requeued messages whose `requeue` field is `true` (0 is honoured, B4).
+    /// Priority of requeued messages whose `requeue` field is `true` (0 is honoured; 0.9.10 turned it into the default, B4).
     pub requeue_prio: u64,
     /// Addition: at the requeue limit, move the message to `QUEUE/dead/` instead of deleting it.
     pub dead_letter: bool,
@@ -286,7 +285,7 @@ pub fn to_yaml_document<T: serde::Serialize + ?Sized>(value: &T) -> Result<Strin
 /// Replaces a settings file atomically with `map`, through a unique temporary name that the
 /// original does not mistake for a message (no `.ddmq` in it).
 pub fn write_mapping(path: &Path, map: &Mapping) -> Result<()> {
-    super::write_atomically(path, render(map).as_bytes(), false)
+    super::files::write_atomically(path, render(map).as_bytes(), false)
 }
 
 /// Sets one key of a settings file (read, update, atomic replace).

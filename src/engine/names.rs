@@ -1,11 +1,17 @@
-//! Message file names: parsing, formatting and the delivery order.
+//! Every name the engine gives to or reads from the disk: message file names (parsing, formatting
+//! and the delivery order), the numbers in them, and the reserved names that are not messages.
 //!
 //! A waiting message is `<priority>.<queue_number>.ddmq<id>`; in flight it is
 //! `work/<expiry>.<waiting name>`. Both numbers are plain decimal with no padding, as the
-//! original writes them, so order is decided here numerically (B3) and never by the string.
+//! original writes them, so order is decided here numerically, never by the string (0.9.10
+//! sorted the strings, so priority 10 came before 9: B3).
+//!
+//! The reserved names ([`ReservedName`]) never contain `.ddmq`, so the original, which takes every
+//! `*.ddmq*` entry for a message, never mistakes them for one; the tests below check that for each.
 
 use std::cmp::Ordering;
 use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A message id: the 32 lowercase hex digits of a uuid, as everyone writes them, kept inline
 /// (a 100k-message listing makes no allocation for them); any other ASCII alphanumeric run, as
@@ -192,6 +198,99 @@ impl fmt::Display for WorkName {
     }
 }
 
+/// Seconds since the epoch on this host's clock.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A new queue number: the time in microseconds, strictly increasing within this process.
+pub fn next_queue_number() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
+/// The settings file of the root and of each queue.
+pub const CONFIG_FILE: &str = "ddmq.yaml";
+/// A queue's directory of in-flight messages.
+pub const WORK_DIR: &str = "work";
+/// A queue's directory of messages past their requeue limit (with `dead_letter`).
+pub const DEAD_DIR: &str = "dead";
+/// A queue's directory of unreadable message files, set aside.
+pub const QUARANTINE_DIR: &str = "quarantine";
+const TEMP_PREFIX: &str = ".tmp-";
+pub(crate) const CLAIM_PREFIX: &str = ".claim-";
+
+/// A name ddmq uses that is not a message. [`ReservedName::parse`] is the one parser; the one
+/// builder of each is its constant above, [`temp_name`] or [`claim_name`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReservedName {
+    /// `ddmq.yaml`, in the root and in each queue.
+    Config,
+    /// `work/`, `dead/` and `quarantine/` in a queue.
+    Work,
+    Dead,
+    Quarantine,
+    /// `.tmp-<kind>-<pid>-<random>`: a file or directory being written, renamed into place when
+    /// complete; left behind only by a writer that died.
+    Temp,
+    /// `work/.claim-<epoch>-<random>`: a message being requeued, dropped or dead-lettered by the
+    /// one client that renamed it there, at `claimed_at` (0 if unreadable: stale at once).
+    Claim {
+        claimed_at: u64,
+    },
+}
+
+impl ReservedName {
+    pub fn parse(name: &str) -> Option<ReservedName> {
+        Some(match name {
+            CONFIG_FILE => ReservedName::Config,
+            WORK_DIR => ReservedName::Work,
+            DEAD_DIR => ReservedName::Dead,
+            QUARANTINE_DIR => ReservedName::Quarantine,
+            _ if name.starts_with(TEMP_PREFIX) => ReservedName::Temp,
+            _ => {
+                let rest = name.strip_prefix(CLAIM_PREFIX)?;
+                let claimed_at = rest
+                    .split('-')
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                ReservedName::Claim { claimed_at }
+            }
+        })
+    }
+}
+
+/// A unique temporary name (`kind` says what is being written) that the original never mistakes
+/// for a message.
+pub fn temp_name(kind: &str) -> String {
+    format!(
+        "{TEMP_PREFIX}{kind}-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// A unique claim name in `work/`, stamped with the time of the claim.
+pub fn claim_name(now: u64) -> String {
+    format!("{CLAIM_PREFIX}{now}-{}", uuid::Uuid::new_v4().simple())
+}
+
 /// True for every name the original 0.9.10 treats as a message (`fnmatch('*.ddmq*')`).
 /// Our temporary and bookkeeping names must never satisfy this.
 pub fn original_sees_as_message(name: &str) -> bool {
@@ -210,6 +309,42 @@ pub fn is_valid_queue_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// "Our names never look like messages to the original", checked for every reserved name,
+    /// each read back by the one parser as what it was built as.
+    #[test]
+    fn reserved_names_are_never_messages_to_the_original() {
+        let built = [
+            (CONFIG_FILE.to_string(), ReservedName::Config),
+            (WORK_DIR.to_string(), ReservedName::Work),
+            (DEAD_DIR.to_string(), ReservedName::Dead),
+            (QUARANTINE_DIR.to_string(), ReservedName::Quarantine),
+            (temp_name("msg"), ReservedName::Temp),
+            (temp_name("queue"), ReservedName::Temp),
+            (
+                claim_name(1_700_000_000),
+                ReservedName::Claim {
+                    claimed_at: 1_700_000_000,
+                },
+            ),
+        ];
+        for (name, kind) in built {
+            assert!(!original_sees_as_message(&name), "{name}");
+            assert!(WaitingName::parse(&name).is_none(), "{name}");
+            assert!(WorkName::parse(&name).is_none(), "{name}");
+            assert_eq!(ReservedName::parse(&name), Some(kind), "{name}");
+        }
+        assert_eq!(
+            ReservedName::parse(".claim-junk"),
+            Some(ReservedName::Claim { claimed_at: 0 })
+        );
+        for message in ["1.2.ddmqff", "3.1.2.ddmqff", "x.ddmq"] {
+            assert!(original_sees_as_message(message));
+            assert_eq!(ReservedName::parse(message), None);
+        }
+        assert_ne!(temp_name("w"), temp_name("w"), "unique");
+        assert_ne!(claim_name(1), claim_name(1), "unique");
+    }
 
     #[test]
     fn parses_and_formats_round_trip() {

@@ -3,7 +3,7 @@
 //! one `stat` for the age of the longest-waiting message.
 
 use super::Result;
-use super::io_err;
+use super::error::io_err;
 use super::names::WaitingName;
 use super::queue::Queue;
 use std::path::Path;

@@ -358,16 +358,11 @@ impl OpenHandle for ConfigHandle {
         self.dirty = true;
         // Shells ignore errors from close(): refuse bad settings here, where `echo` sees
         // it. Text is judged at line ends only, where a prefix of good YAML is good YAML.
-        if self.text.ends_with(b"\n") {
-            let path_on_disk = ctx
-                .broker
-                .root()
-                .join(self.queue.as_str())
-                .join(engine::config::CONFIG_FILE);
-            if let Err(e) = engine::config::validate(&path_on_disk, &self.text) {
-                self.refused = true;
-                return Err(ctx.fail(OP, e));
-            }
+        if self.text.ends_with(b"\n")
+            && let Err(e) = ctx.broker.validate_queue_settings(&self.queue, &self.text)
+        {
+            self.refused = true;
+            return Err(ctx.fail(OP, e));
         }
         Ok(data.len() as u32)
     }

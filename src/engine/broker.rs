@@ -1,0 +1,213 @@
+//! A ddmq root directory: opening or initialising it, and creating, listing, opening and deleting
+//! its queues.
+
+use super::config::{self, Settings};
+use super::error::{Error, Result, io_err};
+use super::names::{WORK_DIR, is_valid_queue_name, temp_name};
+use super::queue::Queue;
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// A ddmq root directory: the entry point for a one-shot call or a long-lived caller.
+/// Queue handles are cached, so a daemon keeps each queue's sorted listing between calls.
+pub struct Broker {
+    root: PathBuf,
+    queues: Mutex<HashMap<String, Arc<Queue>>>,
+}
+
+impl Broker {
+    /// Opens an initialised root (one holding `ddmq.yaml`).
+    pub fn open(root: impl Into<PathBuf>) -> Result<Broker> {
+        let root = root.into();
+        match std::fs::metadata(root.join(config::CONFIG_FILE)) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Err(Error::RootUninitiated(root)),
+            Err(_) if root.is_dir() => return Err(Error::RootUninitiated(root)),
+            Err(_) => return Err(Error::RootMissing(root)),
+        }
+        // Settings are checked now (syntax and types) so a broken root file is reported up front.
+        let path = root.join(config::CONFIG_FILE);
+        let map = config::read_mapping_settled(&path)?.unwrap_or_default();
+        Settings::resolve(&[(&path, &map)])?;
+        Ok(Broker {
+            root,
+            queues: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Opens the root, creating and initialising it if needed (the CLI's `-f`).
+    pub fn open_or_init(root: impl Into<PathBuf>) -> Result<Broker> {
+        let root = root.into();
+        let conf = root.join(config::CONFIG_FILE);
+        if !conf.is_file() {
+            std::fs::create_dir_all(&root).map_err(|e| io_err("create root", &root, e))?;
+            if root
+                .symlink_metadata()
+                .map(|m| !m.is_dir() && !m.file_type().is_symlink())
+                .unwrap_or(false)
+            {
+                return Err(Error::NotAQueue(root));
+            }
+            // create_new: two processes initialising at once must not truncate each other's file.
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&conf)
+            {
+                Ok(_) => {
+                    let example = root.join("ddmq.yaml.example");
+                    let _ = std::fs::write(&example, Settings::original_defaults_yaml());
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err("create", &conf, e)),
+            }
+        }
+        Broker::open(root)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The root's own settings mapping merged over the defaults.
+    pub fn root_settings(&self) -> Result<Settings> {
+        let path = self.root.join(config::CONFIG_FILE);
+        let map = config::read_mapping_settled(&path)?.unwrap_or_default();
+        Settings::resolve(&[(&path, &map)])
+    }
+
+    /// Checks settings text meant for queue `name`'s `ddmq.yaml` (syntax and types), as
+    /// [`Queue::write_config_text`] would, without writing anything; errors name that file.
+    pub fn validate_queue_settings(&self, name: &str, text: &[u8]) -> Result<()> {
+        let path = self.queue_dir(name)?.join(config::CONFIG_FILE);
+        config::validate(&path, text).map(drop)
+    }
+
+    fn is_queue_dir(dir: &Path) -> bool {
+        let is_real_dir = |p: &Path| p.symlink_metadata().map(|m| m.is_dir()).unwrap_or(false);
+        is_real_dir(dir)
+            && is_real_dir(&dir.join(WORK_DIR))
+            && dir
+                .join(config::CONFIG_FILE)
+                .symlink_metadata()
+                .map(|m| m.is_file())
+                .unwrap_or(false)
+    }
+
+    /// Names of all queues, sorted.
+    pub fn list_queues(&self) -> Result<Vec<String>> {
+        let entries = std::fs::read_dir(&self.root).map_err(|e| io_err("list", &self.root, e))?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_err("list", &self.root, e))?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if is_valid_queue_name(&name) && Self::is_queue_dir(&entry.path()) {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn queue_dir(&self, name: &str) -> Result<PathBuf> {
+        if !is_valid_queue_name(name) {
+            return Err(Error::InvalidQueueName(name.to_string()));
+        }
+        Ok(self.root.join(name))
+    }
+
+    /// True if `name` is an existing queue.
+    pub fn queue_exists(&self, name: &str) -> Result<bool> {
+        Ok(Self::is_queue_dir(&self.queue_dir(name)?))
+    }
+
+    /// Creates a queue. Ok(false) if it already exists. Built in a temporary directory and renamed
+    /// into place, so concurrent creators never see a half-made queue.
+    pub fn create_queue(&self, name: &str) -> Result<bool> {
+        let dir = self.queue_dir(name)?;
+        if Self::is_queue_dir(&dir) {
+            return Ok(false);
+        }
+        if dir.symlink_metadata().is_ok()
+            && std::fs::read_dir(&dir)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(true)
+        {
+            // Another creator's rename may have landed between the two looks.
+            return if Self::is_queue_dir(&dir) {
+                Ok(false)
+            } else {
+                Err(Error::NotAQueue(dir))
+            };
+        }
+        let tmp = self.root.join(temp_name("queue"));
+        let build = || -> Result<()> {
+            std::fs::create_dir(&tmp).map_err(|e| io_err("create", &tmp, e))?;
+            std::fs::create_dir(tmp.join(WORK_DIR))
+                .map_err(|e| io_err("create", &tmp.join(WORK_DIR), e))?;
+            let conf = tmp.join(config::CONFIG_FILE);
+            // Only `cleaned`, so the root settings are not shadowed (0.9.10 copied every default into a
+            // new queue's file, so later root changes never reached it: B15).
+            std::fs::write(&conf, "cleaned: 0\n").map_err(|e| io_err("write", &conf, e))
+        };
+        let result = build().and_then(|_| match std::fs::rename(&tmp, &dir) {
+            Ok(()) => Ok(true),
+            Err(e)
+                if Self::is_queue_dir(&dir)
+                    && matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST)) =>
+            {
+                Ok(false)
+            }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOTEMPTY) | Some(libc::EEXIST) | Some(libc::ENOTDIR)
+                ) =>
+            {
+                Err(Error::NotAQueue(dir.clone()))
+            }
+            Err(e) => Err(io_err("rename", &dir, e)),
+        });
+        if tmp.exists() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        result
+    }
+
+    /// A handle on an existing queue (cached: it keeps the queue's listing between calls).
+    pub fn queue(&self, name: &str) -> Result<Arc<Queue>> {
+        let dir = self.queue_dir(name)?;
+        let mut queues = self.queues.lock().unwrap();
+        if let Some(q) = queues.get(name) {
+            return Ok(q.clone());
+        }
+        if !Self::is_queue_dir(&dir) {
+            return Err(if dir.exists() {
+                Error::NotAQueue(dir)
+            } else {
+                Error::NoSuchQueue(dir)
+            });
+        }
+        let q = Arc::new(Queue::new(self.root.clone(), name.to_string(), dir));
+        queues.insert(name.to_string(), q.clone());
+        Ok(q)
+    }
+
+    /// Forgets a cached handle (after the queue was deleted, by us or behind our back).
+    pub fn forget_queue(&self, name: &str) {
+        self.queues.lock().unwrap().remove(name);
+    }
+
+    /// Deletes a queue. With `only_if_empty`, refuses while it holds messages. Files ddmq did not
+    /// create make it refuse before anything is deleted (0.9.10 found them only after deleting
+    /// half the queue, B16).
+    pub fn delete_queue(&self, name: &str, only_if_empty: bool) -> Result<()> {
+        let q = self.queue(name)?;
+        self.forget_queue(name);
+        q.delete(only_if_empty)
+    }
+}

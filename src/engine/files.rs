@@ -1,0 +1,113 @@
+//! Raw file operations of the protocol: the atomic write, directory fsync, reading a message file
+//! safely, and listing a directory without an allocation per entry.
+
+use super::error::{Result, io_err};
+use super::names::temp_name;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::SystemTime;
+
+/// Message files larger than this are not read into memory; they are quarantined.
+const MAX_FILE_BYTES: u64 = 1 << 30;
+
+pub(crate) fn is_not_found(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+}
+
+/// Writes `bytes` to `path` atomically: a unique temporary file in the same directory, then
+/// rename (and, if `durable`, fsync of the file before and of the directory after).
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(temp_name("w"));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| io_err("create", &tmp, e))?;
+        f.write_all(bytes).map_err(|e| io_err("write", &tmp, e))?;
+        if durable {
+            f.sync_all().map_err(|e| io_err("fsync", &tmp, e))?;
+        }
+        drop(f);
+        std::fs::rename(&tmp, path).map_err(|e| io_err("rename", path, e))?;
+        if durable {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err("fsync", dir, e))
+}
+
+/// Errors of reading an entry that will never read as a message: a link (we open with
+/// O_NOFOLLOW), a directory, a special or oversized file.
+pub(crate) fn is_unreadable_entry(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::EISDIR))
+        || e.kind() == io::ErrorKind::InvalidData
+}
+
+/// Reads a message file without following symlinks (a planted link never leads out of ROOT).
+pub(crate) fn read_message_file(path: &Path) -> io::Result<(Vec<u8>, SystemTime)> {
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a regular file",
+        ));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} bytes is too large for a message file", meta.len()),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
+    f.read_to_end(&mut bytes)?;
+    Ok((bytes, meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
+}
+
+/// The entries of `dir` that `parse` accepts, parsed.
+pub(crate) fn list_names<T>(dir: &Path, parse: fn(&[u8]) -> Option<T>) -> io::Result<Vec<T>> {
+    let mut out = Vec::new();
+    for_each_entry(dir, |name| {
+        if let Some(parsed) = parse(name) {
+            out.push(parsed);
+        }
+    })?;
+    Ok(out)
+}
+
+/// Calls `f` with each entry name of `dir` (not `.` and `..`), borrowing it: std's ReadDir
+/// allocates a name per entry, which dominates listing a deep queue.
+pub(crate) fn for_each_entry(dir: &Path, mut f: impl FnMut(&[u8])) -> io::Result<()> {
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode;
+    let mut d = nix::dir::Dir::open(
+        dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)?;
+    for entry in d.iter() {
+        let entry = entry.map_err(io::Error::from)?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            f(name);
+        }
+    }
+    Ok(())
+}

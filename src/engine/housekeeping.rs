@@ -1,0 +1,245 @@
+//! Housekeeping of a queue: requeue or drop expired messages, recover claims of clients that
+//! died, remove stale temporary files, and set unreadable files aside (quarantine).
+
+use super::config;
+use super::error::{Error, Result, io_err};
+use super::files::is_not_found;
+use super::names::{CLAIM_PREFIX, QUARANTINE_DIR, ReservedName, WorkName, claim_name, now_secs};
+use super::queue::{Queue, RequeueOutcome, SETTINGS_TTL};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Minimum seconds between two housekeeping runs of one queue (as the original).
+const CLEAN_INTERVAL_SECS: u64 = 60;
+/// A claim file older than this belongs to a client that died mid-requeue.
+const STALE_CLAIM_SECS: u64 = 300;
+/// A temporary file older than this belongs to a writer that died.
+const STALE_TEMP_SECS: u64 = 600;
+
+/// What a housekeeping run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CleanReport {
+    pub requeued: usize,
+    pub dropped: usize,
+    pub dead_lettered: usize,
+    pub quarantined: usize,
+    pub recovered_claims: usize,
+    pub removed_temp_files: usize,
+}
+
+/// When this process last considered housekeeping of a queue, and when it last ran it.
+#[derive(Debug, Default)]
+pub(super) struct CleanTimes {
+    pub(super) considered_at: Option<Instant>,
+    pub(super) ran_at: Option<Instant>,
+}
+
+impl Queue {
+    // ---------------------------------------------------------------- housekeeping
+
+    /// Housekeeping before a publish or consume: its failure (a full disk cannot take the new
+    /// `cleaned` stamp) must not stop the publish or consume itself.
+    pub(super) fn clean_best_effort(&self) {
+        if let Err(e) = self.maybe_clean() {
+            log::warn!("housekeeping of queue {} failed: {e}", self.name);
+        }
+    }
+
+    /// Runs housekeeping if a minute passed since the last run, by `cleaned` in the queue's
+    /// settings (read fresh) and by this process's own last run.
+    pub fn maybe_clean(&self) -> Result<Option<CleanReport>> {
+        {
+            let mut times = self.clean_times.lock().unwrap();
+            if times
+                .considered_at
+                .map(|t| t.elapsed() < SETTINGS_TTL)
+                .unwrap_or(false)
+            {
+                return Ok(None);
+            }
+            if times
+                .ran_at
+                .map(|t| t.elapsed() < Duration::from_secs(CLEAN_INTERVAL_SECS))
+                .unwrap_or(false)
+            {
+                return Ok(None);
+            }
+            times.considered_at = Some(Instant::now());
+        }
+        let settings = self.settings()?;
+        if settings.cleaned.saturating_add(CLEAN_INTERVAL_SECS) > now_secs() {
+            return Ok(None);
+        }
+        self.clean().map(Some)
+    }
+
+    /// Housekeeping now: requeue or drop expired messages, recover stale claims, remove stale
+    /// temporary files, then record `cleaned`. Safe with any number of concurrent cleaners.
+    pub fn clean(&self) -> Result<CleanReport> {
+        let now = now_secs();
+        let mut report = CleanReport::default();
+        let entries = std::fs::read_dir(&self.work)
+            .map_err(|e| self.missing_queue_or("list", &self.work, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| io_err("list", &self.work, e))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let outcome = if let Some(w) = WorkName::parse(&name) {
+                if w.expiry >= now {
+                    continue;
+                }
+                self.requeue_in_flight(&w, false)?
+            } else if let Some(ReservedName::Claim { claimed_at }) = ReservedName::parse(&name) {
+                if claimed_at.saturating_add(STALE_CLAIM_SECS) >= now {
+                    continue;
+                }
+                // Re-claim atomically, so one cleaner alone recovers it.
+                let fresh = self.work.join(claim_name(now));
+                if std::fs::rename(entry.path(), &fresh).is_err() {
+                    continue;
+                }
+                report.recovered_claims += 1;
+                self.finish_claim(
+                    &fresh,
+                    false,
+                    &format!("recovered-{}", &name[CLAIM_PREFIX.len()..]),
+                )?
+            } else {
+                if is_leftover(&name)
+                    && is_stale(&entry.path(), now)
+                    && std::fs::remove_file(entry.path()).is_ok()
+                {
+                    report.removed_temp_files += 1;
+                }
+                continue;
+            };
+            match outcome {
+                RequeueOutcome::Requeued(_) => report.requeued += 1,
+                RequeueOutcome::Dropped => report.dropped += 1,
+                RequeueOutcome::LimitReached {
+                    dead_lettered: true,
+                } => report.dead_lettered += 1,
+                RequeueOutcome::LimitReached {
+                    dead_lettered: false,
+                } => report.dropped += 1,
+                RequeueOutcome::Quarantined => report.quarantined += 1,
+                RequeueOutcome::NotFound => {}
+            }
+        }
+        // Temporary files of writers that died: a publish that never returned, so nothing acknowledged is lost.
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|e| self.missing_queue_or("list", &self.dir, e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name.to_str().map(is_leftover).unwrap_or(false)
+                && is_stale(&entry.path(), now)
+                && std::fs::remove_file(entry.path()).is_ok()
+            {
+                report.removed_temp_files += 1;
+            }
+        }
+        // The stamp only throttles housekeeping: a file that another host keeps rewriting
+        // (it reads torn) is left to that host rather than failing the clean.
+        match config::set_key(
+            &self.config_path(),
+            "cleaned",
+            serde_yaml::Value::Number(now.into()),
+        ) {
+            Err(e @ Error::Config { .. }) => {
+                log::warn!("{e}; not stamping the clean time this round")
+            }
+            other => other?,
+        }
+        self.forget_settings();
+        self.clean_times.lock().unwrap().ran_at = Some(Instant::now());
+        if report != CleanReport::default() {
+            log::info!("cleaned queue {}: {report:?}", self.name);
+        }
+        Ok(report)
+    }
+
+    pub(super) fn quarantine(&self, path: &Path, reason: &str) {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("unnamed")
+            .to_string();
+        self.quarantine_as(path, &name, reason)
+    }
+
+    /// Moves an unreadable file aside so the queue keeps flowing.
+    pub(super) fn quarantine_as(&self, path: &Path, name: &str, reason: &str) {
+        let dir = match self.own_subdir(QUARANTINE_DIR) {
+            Ok(dir) => dir,
+            Err(e) => {
+                log::warn!(
+                    "could not quarantine unreadable message file {}: {e}",
+                    path.display()
+                );
+                return;
+            }
+        };
+        let target = dir.join(format!("{name}.{}", uuid::Uuid::new_v4().simple()));
+        match std::fs::rename(path, &target) {
+            Ok(()) => log::warn!(
+                "quarantined unreadable message file {} as {}: {reason}",
+                path.display(),
+                target.display()
+            ),
+            Err(e) => log::warn!(
+                "could not quarantine unreadable message file {}: {e}",
+                path.display()
+            ),
+        }
+    }
+
+    /// `dead/` or `quarantine/`, created if missing. Something planted under that name that is
+    /// not a real directory (a symlink out of ROOT) is removed first: we never move messages
+    /// through a link.
+    pub(super) fn own_subdir(&self, name: &str) -> Result<PathBuf> {
+        let dir = self.dir.join(name);
+        match dir.symlink_metadata() {
+            Ok(m) if m.is_dir() => return Ok(dir),
+            Ok(_) => {
+                log::warn!(
+                    "{} is not a directory (a planted link?): removing it",
+                    dir.display()
+                );
+                std::fs::remove_file(&dir)
+                    .or_else(|e| if is_not_found(&e) { Ok(()) } else { Err(e) })
+                    .map_err(|e| io_err("remove", &dir, e))?;
+            }
+            Err(_) => {}
+        }
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err("create", &dir, e)),
+        }
+        match dir.symlink_metadata() {
+            Ok(m) if m.is_dir() => Ok(dir),
+            _ => Err(io_err(
+                "create",
+                &dir,
+                io::Error::new(io::ErrorKind::InvalidData, "not a directory"),
+            )),
+        }
+    }
+}
+
+/// Files that housekeeping removes once stale: our temporary files, and the `.fuse_hidden*`
+/// copies that libfuse filesystems such as sshfs leave of files unlinked while still open
+/// through the same mount (an acked message, a replaced ddmq.yaml). NFS's `.nfs*` files are
+/// left alone: removing one breaks the client that holds it.
+fn is_leftover(name: &str) -> bool {
+    ReservedName::parse(name) == Some(ReservedName::Temp) || name.starts_with(".fuse_hidden")
+}
+
+fn is_stale(path: &Path, now: u64) -> bool {
+    std::fs::symlink_metadata(path)
+        .map(|m| (m.mtime().max(0) as u64).saturating_add(STALE_TEMP_SECS) < now)
+        .unwrap_or(false)
+}
