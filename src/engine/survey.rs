@@ -4,6 +4,7 @@
 
 use super::Result;
 use super::error::io_err;
+use super::files::list_names;
 use super::names::WaitingName;
 use super::queue::Queue;
 use std::path::Path;
@@ -56,17 +57,9 @@ impl Queue {
 
 /// The waiting-message names in `dir`; nothing if it does not exist.
 fn list_waiting_names(dir: &Path) -> Result<Vec<WaitingName>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err("list", dir, e)),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| io_err("list", dir, e))?;
-        if let Some(name) = WaitingName::parse_bytes(entry.file_name().as_encoded_bytes()) {
-            names.push(name);
-        }
+    match list_names(dir, WaitingName::parse_bytes) {
+        Ok(names) => Ok(names),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io_err("list", dir, e)),
     }
-    Ok(names)
 }
