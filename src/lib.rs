@@ -12,3 +12,6 @@ pub mod fuse;
 pub mod mount;
 pub mod top;
 pub mod work;
+
+/// The version of this package (what `ddmq -v` prints).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -2,12 +2,14 @@
 //!
 //! Exit codes are those of ddmq 0.9.10: 0 for success and for its "soft" outcomes (already
 //! existing, queue not existing, failed ack, no more messages; these print a line and carry on),
-//! 1 for errors (one message on stderr), 2 for usage errors (clap's message). `ddmq work` adds
-//! 1 when any task failed, 2 when its command cannot be found, and 128+N when signal N stopped it.
+//! 1 for errors (one message on stderr), 2 for a subcommand's usage errors (clap's message, where
+//! the original's argparse exits 2). No command, or an unknown one, prints the help and exits 1:
+//! the original's `main()` does that itself, before any argparse runs. `ddmq work` adds 1 when
+//! any task failed, 2 when its command cannot be found, and 128+N when signal N stopped it.
 
 use crate::engine;
+use clap::CommandFactory;
 use std::io;
-use std::process::ExitCode;
 
 /// Everything that can make a `ddmq` invocation fail.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,12 @@ pub enum CliError {
     /// Reading stdin or writing stdout failed.
     #[error("{op}: {source}")]
     Io { op: &'static str, source: io::Error },
+    /// `ddmq` with no command: the help goes to stderr.
+    #[error("no command given")]
+    NoCommand,
+    /// `ddmq frob`: named as the original names it, then the help.
+    #[error("Unrecognized command: {0}")]
+    UnknownCommand(String),
     /// `mount` / `umount` failed: the daemon's error, naming what it was doing and on what.
     #[error("{0}")]
     Mount(#[from] crate::mount::MountError),
@@ -89,7 +97,9 @@ impl CliError {
             CliError::Work(crate::work::Error::CommandNotFound(_)) => 2,
             CliError::Stopped(signal) => (128 + signal).clamp(0, 255) as u8,
             CliError::TasksFailed(_) => 1,
-            CliError::Engine(_)
+            CliError::NoCommand
+            | CliError::UnknownCommand(_)
+            | CliError::Engine(_)
             | CliError::Failed(_)
             | CliError::Partial { .. }
             | CliError::Io { .. }
@@ -99,11 +109,16 @@ impl CliError {
     }
 
     /// Prints the error the way the original does (`Error: …` on stderr; usage errors as clap
-    /// renders them, help and version requests on stdout) and returns the exit code.
-    pub fn report(&self) -> ExitCode {
+    /// renders them, help and version requests on stdout).
+    pub fn report(&self) {
         match self {
             CliError::Usage(e) => {
                 let _ = e.print();
+            }
+            CliError::NoCommand => eprint!("{}", super::Cli::command().render_help()),
+            CliError::UnknownCommand(_) => {
+                eprintln!("{self}");
+                eprint!("{}", super::Cli::command().render_help());
             }
             // The runner's summary line already told.
             CliError::TasksFailed(_) | CliError::Stopped(_) => {}
@@ -111,6 +126,5 @@ impl CliError {
             CliError::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe => {}
             other => eprintln!("Error: {other}"),
         }
-        ExitCode::from(self.exit_code())
     }
 }
