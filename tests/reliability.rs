@@ -1608,9 +1608,10 @@ fn daemon_sigkilled_under_traffic_then_remounted_loses_nothing() {
             let kept: Vec<String> = read_lines(&e.path())
                 .into_iter()
                 .filter(|l| {
-                    !l.contains(&errno_text(libc::ENOTCONN))
-                        && !l.contains(&errno_text(libc::ECONNABORTED))
-                        && !(l.starts_with("open ") && l.contains(&errno_text(libc::ENOENT)))
+                    let daemon_gone = l.contains(&errno_text(libc::ENOTCONN))
+                        || l.contains(&errno_text(libc::ECONNABORTED))
+                        || (l.starts_with("open ") && l.contains(&errno_text(libc::ENOENT)));
+                    !daemon_gone
                 })
                 .collect();
             std::fs::remove_file(e.path()).unwrap();
