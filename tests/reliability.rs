@@ -1612,10 +1612,10 @@ fn daemon_killed_under_traffic(writer: &str) {
             let kept: Vec<String> = read_lines(&e.path())
                 .into_iter()
                 .filter(|l| {
-                    let expected = l.contains(&errno_text(libc::ENOTCONN))
+                    let daemon_gone = l.contains(&errno_text(libc::ENOTCONN))
                         || l.contains(&errno_text(libc::ECONNABORTED))
                         || (l.starts_with("open ") && l.contains(&errno_text(libc::ENOENT)));
-                    !expected
+                    !daemon_gone
                 })
                 .collect();
             std::fs::remove_file(e.path()).unwrap();
