@@ -9,3 +9,6 @@ pub mod engine;
 pub mod fs;
 pub mod fuse;
 pub mod mount;
+
+/// The version of this package (what `ddmq -v` prints).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

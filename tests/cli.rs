@@ -617,6 +617,43 @@ fn publish_lines_publishes_each_line_in_one_process() {
     // --lines needs `-`.
     s.run(&["publish", "--lines", &s.root(), "q", "text"])
         .code(2);
+    // One message is "1 message".
+    let one = s
+        .run_stdin(&["publish", "--lines", &s.root(), "q", "-"], b"solo\n")
+        .ok();
+    assert_eq!(one.stdout, "Published 1 message to q\n");
+    s.consume(5);
+}
+
+#[test]
+fn publish_lines_stops_at_a_bad_line_and_keeps_what_it_published() {
+    let s = Sandbox::with_queue();
+    let e = s
+        .run_stdin(
+            &["publish", "--lines", &s.root(), "q", "-"],
+            b"first\n\xff\nthird\n",
+        )
+        .code(1);
+    assert_eq!(
+        e.stderr,
+        "Error: stopped after publishing 1 message: line 2 is not valid UTF-8 text\n"
+    );
+    let got = s.consume(5);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["message"], "first");
+}
+
+#[test]
+fn a_new_root_gets_an_example_with_every_setting() {
+    let s = Sandbox::new();
+    s.run(&["create", "-f", "-s", &s.root(), "q"]).ok();
+    let example = fs::read_to_string(s.path().join("R/ddmq.yaml.example")).unwrap();
+    assert_eq!(
+        example,
+        "cleaned: 0\ndead_letter: false\ndurable: false\nmax_message_bytes: 16777216\nmessage_timeout: 600\npriority: 999\nrequeue: true\nrequeue_prio: 0\n"
+    );
+    // The root's own settings file stays empty, as the original makes it.
+    assert_eq!(fs::read(s.path().join("R/ddmq.yaml")).unwrap(), b"");
 }
 
 // ------------------------------------------------------------------------------------ consume
@@ -768,9 +805,12 @@ fn consume_wait_receives_a_message_published_later() {
 
 #[test]
 fn consume_gives_messages_back_when_they_cannot_be_printed() {
-    let Ok(full) = fs::OpenOptions::new().write(true).open("/dev/full") else {
-        return;
-    };
+    // /dev/full (every write fails with ENOSPC) is part of every Linux system: a test that
+    // passed without it would check nothing.
+    let full = fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full: needed as a stdout that cannot be written");
     let s = Sandbox::with_queue();
     s.publish("q", "keep me", &[]);
     let mut c = ddmq_cmd(&s.path().join("cwd"));
@@ -981,6 +1021,41 @@ fn del_msg_deletes_waiting_and_consumed_messages() {
         ""
     );
     assert!(s.waiting().is_empty());
+}
+
+#[test]
+fn del_msg_accepts_message_ids() {
+    let s = Sandbox::with_queue();
+    let root = s.root();
+    for t in ["a", "b", "c"] {
+        s.publish("q", t, &[]);
+    }
+    let consumed = s.consume(1).remove(0);
+    let work_name = consumed["filename"].as_str().unwrap().to_string();
+    let waiting = s.waiting();
+    let waiting_id = waiting[0].rsplit("ddmq").next().unwrap().to_string();
+    let consumed_id = consumed["id"].as_str().unwrap().to_string();
+    let unknown_id = "0123456789abcdef0123456789abcdef";
+    let out = s
+        .run(&[
+            "del_msg",
+            &root,
+            "q",
+            &format!("{consumed_id},{waiting_id},{unknown_id}"),
+        ])
+        .ok();
+    assert_eq!(
+        out.stdout,
+        format!(
+            "Deleted {root}/q/work/{work_name}\nDeleted {root}/q/{}\nSkipping {unknown_id}, no message with this id in {root}/q\nDeleted 2 messages\n",
+            waiting[0]
+        )
+    );
+    assert_eq!(s.waiting(), [waiting[1].clone()]);
+    assert!(s.in_work().is_empty());
+    // Neither a name nor an id: an error whose hint names both.
+    let e = s.run(&["del_msg", &root, "q", "not-an-id"]).code(1);
+    assert!(e.stderr.contains("or the message id"), "{}", e.stderr);
 }
 
 // ------------------------------------------------------------------------------------ exit codes, flags, logging

@@ -412,6 +412,24 @@ fn consume_and_publish_clean_when_due() {
     let got = q.consume(1, &ConsumeOptions { clean: true }).unwrap();
     assert_eq!(bodies(&got), ["x"]);
     assert_eq!(got[0].message.requeue_counter, 1);
+    // The same for publish, through a fresh handle (this one just ran housekeeping, so it waits a
+    // minute) with `cleaned` set back: the publish's housekeeping requeues the expired message.
+    expire_in_flight(&q);
+    set_queue_settings(&q, "cleaned: 0\n");
+    let fresh = Broker::open(b.root()).unwrap();
+    let q2 = fresh.queue("q").unwrap();
+    publish_with(
+        &q2,
+        "y",
+        PublishOptions {
+            clean: true,
+            ..Default::default()
+        },
+    );
+    assert!(q2.in_flight().unwrap().is_empty(), "not requeued");
+    let got = q2.consume(2, &no_clean()).unwrap();
+    assert_eq!(bodies(&got), ["x", "y"]);
+    assert_eq!(got[0].message.requeue_counter, 2);
 }
 
 #[test]
@@ -526,17 +544,24 @@ fn status_counts_and_ages_waiting_messages() {
             oldest_waiting_age: None
         }
     );
-    let m = publish(&q, "old");
-    publish(&q, "new");
-    age_file(&q.dir().join(&m.filename), 100);
+    let old = publish(&q, "old");
+    let new = publish(&q, "new");
+    age_file(&q.dir().join(&old.filename), 100);
+    age_file(&q.dir().join(&new.filename), 50);
+    // Ages are whole seconds since the file's mtime; the slack covers a slow run.
+    let age = |s: QueueStatus| s.oldest_waiting_age.expect("an age");
+    let s = q.status(true).unwrap();
+    assert_eq!((s.waiting, s.in_flight), (2, 0));
+    assert!((100..110).contains(&age(s)), "the oldest is 100 s old");
     q.consume(1, &no_clean()).unwrap();
     publish(&q, "newer");
     let s = q.status(true).unwrap();
     assert_eq!((s.waiting, s.in_flight), (2, 1));
     assert!(
-        s.oldest_waiting_age.unwrap() < 100,
-        "the aged one was consumed"
+        (50..60).contains(&age(s)),
+        "the aged one was consumed: the oldest waiting is 50 s old"
     );
+    assert_eq!(q.status(false).unwrap().oldest_waiting_age, None);
 }
 
 #[test]

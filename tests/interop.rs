@@ -501,7 +501,8 @@ fn settings_files_written_by_either_side_are_read_by_the_other() {
     let fresh = Broker::open(root).unwrap().queue("pq").unwrap();
     let s = fresh.settings().unwrap();
     assert_eq!((s.priority, s.message_timeout, s.requeue_prio), (4, 15, 1));
-    // A root we made: its example file is the original's defaults, and its queues read as queues.
+    // A root we made: its example file (every key, ours included) is YAML the original reads,
+    // with the original's defaults, and its queues read as queues.
     let d2 = tempfile::tempdir().unwrap();
     let ours = Broker::open_or_init(d2.path()).unwrap();
     ours.create_queue("rq").unwrap();
@@ -514,7 +515,8 @@ fn settings_files_written_by_either_side_are_read_by_the_other() {
     };
     assert_eq!(
         example,
-        json!({"cleaned": 0, "message_timeout": 600, "priority": 999, "requeue": true, "requeue_prio": 0})
+        json!({"cleaned": 0, "message_timeout": 600, "priority": 999, "requeue": true, "requeue_prio": 0,
+            "dead_letter": false, "durable": false, "max_message_bytes": 16777216})
     );
     assert_eq!(settings["cleaned"], json!(0));
     assert_eq!(settings["priority"], json!(999));

@@ -5,6 +5,7 @@
 //! and the targets with PASS/MISS. It is a benchmark, not a test: nothing asserts a time.
 
 mod contenders;
+mod python_module;
 mod report;
 mod system;
 
@@ -47,13 +48,19 @@ struct Args {
     /// scripts/bench_peers.py.
     #[arg(long, default_value = "scripts/bench_peers.py")]
     peers: PathBuf,
+    /// The Python with the package built from python/ installed (scripts/python-module).
+    #[arg(long)]
+    module_python: Option<PathBuf>,
+    /// scripts/bench_python_loop.py: the loop run under both `import ddmq`s.
+    #[arg(long, default_value = "scripts/bench_python_loop.py")]
+    python_loop: PathBuf,
     /// Rounds (default by mode).
     #[arg(long)]
     rounds: Option<usize>,
     /// Messages per round and contender (default by mode).
     #[arg(long)]
     messages: Option<usize>,
-    /// Run only these parts (comma-separated): main, depth, workers, process, versus, latency, soak.
+    /// Run only these parts (comma-separated): main, depth, workers, process, versus, python, latency, soak.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Passed by `cargo bench` to every bench target; ignored.
@@ -303,6 +310,10 @@ impl Bench {
         }
         if wanted("versus") {
             self.versus_original()?;
+        }
+        if wanted("python") {
+            let script = fs::canonicalize(&args.python_loop)?;
+            self.python_module(args.module_python.as_ref(), &script)?;
         }
         if wanted("latency") {
             self.wake_up_latency()?;

@@ -221,7 +221,7 @@ pub struct DelMsgArgs {
     /// name of the queue the messages are in
     #[arg(value_name = "QUEUE")]
     pub queue: String,
-    /// comma-separated file names of messages, waiting or consumed (bare names, no paths)
+    /// comma-separated file names of messages, waiting or consumed (bare names, no paths), or message ids
     #[arg(value_name = "FILE1,FILE2,...")]
     pub files: String,
 }

@@ -8,7 +8,7 @@ use super::error::{CliError, CliResult};
 use super::output::{self, ViewRow};
 use crate::engine::{
     AckOutcome, Broker, ConsumeOptions, Delivery, Error, PublishOptions, Queue, Requeue,
-    RequeueOutcome, WaitingName, WorkName, is_valid_queue_name,
+    RequeueOutcome, WaitingName, WorkName, is_valid_queue_name, names::is_valid_id,
 };
 use serde_json::Value;
 use std::io::{self, BufRead, Read, Write};
@@ -247,9 +247,11 @@ pub fn purge(a: &QueuesArgs, out: &mut dyn Write) -> CliResult {
         |n| format!("Purged {n} queues"),
         move |broker, name| {
             Ok(match broker.queue(name).and_then(|q| q.purge()) {
+                // The original's text, `1 messages` included: scripts may parse it.
                 Ok((waiting, work)) => QueueOutcome::Done(format!(
                     "Purged queue: {name}\t({waiting} messages in queue, {work} messages in work)"
                 )),
+                // The original's text for purge and clean (delete says `Queue not existing`).
                 Err(Error::NoSuchQueue(_)) | Err(Error::NotAQueue(_)) => QueueOutcome::Nothing(
                     format!("Queue does not exist: {}", root.join(name).display()),
                 ),
@@ -271,6 +273,7 @@ pub fn clean(a: &QueuesArgs, out: &mut dyn Write) -> CliResult {
                     log::info!("queue {name}: {report:?}");
                     QueueOutcome::Done(format!("Cleaned queue: {name}"))
                 }
+                // The original's text for purge and clean (delete says `Queue not existing`).
                 Err(Error::NoSuchQueue(_)) | Err(Error::NotAQueue(_)) => QueueOutcome::Nothing(
                     format!("Queue does not exist: {}", root.join(name).display()),
                 ),
@@ -360,7 +363,8 @@ fn publish_lines(
     let mut published = 0usize;
     let stopped = |published: usize, why: String| {
         CliError::failed(format!(
-            "stopped after publishing {published} messages: {why}"
+            "stopped after publishing {}: {why}",
+            count(published, "message")
         ))
     };
     loop {
@@ -393,7 +397,8 @@ fn publish_lines(
     say!(
         out,
         silent,
-        "Published {published} messages to {}",
+        "Published {} to {}",
+        count(published, "message"),
         queue.name()
     );
     Ok(())
@@ -494,6 +499,15 @@ fn render_deliveries(deliveries: &[Delivery], format: Format) -> CliResult<Strin
 // ------------------------------------------------------------------------------------ ack, nack, del_msg
 
 /// A file name as the original prints it: `ROOT/QUEUE/work/NAME` (text only; never opened).
+/// "1 message", "2 messages".
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 fn work_path_text(root: &Path, queue: &str, name: &str) -> String {
     format!("{}/{queue}/work/{name}", root.display())
 }
@@ -563,23 +577,45 @@ pub fn del_msg(a: &DelMsgArgs, out: &mut dyn Write) -> CliResult {
     let broker = open_broker(root, None)?;
     let queue = queue_for(&broker, &a.queue, false, true, out)?;
     let names = split_list(&a.files);
+    let path_of = |name: &str| {
+        if WorkName::parse(name).is_some() {
+            work_path_text(root, &a.queue, name)
+        } else {
+            format!("{}/{}/{name}", root.display(), a.queue)
+        }
+    };
     let (mut deleted, mut errors) = (0, 0);
     for name in &names {
-        let path = if WorkName::parse(name).is_some() {
-            work_path_text(root, &a.queue, name)
-        } else if WaitingName::parse(name).is_some() {
-            format!("{}/{}/{name}", root.display(), a.queue)
+        let outcome = if WorkName::parse(name).is_some() || WaitingName::parse(name).is_some() {
+            queue
+                .delete_message(name)
+                .map(|found| found.then(|| name.to_string()))
+        } else if is_valid_id(name) {
+            delete_by_id(&queue, name)
         } else {
-            errors += 1;
-            report_invalid_name(name);
-            continue;
+            Err(Error::InvalidMessageName(name.to_string()))
         };
-        match queue.delete_message(name) {
-            Ok(true) => {
+        match outcome {
+            Ok(Some(file)) => {
                 deleted += 1;
-                say!(out, silent, "Deleted {path}");
+                say!(out, silent, "Deleted {}", path_of(&file));
             }
-            Ok(false) => say!(out, silent, "Skipping {path}, file does not exists"),
+            // The original's text, typo included: scripts written for it may look for it.
+            Ok(None) if !is_valid_id(name) => {
+                say!(
+                    out,
+                    silent,
+                    "Skipping {}, file does not exists",
+                    path_of(name)
+                )
+            }
+            Ok(None) => say!(
+                out,
+                silent,
+                "Skipping {name}, no message with this id in {}/{}",
+                root.display(),
+                a.queue
+            ),
             Err(Error::InvalidMessageName(_)) => {
                 errors += 1;
                 report_invalid_name(name);
@@ -595,4 +631,22 @@ pub fn del_msg(a: &DelMsgArgs, out: &mut dyn Write) -> CliResult {
     }
     clean_after(&queue, a.skip_cleaning.skip_cleaning);
     finish("deletions", errors, names.len())
+}
+
+/// Deletes the message with this id, waiting or in flight; returns the file name it had.
+fn delete_by_id(queue: &Queue, id: &str) -> Result<Option<String>, Error> {
+    // Looked up twice at most: a consumer may move it from waiting to work/ while we look.
+    for _ in 0..2 {
+        let name = match queue.waiting()?.into_iter().find(|w| w.id == *id) {
+            Some(w) => w.to_string(),
+            None => match queue.resolve_in_flight(id)? {
+                Some(w) => w.to_string(),
+                None => return Ok(None),
+            },
+        };
+        if queue.delete_message(&name)? {
+            return Ok(Some(name));
+        }
+    }
+    Ok(None)
 }

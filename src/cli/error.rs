@@ -2,11 +2,13 @@
 //!
 //! Exit codes are those of ddmq 0.9.10: 0 for success and for its "soft" outcomes (already
 //! existing, queue not existing, failed ack, no more messages; these print a line and carry on),
-//! 1 for errors (one message on stderr), 2 for usage errors (clap's message).
+//! 1 for errors (one message on stderr), 2 for a subcommand's usage errors (clap's message, where
+//! the original's argparse exits 2). No command, or an unknown one, prints the help and exits 1:
+//! the original's `main()` does that itself, before any argparse runs.
 
 use crate::engine;
+use clap::CommandFactory;
 use std::io;
-use std::process::ExitCode;
 
 /// Everything that can make a `ddmq` invocation fail.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,12 @@ pub enum CliError {
     /// Reading stdin or writing stdout failed.
     #[error("{op}: {source}")]
     Io { op: &'static str, source: io::Error },
+    /// `ddmq` with no command: the help goes to stderr.
+    #[error("no command given")]
+    NoCommand,
+    /// `ddmq frob`: named as the original names it, then the help.
+    #[error("Unrecognized command: {0}")]
+    UnknownCommand(String),
     /// `mount` / `umount` failed: the daemon's error, naming what it was doing and on what.
     #[error("{0}")]
     Mount(#[from] crate::mount::MountError),
@@ -75,7 +83,9 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(e) => e.exit_code().clamp(0, 255) as u8,
-            CliError::Engine(_)
+            CliError::NoCommand
+            | CliError::UnknownCommand(_)
+            | CliError::Engine(_)
             | CliError::Failed(_)
             | CliError::Partial { .. }
             | CliError::Io { .. }
@@ -84,16 +94,20 @@ impl CliError {
     }
 
     /// Prints the error the way the original does (`Error: …` on stderr; usage errors as clap
-    /// renders them, help and version requests on stdout) and returns the exit code.
-    pub fn report(&self) -> ExitCode {
+    /// renders them, help and version requests on stdout).
+    pub fn report(&self) {
         match self {
             CliError::Usage(e) => {
                 let _ = e.print();
+            }
+            CliError::NoCommand => eprint!("{}", super::Cli::command().render_help()),
+            CliError::UnknownCommand(_) => {
+                eprintln!("{self}");
+                eprint!("{}", super::Cli::command().render_help());
             }
             // A broken pipe on stdout is the reader's choice (`ddmq view R | head`): no noise.
             CliError::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe => {}
             other => eprintln!("Error: {other}"),
         }
-        ExitCode::from(self.exit_code())
     }
 }

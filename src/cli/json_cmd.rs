@@ -1,8 +1,9 @@
 //! `ddmq json '<object>'`: a command packaged as a JSON object. The object is turned into the
 //! command line it stands for and parsed by the same clap definitions, so it runs the same code
 //! with the same checks: every subcommand, named by `cmd` or `command` (0.9.10's worked for `view`
-//! only, B10). Nothing in the payload is ever evaluated (0.9.10 ran `eval` on it, S2): the command must be one of the subcommand names, and values are
-//! only ever arguments.
+//! only, B10). Nothing in the payload is ever evaluated (0.9.10 ran `eval` on it, S2): the
+//! command must be one of the subcommand names, and values are only ever arguments (fuzzed by
+//! the tests below).
 
 use super::error::{CliError, CliResult};
 use super::{Cli, Command, usage_error};
@@ -227,4 +228,131 @@ fn to_argv(map: &Map<String, Value>) -> CliResult<Vec<String>> {
         }
     }
     Ok(argv)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The json command's payload parser, fuzzed: any object is a runnable command or an error,
+    //! never a panic, and values only ever become the arguments they name.
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Strings a hostile payload might hold: flags, shell syntax, Python code, any text.
+    fn hostile_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            ".{0,16}",
+            "-{1,2}[a-z_]{0,10}(=[a-z0-9]{0,4})?",
+            Just("$(touch /tmp/pwned)".to_string()),
+            Just("view; rm -rf /".to_string()),
+            Just("__import__('os').system('id')".to_string()),
+            Just("--".to_string()),
+        ]
+    }
+
+    fn any_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            hostile_text().prop_map(Value::String),
+            proptest::sample::select(COMMANDS.to_vec()).prop_map(Value::from),
+        ];
+        leaf.prop_recursive(2, 8, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z]{1,4}", inner, 0..3)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Keys of the real payload format mostly, sometimes unknown ones.
+    fn any_key() -> impl Strategy<Value = String> {
+        let mut known: Vec<String> = ["cmd", "command"].iter().map(|k| k.to_string()).collect();
+        known.extend(POSITIONAL_KEYS.iter().map(|(k, _)| k.to_string()));
+        known.extend(FLAG_KEYS.iter().map(|(k, _)| k.to_string()));
+        prop_oneof![9 => proptest::sample::select(known), 1 => "[a-z_]{1,8}"]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Objects of real keys with any values (a command name in most): a command of the
+        /// original or an error, never a panic, and never mount, umount or json itself.
+        #[test]
+        fn any_payload_is_a_command_of_the_original_or_an_error(
+            cmd in proptest::sample::select(COMMANDS.to_vec()),
+            entries in proptest::collection::vec((any_key(), any_value()), 0..8),
+        ) {
+            let mut map = Map::new();
+            map.insert("cmd".into(), Value::from(cmd));
+            for (k, v) in entries {
+                map.insert(k, v);
+            }
+            let payload = Value::Object(map).to_string();
+            if let Ok((command, argv)) = command_from_payload(&payload) {
+                prop_assert!(is_runnable(&command));
+                prop_assert!(COMMANDS.contains(&argv[1].as_str()), "{:?}", argv);
+                prop_assert!(argv.contains(&"--".to_string()), "{:?}", argv);
+            }
+        }
+
+        /// Whatever text a payload holds arrives as exactly that argument: a value that looks
+        /// like a flag or like code sets no flag and runs nothing.
+        #[test]
+        fn publish_values_arrive_verbatim(
+            // clap refuses an empty path, as it does on the command line.
+            root in hostile_text().prop_filter("a path", |r| !r.is_empty()),
+            queue in hostile_text(),
+            message in hostile_text(),
+            force in any::<bool>(),
+            requeue in any::<bool>(),
+            priority in proptest::option::of(any::<u64>()),
+        ) {
+            let mut map = Map::new();
+            map.insert("command".into(), Value::from("publish"));
+            map.insert("root".into(), Value::from(root.clone()));
+            map.insert("queue".into(), Value::from(queue.clone()));
+            map.insert("message".into(), Value::from(message.clone()));
+            map.insert("f".into(), Value::from(force));
+            map.insert("r".into(), Value::from(requeue));
+            if let Some(p) = priority {
+                map.insert("priority".into(), Value::from(p));
+            }
+            let payload = Value::Object(map).to_string();
+            let parsed = command_from_payload(&payload);
+            prop_assert!(parsed.is_ok(), "{} refused: {}", payload, parsed.err().map(|e| e.to_string()).unwrap_or_default());
+            let (command, _) = parsed.unwrap();
+            let Command::Publish(a) = command else {
+                return Err(TestCaseError::fail("not a publish"));
+            };
+            prop_assert_eq!(a.root.root, std::path::PathBuf::from(root));
+            prop_assert_eq!(a.queue, queue);
+            prop_assert_eq!(a.message, message);
+            prop_assert_eq!(a.force.force, force);
+            prop_assert_eq!(a.requeue, requeue);
+            prop_assert_eq!(a.priority, priority);
+            prop_assert!(!a.no_requeue && !a.lines && !a.skip_cleaning.skip_cleaning && !a.silent.silent);
+        }
+
+        /// ack's files given as a list arrive as the one comma-separated argument the command
+        /// line takes; `cmd` and `command` naming different commands is refused.
+        #[test]
+        fn ack_file_lists_and_conflicting_names(
+            files in proptest::collection::vec("[0-9a-z.]{1,12}", 1..4),
+            other in proptest::sample::select(COMMANDS.to_vec()),
+        ) {
+            let payload = serde_json::json!({"cmd": "ack", "root": "/r", "queue": "q", "msg_files": files}).to_string();
+            let (command, _) = command_from_payload(&payload).expect("a valid ack payload");
+            let Command::Ack(a) = command else {
+                return Err(TestCaseError::fail("not an ack"));
+            };
+            prop_assert_eq!(a.files, files.join(","));
+            let both = serde_json::json!({"cmd": "ack", "command": other, "root": "/r", "queue": "q", "msg_files": files}).to_string();
+            prop_assert_eq!(command_from_payload(&both).is_ok(), other == "ack");
+        }
+    }
 }

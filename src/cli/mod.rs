@@ -105,17 +105,26 @@ fn arguments() -> Vec<OsString> {
 }
 
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse_from(arguments()) {
+    ExitCode::from(run_with_args(arguments()))
+}
+
+/// Runs one `ddmq` command line (`args[0]` is the program name) and returns its exit code: the
+/// entry point for embedders, such as the Python package's `ddmq` console script.
+pub fn run_with_args(args: Vec<OsString>) -> u8 {
+    let failed = |e: CliError| {
+        e.report();
+        e.exit_code()
+    };
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
-        Err(e) => return CliError::Usage(e).report(),
+        Err(e) => return failed(CliError::Usage(e)),
     };
     if cli.version {
-        println!("ddmq version {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
+        println!("ddmq version {}", crate::VERSION);
+        return 0;
     }
     let Some(command) = cli.command else {
-        eprint!("{}", Cli::command().render_help());
-        return ExitCode::from(1);
+        return failed(CliError::NoCommand);
     };
     let result = match command {
         Command::Mount(args) => crate::mount::run_mount(args).map_err(CliError::mount),
@@ -125,15 +134,13 @@ pub fn main() -> ExitCode {
                 .first()
                 .map(|w| w.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            eprintln!("Unrecognized command: {name}");
-            eprint!("{}", Cli::command().render_help());
-            return ExitCode::from(1);
+            Err(CliError::UnknownCommand(name))
         }
         other => execute(other),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => e.report(),
+        Ok(()) => 0,
+        Err(e) => failed(e),
     }
 }
 

@@ -58,7 +58,7 @@ impl Broker {
             {
                 Ok(_) => {
                     let example = root.join("ddmq.yaml.example");
-                    let _ = std::fs::write(&example, Settings::original_defaults_yaml());
+                    let _ = std::fs::write(&example, Settings::example_yaml());
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(io_err("create", &conf, e)),

@@ -53,10 +53,29 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// The five keys of 0.9.10 with their default values, as written to `ddmq.yaml.example`.
-    pub fn original_defaults_yaml() -> String {
-        "cleaned: 0\nmessage_timeout: 600\npriority: 999\nrequeue: true\nrequeue_prio: 0\n"
-            .to_string()
+    /// Every setting as a mapping of its YAML key to its value.
+    pub fn to_mapping(&self) -> Mapping {
+        let u = |n: u64| Value::Number(n.into());
+        [
+            ("cleaned", u(self.cleaned)),
+            ("message_timeout", u(self.message_timeout)),
+            ("priority", u(self.priority)),
+            ("requeue", Value::Bool(self.requeue)),
+            ("requeue_prio", u(self.requeue_prio)),
+            ("dead_letter", Value::Bool(self.dead_letter)),
+            ("durable", Value::Bool(self.durable)),
+            ("max_message_bytes", u(self.max_message_bytes)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (Value::String(k.to_string()), v))
+        .collect()
+    }
+
+    /// `ddmq.yaml.example`, written when a root is initialised: every key with its default, in
+    /// PyYAML's style. The original writes this file with its five keys and never reads it, so
+    /// the keys ddmq added (dead_letter, durable, max_message_bytes) can be listed too.
+    pub fn example_yaml() -> String {
+        render(&Settings::default().to_mapping())
     }
 
     /// Applies the layers in order (later wins) over the defaults, checking each known key's type.
@@ -388,9 +407,19 @@ mod tests {
     }
 
     #[test]
-    fn billion_laughs_is_refused_or_bounded() {
+    fn billion_laughs_is_refused_naming_the_file() {
         let bomb = b"a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\nh: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]\ni: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]\n";
-        // Either an error or a result: what matters is that it returns promptly without exhausting memory.
-        let _ = parse_mapping(Path::new("bomb"), bomb);
+        // 9^9 "lol"s once expanded: the YAML parser's alias expansion limit refuses it before
+        // it takes the memory, and the error names the file like any broken settings file.
+        match parse_mapping(Path::new("/r/q/ddmq.yaml"), bomb) {
+            Err(Error::Config { path, reason }) => {
+                assert_eq!(path, Path::new("/r/q/ddmq.yaml"));
+                assert!(reason.contains("not valid YAML"), "{reason}");
+            }
+            other => panic!(
+                "a billion laughs was not refused: {:?}",
+                other.map(|m| m.len())
+            ),
+        }
     }
 }

@@ -240,6 +240,17 @@ impl Queue {
 
     /// Publishes one message. O(1): one new file, no listing.
     pub fn publish(&self, body: Value, opts: &PublishOptions) -> Result<Message> {
+        self.publish_counted(body, opts, 0)
+    }
+
+    /// Publishes one message that has been requeued `requeue_counter` times already (the
+    /// Python API lets a caller carry the count over, as 0.9.10's `publish` did).
+    pub fn publish_counted(
+        &self,
+        body: Value,
+        opts: &PublishOptions,
+        requeue_counter: u64,
+    ) -> Result<Message> {
         let settings = self.settings()?;
         if opts.clean {
             self.clean_best_effort();
@@ -275,7 +286,7 @@ impl Queue {
             queue_number: name.queue_number,
             filename: name.to_string(),
             requeue,
-            requeue_counter: 0,
+            requeue_counter,
             requeue_limit: opts.requeue_limit.filter(|l| *l > 0),
             extra: Default::default(),
         };

@@ -78,10 +78,22 @@ enum Stdio<'a> {
     Detach { log_file: Option<&'a Path> },
 }
 
+/// The daemon's log: `[2026-11-29T01:45:48Z INFO  ddmq::fs] message`, env_logger's own layout.
+/// The timestamp is written here: env_logger's would pull in a date library that doubled what
+/// the build compiled for logging.
 fn init_logging(verbose: bool) {
     let default = if verbose { "info,ddmq=debug" } else { "info" };
     let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
-        .format_timestamp_secs()
+        .format(|buf, record| {
+            let (year, month, day, hour, minute, second) = sys::utc_now();
+            writeln!(
+                buf,
+                "[{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z {:<5} {}] {}",
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        })
         .try_init();
 }
 

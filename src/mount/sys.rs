@@ -175,3 +175,24 @@ pub fn trim_heap() {
         libc::malloc_trim(0);
     }
 }
+
+/// The current time in UTC: (year, month, day, hour, minute, second), from gmtime_r.
+pub fn utc_now() -> (i32, i32, i32, i32, i32, i32) {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as libc::time_t)
+        .unwrap_or(0);
+    // SAFETY: gmtime_r writes only the tm it is given; an all-zero tm is a valid value.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    if unsafe { libc::gmtime_r(&secs, &mut tm) }.is_null() {
+        return (1970, 1, 1, 0, 0, 0);
+    }
+    (
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+    )
+}
