@@ -2,13 +2,16 @@
 //! directory, each message a JSON file, shared by any number of processes and hosts.
 //!
 //! Layers, each a module: [`engine`] (the protocol on disk), `fs` (the mount's synthetic tree),
-//! `fuse` (the thin FUSE adapter) and `cli` (the command line).
+//! `fuse` (the thin FUSE adapter), `work` (the task runner) and `top` (the dashboard), and
+//! `cli` (the command line).
 
 pub mod cli;
 pub mod engine;
 pub mod fs;
 pub mod fuse;
 pub mod mount;
+pub mod top;
+pub mod work;
 
 /// The version of this package (what `ddmq -v` prints).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

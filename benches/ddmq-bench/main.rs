@@ -5,6 +5,7 @@
 //! and the targets with PASS/MISS. It is a benchmark, not a test: nothing asserts a time.
 
 mod contenders;
+mod farm;
 mod python_module;
 mod report;
 mod system;
@@ -60,7 +61,7 @@ struct Args {
     /// Messages per round and contender (default by mode).
     #[arg(long)]
     messages: Option<usize>,
-    /// Run only these parts (comma-separated): main, depth, workers, process, versus, python, latency, soak.
+    /// Run only these parts (comma-separated): main, depth, workers, process, versus, python, latency, soak, farm.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Passed by `cargo bench` to every bench target; ignored.
@@ -90,6 +91,9 @@ struct Plan {
     versus_n: usize,
     versus_rounds: usize,
     soak: usize,
+    /// Tasks per round of the task-farm part, and its rounds.
+    farm_tasks: usize,
+    farm_rounds: usize,
 }
 
 impl Plan {
@@ -113,6 +117,8 @@ impl Plan {
                 versus_n: 300,
                 versus_rounds: 1,
                 soak: 20_000,
+                farm_tasks: 500,
+                farm_rounds: 1,
             }
         } else if a.full {
             Plan {
@@ -133,6 +139,8 @@ impl Plan {
                 versus_n: 2_000,
                 versus_rounds: 3,
                 soak: 1_000_000,
+                farm_tasks: 2_000,
+                farm_rounds: 5,
             }
         } else {
             Plan {
@@ -153,6 +161,8 @@ impl Plan {
                 versus_n: 2_000,
                 versus_rounds: 1,
                 soak: 100_000,
+                farm_tasks: 2_000,
+                farm_rounds: 3,
             }
         };
         if let Some(r) = a.rounds {
@@ -321,10 +331,23 @@ impl Bench {
         if wanted("soak") {
             self.mount_memory_soak()?;
         }
+        let mut farm_markdown = String::new();
+        if wanted("farm") {
+            let report = farm::run(
+                &self.tools,
+                &self.base(Fs::Tmpfs).join("farm"),
+                self.plan.farm_tasks,
+                self.plan.farm_rounds,
+                100_000,
+            )?;
+            farm_markdown = report.markdown;
+            self.targets.extend(report.targets);
+        }
 
         let mut out = header;
         out.push_str("\n### Messages per second\n\n× floor: the rate over the syscall floor's in the same round and section; × original: over the original 0.9.10 module with its defaults (publish with clean=True, consume with clean=True then ack), same round and section. \"msgs/round\" is how many messages each round moved.\n");
         out.push_str(&self.rates.markdown());
+        out.push_str(&farm_markdown);
         out.push_str(&report::targets_markdown(&self.targets));
         if !self.notes.is_empty() {
             out.push_str("\n### Notes\n\n");

@@ -234,6 +234,83 @@ pub struct JsonArgs {
     pub json_payload: String,
 }
 
+/// `ddmq work [-j N] [--wait SECONDS|inf] [--grace S] [--tag] [--joblog FILE] ROOT QUEUE -- COMMAND [ARG...]`
+#[derive(Args, Debug, Clone)]
+pub struct WorkArgs {
+    /// run N tasks at once (default: the number of CPUs this process may use, from its affinity mask)
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
+    /// once the queue is empty and nothing runs, wait up to SECONDS for more messages (`inf`: serve forever)
+    #[arg(long = "wait", value_name = "SECONDS|inf", value_parser = parse_wait)]
+    pub wait: Option<f64>,
+    /// seconds the running commands get between the passed-on SIGTERM/SIGINT and SIGKILL
+    #[arg(long = "grace", value_name = "SECONDS", default_value_t = 10.0, value_parser = parse_seconds)]
+    pub grace: f64,
+    /// prefix each output line with the message id and a tab
+    #[arg(long = "tag")]
+    pub tag: bool,
+    /// append one line per task to FILE, in GNU parallel's --joblog format
+    #[arg(long = "joblog", value_name = "FILE")]
+    pub joblog: Option<PathBuf>,
+    /// how often an empty queue is looked at again, in milliseconds
+    #[arg(long = "poll-ms", visible_alias = "poll_ms", value_name = "MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    pub poll_ms: u64,
+    #[command(flatten)]
+    pub log: LogFlags,
+    #[command(flatten)]
+    pub root: RootArg,
+    /// name of the queue to take the tasks from
+    #[arg(value_name = "QUEUE")]
+    pub queue: String,
+    /// after `--`: the command and its arguments, run without a shell; every `{}` is replaced by the message body, and with no `{}` the body is the command's stdin
+    #[arg(value_name = "COMMAND", last = true, required = true, num_args = 1..)]
+    pub command: Vec<String>,
+}
+
+/// Output formats of `top`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopFormat {
+    /// a table, refreshed in place on a terminal
+    Table,
+    /// one JSON object per refresh (one line each)
+    Json,
+}
+
+/// `ddmq top [--interval S] [--once] [--format table|json] ROOT [QUEUE...]`
+#[derive(Args, Debug, Clone)]
+pub struct TopArgs {
+    /// seconds between refreshes; rates are measured over this interval
+    #[arg(long = "interval", value_name = "SECONDS", default_value_t = 2.0, value_parser = parse_interval)]
+    pub interval: f64,
+    /// print one report (after one interval, for the rates) and exit
+    #[arg(long = "once")]
+    pub once: bool,
+    /// output format
+    #[arg(long = "format", value_enum, default_value_t = TopFormat::Table)]
+    pub format: TopFormat,
+    #[command(flatten)]
+    pub log: LogFlags,
+    #[command(flatten)]
+    pub root: RootArg,
+    /// the queues to show (default: all)
+    #[arg(value_name = "QUEUE")]
+    pub queues: Vec<String>,
+}
+
+fn parse_wait(text: &str) -> Result<f64, String> {
+    match text {
+        "inf" | "infinity" | "forever" => Ok(f64::INFINITY),
+        _ => parse_seconds(text),
+    }
+}
+
+fn parse_interval(text: &str) -> Result<f64, String> {
+    match parse_seconds(text)? {
+        s if s >= 0.01 => Ok(s),
+        _ => Err("expected at least 0.01 seconds".to_string()),
+    }
+}
+
 fn parse_seconds(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(s) if (0.0..1e9).contains(&s) => Ok(s),

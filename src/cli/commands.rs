@@ -27,7 +27,7 @@ macro_rules! say {
 
 /// Opens ROOT. `force`: `Some(true)` creates it if needed; `None` for commands without `-f`,
 /// whose error then carries no advice to use it (0.9.10 printed a traceback instead, B9).
-fn open_broker(root: &Path, force: Option<bool>) -> CliResult<Broker> {
+pub(super) fn open_broker(root: &Path, force: Option<bool>) -> CliResult<Broker> {
     if force == Some(true) {
         return Ok(Broker::open_or_init(root)?);
     }
@@ -36,7 +36,7 @@ fn open_broker(root: &Path, force: Option<bool>) -> CliResult<Broker> {
 
 /// A handle on queue `name`; with `force`, the queue is created first if missing (after the
 /// name is validated; 0.9.10 created any name, B17), and `Created new queue: …` is printed unless `silent`.
-fn queue_for(
+pub(super) fn queue_for(
     broker: &Broker,
     name: &str,
     force: bool,

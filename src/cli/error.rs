@@ -4,7 +4,8 @@
 //! existing, queue not existing, failed ack, no more messages; these print a line and carry on),
 //! 1 for errors (one message on stderr), 2 for a subcommand's usage errors (clap's message, where
 //! the original's argparse exits 2). No command, or an unknown one, prints the help and exits 1:
-//! the original's `main()` does that itself, before any argparse runs.
+//! the original's `main()` does that itself, before any argparse runs. `ddmq work` adds 1 when
+//! any task failed, 2 when its command cannot be found, and 128+N when signal N stopped it.
 
 use crate::engine;
 use clap::CommandFactory;
@@ -41,6 +42,15 @@ pub enum CliError {
     /// `mount` / `umount` failed: the daemon's error, naming what it was doing and on what.
     #[error("{0}")]
     Mount(#[from] crate::mount::MountError),
+    /// `work` could not run (its own error type).
+    #[error("{0}")]
+    Work(crate::work::Error),
+    /// `work` ran, and this many tasks failed (its summary said so).
+    #[error("{0} tasks failed")]
+    TasksFailed(u64),
+    /// `work` was stopped by this signal (its summary said so).
+    #[error("stopped by signal {0}")]
+    Stopped(i32),
 }
 
 pub type CliResult<T = ()> = Result<T, CliError>;
@@ -83,13 +93,18 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(e) => e.exit_code().clamp(0, 255) as u8,
+            // A command that cannot be run is a mistake in the command line, not a task's failure.
+            CliError::Work(crate::work::Error::CommandNotFound(_)) => 2,
+            CliError::Stopped(signal) => (128 + signal).clamp(0, 255) as u8,
+            CliError::TasksFailed(_) => 1,
             CliError::NoCommand
             | CliError::UnknownCommand(_)
             | CliError::Engine(_)
             | CliError::Failed(_)
             | CliError::Partial { .. }
             | CliError::Io { .. }
-            | CliError::Mount(_) => 1,
+            | CliError::Mount(_)
+            | CliError::Work(_) => 1,
         }
     }
 
@@ -105,6 +120,8 @@ impl CliError {
                 eprintln!("{self}");
                 eprint!("{}", super::Cli::command().render_help());
             }
+            // The runner's summary line already told.
+            CliError::TasksFailed(_) | CliError::Stopped(_) => {}
             // A broken pipe on stdout is the reader's choice (`ddmq view R | head`): no noise.
             CliError::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe => {}
             other => eprintln!("Error: {other}"),

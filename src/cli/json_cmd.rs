@@ -83,7 +83,12 @@ pub fn command_from_payload(payload: &str) -> CliResult<(Command, Vec<String>)> 
 fn is_runnable(command: &Command) -> bool {
     !matches!(
         command,
-        Command::Mount(_) | Command::Umount(_) | Command::Json(_) | Command::Unknown(_)
+        Command::Mount(_)
+            | Command::Umount(_)
+            | Command::Json(_)
+            | Command::Work(_)
+            | Command::Top(_)
+            | Command::Unknown(_)
     )
 }
 

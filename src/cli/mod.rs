@@ -1,16 +1,18 @@
 //! The command line: a drop-in for the original `ddmq` 0.9.10 command (view, create, delete,
 //! publish, consume, ack, nack, del_msg, purge, clean, json) with its bugs fixed, plus `mount`
-//! and `umount`. Parsing is clap's; each subcommand lives in [`commands`], outputs in [`output`],
+//! and `umount`, and the task farm's `work` and `top`. Parsing is clap's; each subcommand lives in [`commands`], outputs in [`output`],
 //! and every outcome becomes an exit code in [`error`].
 
 pub mod args;
 mod commands;
 pub mod error;
+mod farm;
 mod json_cmd;
 pub mod output;
 
 use args::{
-    AckArgs, ConsumeArgs, DelMsgArgs, JsonArgs, LogFlags, PublishArgs, QueuesArgs, ViewArgs,
+    AckArgs, ConsumeArgs, DelMsgArgs, JsonArgs, LogFlags, PublishArgs, QueuesArgs, TopArgs,
+    ViewArgs, WorkArgs,
 };
 use clap::{CommandFactory, Parser, Subcommand};
 use error::{CliError, CliResult};
@@ -58,6 +60,10 @@ pub(crate) enum Command {
     Clean(QueuesArgs),
     /// Run a command packaged as a JSON object
     Json(JsonArgs),
+    /// Run a command once for each message of a queue, N at a time (ack on success, nack on failure)
+    Work(WorkArgs),
+    /// Show each queue's waiting, in flight, dead, rates and ETA, refreshed
+    Top(TopArgs),
     /// Serve ROOT as a filesystem at MOUNTPOINT.
     Mount(args::MountArgs),
     /// Unmount a ddmq mount.
@@ -77,6 +83,8 @@ impl Command {
             Command::Consume(a) => a.log,
             Command::Ack(a) | Command::Nack(a) => a.log,
             Command::DelMsg(a) => a.log,
+            Command::Work(a) => a.log,
+            Command::Top(a) => a.log,
             Command::Json(_) | Command::Mount(_) | Command::Umount(_) | Command::Unknown(_) => {
                 LogFlags::default()
             }
@@ -129,6 +137,11 @@ pub fn run_with_args(args: Vec<OsString>) -> u8 {
     let result = match command {
         Command::Mount(args) => crate::mount::run_mount(args).map_err(CliError::mount),
         Command::Umount(args) => crate::mount::run_umount(args).map_err(CliError::mount),
+        // The runner writes the commands' output itself, line by line, as it comes.
+        Command::Work(args) => {
+            init_logging(args.log);
+            farm::work(&args)
+        }
         Command::Unknown(words) => {
             let name = words
                 .first()
@@ -176,9 +189,12 @@ fn run(command: &Command, out: &mut dyn Write) -> CliResult {
         Command::DelMsg(a) => commands::del_msg(a, out),
         Command::Purge(a) => commands::purge(a, out),
         Command::Clean(a) => commands::clean(a, out),
-        Command::Json(_) | Command::Mount(_) | Command::Umount(_) | Command::Unknown(_) => {
-            Err(usage_error("this command cannot be run from here"))
-        }
+        Command::Top(a) => farm::top(a, out),
+        Command::Json(_)
+        | Command::Mount(_)
+        | Command::Umount(_)
+        | Command::Work(_)
+        | Command::Unknown(_) => Err(usage_error("this command cannot be run from here")),
     }
 }
 

@@ -74,8 +74,10 @@ mod error;
 mod files;
 mod housekeeping;
 mod inspect;
+mod lease;
 mod listing;
 mod queue;
+mod survey;
 
 pub use broker::Broker;
 pub use config::Settings;
@@ -86,3 +88,4 @@ pub use queue::{
     AckOutcome, CleanReport, ConsumeOptions, Delivery, PublishOptions, Queue, QueueStatus,
     RequeueOutcome,
 };
+pub use survey::Survey;

@@ -1,0 +1,36 @@
+//! Leases as a long-running consumer (the `ddmq work` runner) handles them: renewing one while
+//! its task runs, and requeueing what expired without waiting for the once-a-minute
+//! housekeeping. Built from the calls of [`Queue`] only, so every state change is still one of
+//! the protocol's atomic calls.
+
+use super::names::WorkName;
+use super::queue::{CleanReport, Queue};
+use super::{Result, now_secs};
+
+impl Queue {
+    /// Renews the lease of the in-flight message `w` (the `touch` rename: expiry = now + its
+    /// timeout). `None` when it is no longer ours: acked, or expired and requeued by a cleaner,
+    /// perhaps taken by someone else since.
+    pub fn renew_lease(&self, w: &WorkName) -> Result<Option<WorkName>> {
+        self.touch(&w.to_string())
+    }
+
+    /// True when some in-flight message's lease has run out (a cheap listing of `work/`, no
+    /// writes): what a waiting consumer looks at before it calls [`Queue::requeue_expired`].
+    pub fn has_expired_leases(&self) -> Result<bool> {
+        let now = now_secs();
+        Ok(self.in_flight()?.iter().any(|w| w.expiry < now))
+    }
+
+    /// Requeues (or drops, or dead-letters) every in-flight message whose lease ran out, now,
+    /// whatever the once-a-minute throttle says: a consumer about to decide the queue is empty
+    /// first takes back what dead consumers held. Only runs housekeeping when something expired,
+    /// so idle consumers do not rewrite the queue's settings file on every look.
+    pub fn requeue_expired(&self) -> Result<CleanReport> {
+        if self.has_expired_leases()? {
+            self.clean()
+        } else {
+            Ok(CleanReport::default())
+        }
+    }
+}

@@ -1,0 +1,581 @@
+//! `ddmq work` and `ddmq top` as real processes on temporary roots: every task exactly once
+//! with four slots and whole output lines, the body on stdin or in place of `{}`, failures
+//! requeued up to their limit then dead-lettered, a task longer than its lease run once while
+//! a cleaner and a second runner look on, stop signals giving unfinished messages back,
+//! runners SIGKILLed at random losing nothing, and `top --once --format json` against the
+//! queue's real counts.
+
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn ddmq() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ddmq"));
+    c.env_remove("RUST_LOG");
+    c
+}
+
+/// A root `R` with queue `q` (and the settings given) in a temporary directory.
+struct Farm {
+    dir: tempfile::TempDir,
+}
+
+impl Farm {
+    fn new(settings: &str) -> Farm {
+        let dir = tempfile::tempdir().unwrap();
+        let farm = Farm { dir };
+        farm.ok(&["create", "-f", &farm.root(), "q"]);
+        if !settings.is_empty() {
+            fs::write(
+                farm.q().join("ddmq.yaml"),
+                format!("cleaned: 0\n{settings}"),
+            )
+            .unwrap();
+        }
+        farm
+    }
+
+    fn root(&self) -> String {
+        self.dir.path().join("R").to_string_lossy().into_owned()
+    }
+
+    fn q(&self) -> PathBuf {
+        self.dir.path().join("R/q")
+    }
+
+    /// A file for the tasks to write to.
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        ddmq().args(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "ddmq {args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    }
+
+    fn publish(&self, body: &str, extra: &[&str]) {
+        let root = self.root();
+        let mut args = vec!["publish", "-s"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[&root, "q", body]);
+        self.ok(&args);
+    }
+
+    fn publish_lines(&self, bodies: &[String]) {
+        let mut child = ddmq()
+            .args(["publish", "--lines", "-s", &self.root(), "q", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(bodies.join("\n").as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+
+    /// `ddmq work ROOT q` with `opts` before ROOT and `command` after `--`.
+    fn work(&self, opts: &[&str], command: &[&str]) -> Command {
+        let mut c = ddmq();
+        c.arg("work")
+            .args(opts)
+            .arg(self.root())
+            .arg("q")
+            .arg("--")
+            .args(command)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn waiting(&self) -> Vec<String> {
+        message_names(&self.q())
+    }
+
+    fn in_work(&self) -> Vec<String> {
+        message_names(&self.q().join("work"))
+    }
+
+    fn dead(&self) -> Vec<String> {
+        message_names(&self.q().join("dead"))
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn message_names(dir: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".ddmq"))
+        .collect();
+    names.sort();
+    names
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits (up to a minute: a generous bound, not a timing assertion) until `cond` holds.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(Instant::now() < deadline, "gave up waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn wait_output(child: Child) -> Output {
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn every_task_runs_exactly_once_with_four_slots_and_lines_never_mix() {
+    let farm = Farm::new("");
+    let bodies: Vec<String> = (1..=40).map(|i| format!("t{i}")).collect();
+    farm.publish_lines(&bodies);
+    let runs = farm.file("runs");
+    let running = farm.file("running");
+    fs::create_dir(&running).unwrap();
+    let most = farm.file("most");
+    // Each task marks itself running, notes how many run, and writes its line in two halves
+    // with a pause between: lines mix unless the runner passes whole lines.
+    let script = r#"touch "$2/$1"; ls "$2" | wc -l >> "$3"; printf 'begin-%s-' "$1"; sleep 0.02; printf 'end\n'; echo "$1" >> "$4"; rm "$2/$1""#;
+    let out = farm
+        .work(
+            &["-j", "4", "--tag"],
+            &[
+                "sh",
+                "-c",
+                script,
+                "sh",
+                "{}",
+                running.to_str().unwrap(),
+                most.to_str().unwrap(),
+                runs.to_str().unwrap(),
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut ran = lines(&runs);
+    ran.sort();
+    let mut want = bodies.clone();
+    want.sort();
+    assert_eq!(ran, want, "every task exactly once");
+    let stdout = text(&out.stdout);
+    let shown: BTreeSet<String> = stdout
+        .lines()
+        .map(|line| {
+            let (id, rest) = line.split_once('\t').expect("a tagged line");
+            assert!(
+                id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{line:?}"
+            );
+            let body = rest
+                .strip_prefix("begin-")
+                .and_then(|r| r.strip_suffix("-end"))
+                .unwrap_or_else(|| panic!("a mixed line: {line:?}"));
+            body.to_string()
+        })
+        .collect();
+    assert_eq!(shown.len(), 40, "{stdout}");
+    let counts: Vec<usize> = lines(&most)
+        .iter()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    let max = counts.iter().copied().max().unwrap();
+    assert!(max <= 4, "at most 4 at once, saw {max}");
+    assert!(max >= 2, "several at once, saw {max}");
+    assert!(farm.waiting().is_empty() && farm.in_work().is_empty());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("40 done, 0 failed"), "{stderr}");
+}
+
+#[test]
+fn default_slots_are_the_cpus_of_the_affinity_mask() {
+    let farm = Farm::new("");
+    farm.publish_lines(&(1..=6).map(|i| format!("a{i}")).collect::<Vec<_>>());
+    let running = farm.file("running");
+    fs::create_dir(&running).unwrap();
+    let most = farm.file("most");
+    let script = r#"touch "$2/$1"; ls "$2" | wc -l >> "$3"; sleep 0.05; rm "$2/$1""#;
+    // Pinned to one CPU (as Slurm or taskset would), the runner runs one task at a time.
+    let mut c = Command::new("taskset");
+    c.args(["-c", "0"])
+        .arg(env!("CARGO_BIN_EXE_ddmq"))
+        .args([
+            "work",
+            &farm.root(),
+            "q",
+            "--",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            "{}",
+        ])
+        .arg(&running)
+        .arg(&most)
+        .stdin(Stdio::null());
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let counts: Vec<String> = lines(&most).iter().map(|l| l.trim().to_string()).collect();
+    assert_eq!(counts, vec!["1"; 6]);
+}
+
+#[test]
+fn body_is_stdin_without_placeholder_never_a_shell_and_env_names_the_message() {
+    let farm = Farm::new("");
+    let body = "two words; $(touch pwned) 'quoted' \"dq\" \\ end";
+    farm.publish(body, &[]);
+    let got = farm.file("stdin");
+    let env = farm.file("env");
+    let script = r#"cat > "$1"; env | grep '^DDMQ_' | sort > "$2""#;
+    let out = farm
+        .work(
+            &["-j", "1"],
+            &[
+                "sh",
+                "-c",
+                script,
+                "sh",
+                got.to_str().unwrap(),
+                env.to_str().unwrap(),
+            ],
+        )
+        .current_dir(farm.dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(fs::read_to_string(&got).unwrap(), body);
+    let env = fs::read_to_string(&env).unwrap();
+    let vars: BTreeMap<&str, &str> = env.lines().filter_map(|l| l.split_once('=')).collect();
+    assert_eq!(vars.get("DDMQ_ROOT"), Some(&farm.root().as_str()), "{env}");
+    assert_eq!(vars.get("DDMQ_QUEUE"), Some(&"q"));
+    assert_eq!(vars.get("DDMQ_REQUEUE_COUNTER"), Some(&"0"));
+    assert_eq!(vars.get("DDMQ_ID").map(|id| id.len()), Some(32), "{env}");
+
+    // With `{}`, the body is one argument as it is, and stdin is empty.
+    farm.publish(body, &[]);
+    let out = farm
+        .work(
+            &[],
+            &["sh", "-c", r#"printf '%s|' "$1"; cat; echo"#, "sh", "{}"],
+        )
+        .current_dir(farm.dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("{body}|\n"));
+    assert!(
+        !farm.dir.path().join("pwned").exists(),
+        "a body was run by a shell"
+    );
+}
+
+#[test]
+fn failing_tasks_are_requeued_up_to_their_limit_then_dead_lettered_and_the_exit_says_so() {
+    let farm = Farm::new("dead_letter: true\n");
+    farm.publish("bad", &["-l", "2"]);
+    farm.publish("good", &[]);
+    let log = farm.file("log");
+    let joblog = farm.file("joblog");
+    let script = r#"echo "$1 $DDMQ_REQUEUE_COUNTER" >> "$2"; test "$1" = good"#;
+    let out = farm
+        .work(
+            &["-j", "2", "--joblog", joblog.to_str().unwrap()],
+            &["sh", "-c", script, "sh", "{}", log.to_str().unwrap()],
+        )
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let mut runs = lines(&log);
+    runs.sort();
+    assert_eq!(runs, ["bad 0", "bad 1", "bad 2", "good 0"]);
+    assert!(
+        stderr.contains("1 done, 3 failed (2 requeued, 1 dead, 0 dropped)"),
+        "{stderr}"
+    );
+    assert!(farm.waiting().is_empty() && farm.in_work().is_empty());
+    assert_eq!(farm.dead().len(), 1);
+    let dead: Value =
+        serde_json::from_slice(&fs::read(farm.q().join("dead").join(&farm.dead()[0])).unwrap())
+            .unwrap();
+    assert_eq!(dead["message"], "bad");
+    assert_eq!(dead["requeue_counter"], 2);
+
+    // The joblog, as GNU parallel writes it: a header, then one row per task.
+    let rows = lines(&joblog);
+    assert_eq!(
+        rows[0],
+        "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand"
+    );
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    let exits: Vec<&str> = rows[1..]
+        .iter()
+        .map(|r| r.split('\t').nth(6).unwrap())
+        .collect();
+    assert_eq!(exits.iter().filter(|e| **e == "1").count(), 3, "{rows:?}");
+    assert_eq!(exits.iter().filter(|e| **e == "0").count(), 1, "{rows:?}");
+}
+
+#[test]
+fn a_missing_command_is_a_usage_error_and_takes_nothing() {
+    let farm = Farm::new("");
+    farm.publish("x", &[]);
+    let out = farm
+        .work(&[], &["no-such-command-ddmq-test"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(farm.waiting().len(), 1);
+    assert!(farm.in_work().is_empty());
+}
+
+#[test]
+fn a_task_longer_than_its_lease_runs_once_while_a_cleaner_runs_and_a_second_runner_waits() {
+    let farm = Farm::new("message_timeout: 3\n");
+    farm.publish("long", &[]);
+    let log = farm.file("log");
+    let script = r#"echo "$1" >> "$2"; sleep 7"#;
+    let command = ["sh", "-c", script, "sh", "{}", log.to_str().unwrap()];
+    let first = farm
+        .work(&["-j", "1"], &command)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the task started", || lines(&log).len() == 1);
+    let second = farm
+        .work(&["-j", "1", "--wait", "9"], &command)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A cleaner that requeues whatever expired, as often as it can, while the task runs.
+    let root = farm.root();
+    let mut first = Some(first);
+    let mut first_out = None;
+    while first_out.is_none() {
+        farm.ok(&["clean", "-s", &root, "q"]);
+        let child = first.as_mut().unwrap();
+        if child.try_wait().unwrap().is_some() {
+            first_out = Some(wait_output(first.take().unwrap()));
+        } else {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let first_out = first_out.unwrap();
+    assert!(first_out.status.success(), "{}", text(&first_out.stderr));
+    let second_out = wait_output(second);
+    assert!(second_out.status.success(), "{}", text(&second_out.stderr));
+    assert_eq!(lines(&log), ["long"], "the task ran once");
+    assert!(
+        !text(&first_out.stderr).contains("lease was lost"),
+        "{}",
+        text(&first_out.stderr)
+    );
+    assert!(farm.waiting().is_empty() && farm.in_work().is_empty());
+}
+
+/// Starts a runner on 6 messages with 3 slots, waits until 3 tasks run, sends SIGTERM; returns
+/// the runner's output and the names waiting before it started.
+fn stop_a_runner(farm: &Farm, script: &str, grace: &str) -> (Output, Vec<String>) {
+    for i in 1..=6 {
+        farm.publish(&format!("m{i}"), &[]);
+    }
+    let before = farm.waiting();
+    let log = farm.file("log");
+    let _ = fs::remove_file(&log);
+    let runner = farm
+        .work(
+            &["-j", "3", "--grace", grace],
+            &["sh", "-c", script, "sh", log.to_str().unwrap()],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("three tasks run", || {
+        lines(&log).iter().filter(|l| *l == "started").count() == 3
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(runner.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    (wait_output(runner), before)
+}
+
+#[test]
+fn sigterm_passes_the_signal_on_and_gives_every_unfinished_message_back_at_its_place() {
+    let farm = Farm::new("");
+    // Tasks that end on SIGTERM, saying so.
+    let script =
+        r#"trap 'echo got-TERM >> "$1"; exit 3' TERM; echo started >> "$1"; sleep 60 & wait"#;
+    let (out, before) = stop_a_runner(&farm, script, "30");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(128 + 15), "{stderr}");
+    // Right after the runner exits: every message waiting again under its old name (its
+    // place in the queue), nothing in flight, no requeue counted.
+    assert_eq!(farm.waiting(), before, "{stderr}");
+    assert!(farm.in_work().is_empty());
+    for name in &before {
+        let m: Value = serde_json::from_slice(&fs::read(farm.q().join(name)).unwrap()).unwrap();
+        assert_eq!(m["requeue_counter"], 0);
+    }
+    let log = lines(&farm.file("log"));
+    assert_eq!(
+        log.iter().filter(|l| *l == "got-TERM").count(),
+        3,
+        "{log:?}"
+    );
+    assert!(
+        stderr.contains("0 done, 0 failed (0 requeued, 0 dead, 0 dropped), 3 given back"),
+        "{stderr}"
+    );
+
+    // Tasks that ignore SIGTERM are SIGKILLed after the grace period: given back all the same.
+    let farm = Farm::new("");
+    let script = r#"trap '' TERM; echo started >> "$1"; sleep 60"#;
+    let (out, before) = stop_a_runner(&farm, script, "0.3");
+    assert_eq!(out.status.code(), Some(128 + 15), "{}", text(&out.stderr));
+    assert_eq!(farm.waiting(), before);
+    assert!(farm.in_work().is_empty());
+}
+
+#[test]
+fn runners_sigkilled_at_random_lose_no_task() {
+    let farm = Farm::new("message_timeout: 1\n");
+    let bodies: Vec<String> = (1..=30).map(|i| format!("k{i}")).collect();
+    farm.publish_lines(&bodies);
+    let done = farm.file("done");
+    let script = r#"sleep 0.05; echo "$1" >> "$2""#;
+    let command = ["sh", "-c", script, "sh", "{}", done.to_str().unwrap()];
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+        | 1;
+    for _ in 0..4 {
+        let mut runner = farm
+            .work(&["-j", "3"], &command)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(50 + seed % 150));
+        runner.kill().unwrap(); // SIGKILL: no chance to give anything back
+        runner.wait().unwrap();
+    }
+    // A last runner finishes the queue: it waits long enough for the killed runners' leases to
+    // run out (1 s, counted in whole seconds) and requeues them itself.
+    let out = farm
+        .work(&["-j", "3", "--wait", "4"], &command)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ran: BTreeSet<String> = lines(&done).into_iter().collect();
+    let want: BTreeSet<String> = bodies.into_iter().collect();
+    assert_eq!(ran, want, "every task ran at least once");
+    assert!(farm.waiting().is_empty() && farm.in_work().is_empty());
+}
+
+#[test]
+fn top_once_json_agrees_with_the_queues_real_counts() {
+    let farm = Farm::new("dead_letter: true\n");
+    let root = farm.root();
+    farm.ok(&["create", &root, "other"]);
+    // One dead letter: a message allowed one requeue, nacked twice.
+    farm.publish("doomed", &["-l", "1"]);
+    for _ in 0..2 {
+        let got: Value = serde_json::from_str(farm.ok(&["consume", &root, "q"]).trim()).unwrap();
+        let name = got["filename"].as_str().unwrap().to_string();
+        farm.ok(&["nack", &root, "q", &name]);
+    }
+    for i in 0..5 {
+        farm.publish(&format!("w{i}"), &[]);
+    }
+    farm.ok(&["consume", "-n", "2", &root, "q"]);
+    let out = farm.ok(&[
+        "top",
+        "--once",
+        "--interval",
+        "0.05",
+        "--format",
+        "json",
+        &root,
+    ]);
+    let report: Value = serde_json::from_str(out.trim()).unwrap();
+    let queues = report["queues"].as_array().unwrap();
+    let row = |name: &str| {
+        queues
+            .iter()
+            .find(|q| q["queue"] == name)
+            .unwrap_or_else(|| panic!("no row for {name}: {out}"))
+    };
+    let q = row("q");
+    assert_eq!(q["waiting"], farm.waiting().len());
+    assert_eq!(q["in_flight"], farm.in_work().len());
+    assert_eq!(q["dead"], farm.dead().len());
+    assert_eq!(
+        (
+            q["waiting"].as_u64(),
+            q["in_flight"].as_u64(),
+            q["dead"].as_u64()
+        ),
+        (Some(3), Some(2), Some(1))
+    );
+    // Nothing moved between the two looks.
+    assert_eq!(q["published_per_s"], 0.0);
+    assert_eq!(q["consumed_per_s"], 0.0);
+    assert!(q["oldest_waiting_age"].as_f64().unwrap() >= 0.0, "{out}");
+    let other = row("other");
+    assert_eq!(
+        (
+            other["waiting"].as_u64(),
+            other["in_flight"].as_u64(),
+            other["dead"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0))
+    );
+    assert!(report["interval"].as_f64().unwrap() > 0.0);
+
+    // Only the queues asked for.
+    let out = farm.ok(&[
+        "top",
+        "--once",
+        "--interval",
+        "0.05",
+        "--format",
+        "json",
+        &root,
+        "other",
+    ]);
+    let report: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["queues"].as_array().unwrap().len(), 1);
+}
