@@ -910,3 +910,53 @@ print(rss)
     assert!(rss_kib < 64 << 10, "daemon resident: {rss_kib} KiB");
     m.expect_counts("q", (12, 0), "each held body published at its close");
 }
+
+/// `>>` on ddmq.yaml appends to the current settings; an unknown key is refused at the write,
+/// logged once and shown in `status`; `touch work/<id>` logs nothing; an unknown id written to
+/// `ack` is logged once.
+#[test]
+fn settings_append_and_each_failure_is_logged_once() {
+    let m = Mounted::new("");
+    let before = std::fs::read_to_string(m.root.join("q/ddmq.yaml")).unwrap();
+    m.sh_ok("echo 'durable: true' >> \"$MNT/q/ddmq.yaml\"");
+    let after = std::fs::read_to_string(m.root.join("q/ddmq.yaml")).unwrap();
+    assert!(after.contains("durable: true"), "{after}");
+    for line in before.lines().filter(|l| !l.starts_with("durable:")) {
+        assert!(after.contains(line), "{line:?} kept in {after}");
+    }
+    // (dash reports any write error as "I/O error"; the daemon's log shows EINVAL.)
+    assert!(
+        !m.sh("echo 'bogus: 1' >> \"$MNT/q/ddmq.yaml\"")
+            .status
+            .success()
+    );
+    let status = std::fs::read_to_string(m.path("q/status")).unwrap();
+    assert!(
+        status.contains("last_error: ") && status.contains("bogus"),
+        "{status}"
+    );
+
+    std::fs::write(m.path("q/in"), "claimed").unwrap();
+    let record = std::fs::read_to_string(m.path("q/claim")).unwrap();
+    let id = ddmq::engine::Message::from_json(record.trim().as_bytes())
+        .unwrap()
+        .id;
+    m.sh_ok(&format!("touch \"$MNT/q/work/{id}\""));
+    assert!(
+        !m.sh("echo 0123456789abcdef0123456789abcdef > \"$MNT/q/ack\"")
+            .status
+            .success()
+    );
+
+    let mut log = String::new();
+    for e in std::fs::read_dir(m.dir.path()).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("daemon-") {
+            log += &std::fs::read_to_string(e.path()).unwrap();
+        }
+    }
+    let count = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(count("errno 13"), 0, "touch logs nothing: {log}");
+    assert_eq!(count("bogus"), 1, "the refused settings, once: {log}");
+    assert_eq!(count("errno 22"), 1, "refused with EINVAL: {log}");
+    assert_eq!(count("0123456789abcdef"), 1, "the unknown id, once: {log}");
+}

@@ -1252,10 +1252,10 @@ fn mount_read_worker(mnt: &Path, queue: &str, wid: &str, log_dir: &Path) {
             let _ = &delivered;
         }
         drop(f);
-        // The daemon acks at RELEASE, after this close. The tests' 3 s leases (whole seconds)
+        // The daemon acks before this close returns. The tests' 3 s leases (whole seconds)
         // run out no sooner than 3 s after the claim; a message held over a second leaves less
-        // than 2 s for the daemon to get to the release, so it counts as perhaps acked late,
-        // which finds it requeued: a duplicate that no kill caused.
+        // than 2 s for the ack, so it counts as perhaps acked late, which finds it requeued: a
+        // duplicate that no kill caused.
         if logged && opened.elapsed() >= Duration::from_secs(1) {
             append_line(&late, &String::from_utf8_lossy(&body[..body.len().min(40)]));
         }
@@ -1562,9 +1562,10 @@ fn daemon_killed_under_traffic(writer: &str) {
             ("MSG_TIMEOUT", "3".to_string()),
         ]
     };
-    // The writers whose published messages are counted (`writer`: engine processes, or mount
-    // writers); mount writers also run as traffic through the daemon whose messages must arrive
-    // whole or not at all.
+    // The writers whose published messages are counted: engine processes, or mount writers
+    // (a close() of MNT/<q>/in that returned 0 is a promise that survives the daemon's death);
+    // with engine writers, mount writers run too, as traffic through the daemon whose messages
+    // must arrive whole or not at all.
     let mut workers = vec![
         spawn_worker(writer, &envs("mw1")),
         spawn_worker(writer, &envs("mw2")),

@@ -80,9 +80,10 @@ impl Broker {
 
     /// Checks settings text meant for queue `name`'s `ddmq.yaml` (syntax and types), as
     /// [`Queue::write_config_text`] would, without writing anything; errors name that file.
-    pub fn validate_queue_settings(&self, name: &str, text: &[u8]) -> Result<()> {
+    /// Returns the keys in it that ddmq does not know (kept, but ignored, by the engine).
+    pub fn validate_queue_settings(&self, name: &str, text: &[u8]) -> Result<Vec<String>> {
         let path = self.queue_dir(name)?.join(config::CONFIG_FILE);
-        config::validate(&path, text).map(drop)
+        config::validate(&path, text).map(|map| config::unknown_keys(&map))
     }
 
     fn is_queue_dir(dir: &Path) -> bool {

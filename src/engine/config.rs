@@ -274,6 +274,30 @@ fn read_mapping_stable(path: &Path) -> Result<Option<Mapping>> {
     }
 }
 
+/// The keys ddmq reads from a settings file (others are kept in the file and ignored).
+pub const KNOWN_KEYS: [&str; 8] = [
+    "cleaned",
+    "dead_letter",
+    "durable",
+    "max_message_bytes",
+    "message_timeout",
+    "priority",
+    "requeue",
+    "requeue_prio",
+];
+
+/// The keys of `map` that ddmq does not know.
+pub fn unknown_keys(map: &Mapping) -> Vec<String> {
+    map.keys()
+        .map(|k| {
+            k.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{k:?}"))
+        })
+        .filter(|k| !KNOWN_KEYS.contains(&k.as_str()))
+        .collect()
+}
+
 /// Checks that `text` is a settings file we would accept for a queue; returns the mapping.
 pub fn validate(path: &Path, text: &[u8]) -> Result<Mapping> {
     let map = parse_mapping(path, text)?;

@@ -90,11 +90,13 @@ impl FsError {
 
     /// True for outcomes that are part of normal use (a missing name, an empty queue), which
     /// the adapter logs quietly.
+    /// An unknown id written to `ack` or `nack` is worth a warning: it is the writer's mistake.
     pub fn is_routine(&self) -> bool {
-        matches!(
-            self.errno(),
-            libc::ENOENT | libc::ENODATA | libc::EINTR | libc::EEXIST | libc::ENOTEMPTY
-        )
+        !matches!(self.op, "ack" | "nack")
+            && matches!(
+                self.errno(),
+                libc::ENOENT | libc::ENODATA | libc::EINTR | libc::EEXIST | libc::ENOTEMPTY
+            )
     }
 }
 

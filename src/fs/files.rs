@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 pub struct OpenMode {
     pub access: Access,
     pub append: bool,
+    /// O_TRUNC: the file starts empty (ddmq.yaml otherwise starts from its current text).
+    pub truncate: bool,
 }
 
 impl OpenMode {
@@ -25,6 +27,7 @@ impl OpenMode {
         OpenMode {
             access: Access::from_flags(flags),
             append: flags & libc::O_APPEND != 0,
+            truncate: flags & libc::O_TRUNC != 0,
         }
     }
 }
@@ -34,6 +37,7 @@ impl From<Access> for OpenMode {
         OpenMode {
             access,
             append: false,
+            truncate: false,
         }
     }
 }
@@ -183,12 +187,15 @@ impl QueueFs {
                     .oldest_waiting_age
                     .map(|a| a.to_string())
                     .unwrap_or_else(|| "null".into());
-                let text = format!(
+                let mut text = format!(
                     "queue: {}\nwaiting: {}\nin_flight: {}\noldest_waiting_age: {age}\n",
                     node.queue().unwrap_or(""),
                     s.waiting,
                     s.in_flight
                 );
+                if let Some(e) = node.queue().and_then(|q| self.last_error(q)) {
+                    text.push_str(&format!("last_error: {e}\n"));
+                }
                 Box::new(SnapshotHandle::new(text.into_bytes()))
             }
             Node::File(q, FileKind::Config) => {
@@ -199,15 +206,22 @@ impl QueueFs {
                     .into_bytes();
                 if access.writes() {
                     self.writable(OP, &node)?;
-                    Box::new(ConfigHandle::new(q, text))
+                    Box::new(ConfigHandle::open(&ctx, q, text, mode)?)
                 } else {
                     Box::new(SnapshotHandle::new(text))
                 }
             }
             Node::Entry(_, DirKind::Work, id) => {
-                read_only_file("read-only: rm acks it, touch extends its lease")?;
                 let queue = self.queue(OP, &node)?;
-                let msg = match self.find_in_flight(OP, &node, id)? {
+                let found = self.find_in_flight(OP, &node, id)?;
+                if access.writes() {
+                    // touch opens for writing before it sets the times (which extends the
+                    // lease): the open succeeds, and any write fails.
+                    self.writable(OP, &node)?;
+                    found.ok_or_else(|| err(OP, &node, FsErrorKind::NotFound))?;
+                    return self.insert_open_file(path, Box::new(SnapshotHandle::new(Vec::new())));
+                }
+                let msg = match found {
                     Some(w) => queue.read_in_flight(&w).map_err(|e| err(OP, &node, e))?,
                     None => None,
                 };
@@ -231,6 +245,10 @@ impl QueueFs {
                 ))
             }
         };
+        self.insert_open_file(path, handle)
+    }
+
+    fn insert_open_file(&self, path: String, handle: Box<dyn OpenHandle>) -> Result<u64> {
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         self.files.lock().unwrap().insert(
             fh,
@@ -240,6 +258,22 @@ impl QueueFs {
             })),
         );
         Ok(fh)
+    }
+
+    /// Remembers why a write, close or release on a file of a queue failed, for its `status`
+    /// (`last_error:`), where a user whose shell ignored close()'s error looks next.
+    fn note_error(&self, path: &str, e: &FsError) {
+        if let Some((queue, _)) = path.split_once('/') {
+            let at = epoch_secs();
+            self.last_errors
+                .lock()
+                .unwrap()
+                .insert(queue.to_string(), format!("{at} {e}"));
+        }
+    }
+
+    fn last_error(&self, queue: &str) -> Option<String> {
+        self.last_errors.lock().unwrap().get(queue).cloned()
     }
 
     /// Claims a message for an open of next, wait or claim.
@@ -278,10 +312,16 @@ impl QueueFs {
         let file = self.file_by_handle(op, fh)?;
         let mut file = file.lock().unwrap();
         let OpenFile { path, handle } = &mut *file;
-        match handle {
+        let result = match handle {
             Some(h) => f(h.as_mut(), &self.ctx(path)),
             None => Err(FsError::new(op, path.clone(), FsErrorKind::BadHandle)),
+        };
+        if let Err(e) = &result
+            && matches!(op, "write" | "flush" | "setattr")
+        {
+            self.note_error(path, e);
         }
+        result
     }
 
     pub(super) fn ctx<'a>(&'a self, path: &'a str) -> Ctx<'a> {
@@ -348,9 +388,21 @@ impl QueueFs {
     pub(super) fn finish(&self, file: &Mutex<OpenFile>, shutting_down: bool) -> Result<()> {
         let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
         let OpenFile { path, handle } = &mut *file;
-        match handle.take() {
+        let result = match handle.take() {
             Some(h) => h.release(&self.ctx(path), shutting_down),
             None => Ok(()),
+        };
+        if let Err(e) = &result {
+            self.note_error(path, e);
         }
+        result
     }
+}
+
+/// Seconds since the epoch, for `last_error:` lines.
+fn epoch_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -151,6 +151,8 @@ pub struct QueueFs {
     opts: FsOptions,
     inodes: Mutex<InodeTable>,
     files: Mutex<HashMap<u64, Arc<Mutex<OpenFile>>>>,
+    /// The last failure of a write or close on a file of each queue, shown by its `status`.
+    last_errors: Mutex<HashMap<String, String>>,
     /// Who removed which `in` lately (see [`files`]).
     removed_in: Mutex<Vec<files::RemovedIn>>,
     dirs: Mutex<HashMap<u64, Vec<DirEntry>>>,
@@ -187,6 +189,7 @@ impl QueueFs {
             inodes: Mutex::new(InodeTable::new()),
             files: Mutex::new(HashMap::new()),
             removed_in: Mutex::new(Vec::new()),
+            last_errors: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),

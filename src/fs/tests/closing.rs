@@ -143,6 +143,7 @@ fn append_writes_land_at_the_end_whatever_the_offset() {
     let append = OpenMode {
         access: Access::Write,
         append: true,
+        truncate: false,
     };
     let fh = f.open_in(append);
     f.fs.write(fh, 6, b"second\n").unwrap();
@@ -255,4 +256,57 @@ fn a_message_read_whole_is_acked_by_its_readers_close_and_kept_from_killed_holde
     f.fs.flush(fh, OPENER).unwrap();
     assert_eq!(f.counts("q"), (0, 0));
     f.fs.release(fh).unwrap();
+}
+
+#[test]
+fn settings_opened_without_truncation_start_from_the_file_and_refuse_unknown_keys() {
+    let f = killable();
+    f.other
+        .queue("q")
+        .unwrap()
+        .write_config_text(b"legacy_key: 1\nmessage_timeout: 7\n")
+        .unwrap();
+    let config = f.ino("q/ddmq.yaml");
+    let append = OpenMode {
+        access: Access::Write,
+        append: true,
+        truncate: false,
+    };
+    // echo 'durable: true' >> ddmq.yaml: appended; a key the file had already is kept.
+    let fh = f.fs.open(config, append, OPENER).unwrap();
+    f.fs.write(fh, 0, b"durable: true\n").unwrap();
+    f.fs.flush(fh, OPENER).unwrap();
+    f.fs.release(fh).unwrap();
+    let text = f.other.queue("q").unwrap().read_config_text().unwrap();
+    for key in ["legacy_key: 1", "message_timeout: 7", "durable: true"] {
+        assert!(text.contains(key), "{key} in {text}");
+    }
+    // A key ddmq does not know is refused, once, and the reason shows in status.
+    let fh = f.fs.open(config, append, OPENER).unwrap();
+    assert_eq!(errno(f.fs.write(fh, 0, b"bogus: 1\n")), libc::EINVAL);
+    f.fs.flush(fh, OPENER).expect("the write said it already");
+    f.fs.release(fh).unwrap();
+    assert_eq!(
+        f.other.queue("q").unwrap().read_config_text().unwrap(),
+        text
+    );
+    let status = String::from_utf8(f.cat("q/status").unwrap()).unwrap();
+    assert!(
+        status.contains("last_error: ") && status.contains("unknown setting \"bogus\""),
+        "{status}"
+    );
+    // O_TRUNC starts empty.
+    let trunc = OpenMode {
+        access: Access::Write,
+        append: false,
+        truncate: true,
+    };
+    let fh = f.fs.open(config, trunc, OPENER).unwrap();
+    f.fs.write(fh, 0, b"priority: 3\n").unwrap();
+    f.fs.flush(fh, OPENER).unwrap();
+    f.fs.release(fh).unwrap();
+    assert_eq!(
+        f.other.queue("q").unwrap().read_config_text().unwrap(),
+        "priority: 3\n"
+    );
 }
