@@ -100,8 +100,12 @@ fn read_killed(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// How long a FLUSH waits for /proc to answer before taking the closer for alive.
-const PROC_PATIENCE: Duration = Duration::from_millis(20);
+/// How long a FLUSH waits for /proc to answer before taking the closer for alive. The answer
+/// normally comes in microseconds; the wait runs out only for a closer in execve (see
+/// [`ask_proc`]), where any wait is lost time. It is long enough that a loaded machine, where
+/// the asking thread may wait tens of milliseconds for a core, still gets the answer: a killed
+/// writer taken for alive would publish the part of its body it had written.
+const PROC_PATIENCE: Duration = Duration::from_millis(250);
 
 type ProcQuestion = Box<dyn FnOnce() + Send>;
 
