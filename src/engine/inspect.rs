@@ -68,17 +68,12 @@ impl Queue {
             .map_err(|e| self.missing_queue_or("list", &self.work, e))?
             .len();
         let oldest_waiting_age = if with_age {
-            let now = SystemTime::now();
-            waiting
-                .iter()
-                .filter_map(|w| {
-                    std::fs::symlink_metadata(self.dir.join(w.to_string()))
-                        .ok()?
-                        .modified()
-                        .ok()
-                })
-                .min()
-                .map(|t| now.duration_since(t).map(|d| d.as_secs()).unwrap_or(0))
+            self.oldest_waiting_since(&waiting).map(|t| {
+                SystemTime::now()
+                    .duration_since(t)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+            })
         } else {
             None
         };

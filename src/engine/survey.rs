@@ -32,16 +32,33 @@ impl Queue {
             self.in_flight()?.into_iter().map(|w| w.waiting).collect();
         in_flight.sort();
         let dead = self.dead_letters()?.len();
-        let oldest_waiting_since = waiting
-            .iter()
-            .min_by_key(|w| w.queue_number)
-            .and_then(|w| std::fs::symlink_metadata(self.dir().join(w.to_string())).ok())
-            .and_then(|m| m.modified().ok());
+        let oldest_waiting_since = self.oldest_waiting_since(&waiting);
         Ok(Survey {
             waiting,
             in_flight,
             dead,
             oldest_waiting_since,
+        })
+    }
+
+    /// When the longest-waiting of `waiting` was written: the mtime of the message with the
+    /// lowest queue number (queue numbers grow with publish time), so one `stat`, not one per
+    /// message (a status of 100,000 waiting took 0.75 s with a stat each). A message consumed
+    /// since the listing is passed over for the next lowest, a few times at most.
+    pub(crate) fn oldest_waiting_since(&self, waiting: &[WaitingName]) -> Option<SystemTime> {
+        const TRIES: usize = 8;
+        let mut by_age: Vec<&WaitingName> = waiting.iter().collect();
+        let tries = TRIES.min(by_age.len());
+        if tries == 0 {
+            return None;
+        }
+        by_age.select_nth_unstable_by_key(tries - 1, |w| w.queue_number);
+        by_age[..tries].sort_unstable_by_key(|w| w.queue_number);
+        by_age[..tries].iter().find_map(|w| {
+            std::fs::symlink_metadata(self.dir().join(w.to_string()))
+                .ok()?
+                .modified()
+                .ok()
         })
     }
 
