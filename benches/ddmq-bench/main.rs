@@ -775,6 +775,30 @@ impl Bench {
     }
 }
 
+/// Compares the seconds per round of `ours` with `base`'s in a map of (contender, round) ->
+/// seconds: the median of the per-round ratios base/ours (above 1: ours is faster), and a
+/// function giving a contender's median seconds.
+fn time_ratio(
+    totals: &BTreeMap<(Contender, usize), f64>,
+    rounds: usize,
+    base: Contender,
+    ours: Contender,
+) -> (Option<f64>, impl Fn(Contender) -> Option<f64> + '_) {
+    let ratios: Vec<f64> = (0..rounds)
+        .filter_map(|r| Some(totals.get(&(base, r))? / totals.get(&(ours, r))?))
+        .collect();
+    let secs = move |c| {
+        median(
+            &totals
+                .iter()
+                .filter(|((cc, _), _)| *cc == c)
+                .map(|(_, v)| *v)
+                .collect::<Vec<_>>(),
+        )
+    };
+    (median(&ratios), secs)
+}
+
 fn thousands(n: usize) -> String {
     if n >= 1000 && n.is_multiple_of(1000) {
         format!("{}k", n / 1000)
@@ -1007,24 +1031,12 @@ impl Bench {
             }
         }
         drop(floor);
-        let ratios: Vec<f64> = (0..self.plan.versus_rounds)
-            .filter_map(|r| {
-                Some(
-                    totals.get(&(Contender::FuseFloorPy, r))?
-                        / totals.get(&(Contender::MountPy, r))?,
-                )
-            })
-            .collect();
-        let secs = |c| {
-            median(
-                &totals
-                    .iter()
-                    .filter(|((cc, _), _)| *cc == c)
-                    .map(|(_, v)| *v)
-                    .collect::<Vec<_>>(),
-            )
-        };
-        let r = median(&ratios);
+        let (r, secs) = time_ratio(
+            &totals,
+            self.plan.versus_rounds,
+            Contender::FuseFloorPy,
+            Contender::MountPy,
+        );
         self.targets.push(Target {
             what,
             measured: format!(
@@ -1076,24 +1088,12 @@ impl Bench {
                 }
             }
         }
-        let ratios: Vec<f64> = (0..self.plan.versus_rounds)
-            .filter_map(|r| {
-                Some(
-                    totals.get(&(Contender::OrigDefaults, r))?
-                        / totals.get(&(Contender::MountPy, r))?,
-                )
-            })
-            .collect();
-        let secs = |c| {
-            median(
-                &totals
-                    .iter()
-                    .filter(|((cc, _), _)| *cc == c)
-                    .map(|(_, v)| *v)
-                    .collect::<Vec<_>>(),
-            )
-        };
-        let r = median(&ratios);
+        let (r, secs) = time_ratio(
+            &totals,
+            self.plan.versus_rounds,
+            Contender::OrigDefaults,
+            Contender::MountPy,
+        );
         self.targets.push(Target {
             what: format!("Python client on the mount (write `in`, read `next`, {n} messages) ≥ 20× faster than the original module with its defaults"),
             measured: format!(

@@ -1,20 +1,12 @@
-//! Leases as a long-running consumer (the `ddmq work` runner) handles them: renewing one while
-//! its task runs, and requeueing what expired without waiting for the once-a-minute
-//! housekeeping. Built from the calls of [`Queue`] only, so every state change is still one of
+//! Leases as a long-running consumer (the `ddmq work` runner) handles them: requeueing what
+//! expired without waiting for the once-a-minute housekeeping (a lease is renewed with
+//! [`Queue::touch`]). Built from the calls of [`Queue`] only, so every state change is still one of
 //! the protocol's atomic calls.
 
-use super::names::WorkName;
 use super::queue::{CleanReport, Queue};
 use super::{Result, now_secs};
 
 impl Queue {
-    /// Renews the lease of the in-flight message `w` (the `touch` rename: expiry = now + its
-    /// timeout). `None` when it is no longer ours: acked, or expired and requeued by a cleaner,
-    /// perhaps taken by someone else since.
-    pub fn renew_lease(&self, w: &WorkName) -> Result<Option<WorkName>> {
-        self.touch(&w.to_string())
-    }
-
     /// True when some in-flight message's lease has run out (a cheap listing of `work/`, no
     /// writes): what a waiting consumer looks at before it calls [`Queue::requeue_expired`].
     pub fn has_expired_leases(&self) -> Result<bool> {

@@ -544,7 +544,7 @@ impl Runner<'_> {
             if t.lease.lost || now < t.lease.next_renewal {
                 continue;
             }
-            match self.queue.renew_lease(&t.lease.work_name) {
+            match self.queue.touch(&t.lease.work_name.to_string()) {
                 Ok(Some(name)) => t.lease.renewed(name),
                 Ok(None) => {
                     t.lease.lost = true;
