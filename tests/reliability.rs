@@ -1126,10 +1126,10 @@ fn mount_write_worker(mnt: &Path, queue: &str, wid: &str, log_dir: &Path) {
     use std::io::Write;
     use std::os::fd::IntoRawFd;
     // DDMQ_REL_WRITE_PAUSE_MS: a pause between the pieces of a body, so that a kill often lands
-    // with the body half written. (With 1 ms, killed_mount_writer_never_publishes_a_torn_body
-    // failed once in seven runs of this whole file under load: a killed writer's half body was
-    // published. Default 0 until the mount's kill detection holds under load.)
-    let pause = Duration::from_millis(env_usize("DDMQ_REL_WRITE_PAUSE_MS", 0) as u64);
+    // with the body half written. (The daemon's kill check used to give up on /proc after a
+    // wait, and under load a killed writer's half body was then published; it now reads /proc
+    // on the FUSE thread without a time limit.)
+    let pause = Duration::from_millis(env_usize("DDMQ_REL_WRITE_PAUSE_MS", 1) as u64);
     // PUBLISH_LOG=sent: traffic whose close() is not counted as a promise to deliver.
     let log_name = std::env::var("PUBLISH_LOG").unwrap_or_else(|_| "published".into());
     let log = log_dir.join(format!("{log_name}-{wid}"));

@@ -10,10 +10,14 @@
 //! /proc/<pid>/stat says then (exiting, with a signal as its exit status) tells a writer killed
 //! mid-message from one that finished, and a reader killed before it used its message from one
 //! that did.
+//!
+//! That question is asked at every close, so its cost is the mount's: a process that still has
+//! its memory (`/proc/<pid>/statm` not all zeros) is not exiting, and that answer takes one small
+//! read on the FUSE thread. Only a closer whose memory is gone (the kernel frees it before it
+//! closes an exiting task's files) has its stat line read, and such a task cannot be in execve,
+//! the one place where reading it would block.
 
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock, mpsc};
-use std::time::Duration;
 
 /// The signal masks of a task, from `/proc/<pid>/status`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -93,60 +97,43 @@ pub fn stat_shows_killed(stat: &str) -> bool {
     }
 }
 
-/// Reads whether `pid` is being torn down by a signal. Can block: see [`is_killed`].
-fn read_killed(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| stat_shows_killed(&s))
-        .unwrap_or(false)
+/// Reads a small file of `/proc/<pid>/` with one read call (the kernel makes these files whole
+/// at the first read; `read_to_string` would add a stat and a read per doubling of its buffer).
+fn read_proc_file<'b>(pid: u32, name: &str, buf: &'b mut [u8]) -> Option<&'b str> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(format!("/proc/{pid}/{name}")).ok()?;
+    let n = file.read(buf).ok()?;
+    std::str::from_utf8(&buf[..n]).ok()
 }
 
-/// How long a FLUSH waits for /proc to answer before taking the closer for alive. The answer
-/// normally comes in microseconds; the wait runs out only for a closer in execve (see
-/// [`ask_proc`]), where any wait is lost time. It is long enough that a loaded machine, where
-/// the asking thread may wait tens of milliseconds for a core, still gets the answer: a killed
-/// writer taken for alive would publish the part of its body it had written.
-const PROC_PATIENCE: Duration = Duration::from_millis(250);
+/// True if a statm line shows a task without memory: one in `do_exit`, past freeing it.
+pub fn statm_shows_no_memory(statm: &str) -> bool {
+    let mut sizes = statm.split_whitespace().peekable();
+    sizes.peek().is_some() && sizes.all(|n| n == "0")
+}
 
-type ProcQuestion = Box<dyn FnOnce() + Send>;
-
-/// Asks /proc on a thread of its own and waits at most [`PROC_PATIENCE`] for the answer;
-/// `None` when there is no answer in time.
-///
-/// Reading /proc/<pid>/stat blocks while that task is in execve: the kernel holds the task's exec
-/// lock while it closes the files marked close-on-exec, and such a close may be the very FLUSH
-/// waiting for this answer. So the read happens on a thread of its own (started on first use, so
-/// after the daemon forked), and the question is given up after a short wait; the thread then
-/// finishes its read once the exec goes on.
-fn ask_proc<T: Send + 'static>(question: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    static ASKER: OnceLock<Option<Mutex<mpsc::Sender<ProcQuestion>>>> = OnceLock::new();
-    let asker = ASKER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<ProcQuestion>();
-        let started = std::thread::Builder::new()
-            .name("ddmq-proc".into())
-            .spawn(move || {
-                for question in rx {
-                    question();
-                }
-            });
-        started.ok().map(|_| Mutex::new(tx))
-    });
-    let asker = asker.as_ref()?;
-    let (answer_tx, answer_rx) = mpsc::channel();
-    let job: ProcQuestion = Box::new(move || {
-        let _ = answer_tx.send(question());
-    });
-    asker.lock().unwrap().send(job).ok()?;
-    answer_rx.recv_timeout(PROC_PATIENCE).ok()
+/// Reads whether `pid` is being torn down by a signal. Blocks while that task is in execve:
+/// ask it only of a task known to be exiting (see [`is_killed`]).
+fn read_killed(pid: u32) -> bool {
+    let mut buf = [0u8; 2048];
+    read_proc_file(pid, "stat", &mut buf).is_some_and(stat_shows_killed)
 }
 
 /// True if the task `pid` is being torn down by a signal (SIGKILL, SIGTERM, …) as it closes a
-/// file. Unknown (no such task, /proc not readable for it, or no answer in time) counts as not
-/// killed.
+/// file. Unknown (no such task, or /proc not readable for it) counts as not killed.
+///
+/// Both reads happen on the caller's thread: the statm read never blocks, and the stat read
+/// is made only for a task that has freed its memory, which happens in `do_exit` alone (an
+/// execve swaps the memory, it is never absent), so the stat read cannot meet an execve.
 pub fn is_killed(pid: u32) -> bool {
     if pid == 0 {
         return false; // requests the kernel makes on its own behalf
     }
-    ask_proc(move || read_killed(pid)).unwrap_or(false)
+    let mut buf = [0u8; 256];
+    match read_proc_file(pid, "statm", &mut buf) {
+        Some(statm) if statm_shows_no_memory(statm) => read_killed(pid),
+        _ => false,
+    }
 }
 
 /// The thread group (process) id of the task `pid`, from /proc/<pid>/status.
@@ -158,8 +145,8 @@ fn read_tgid(pid: u32) -> Option<u32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// True if the tasks `a` and `b` are threads of one process. Unknown (either task gone, or no
-/// answer in time) counts as different.
+/// True if the tasks `a` and `b` are threads of one process. Unknown (either task gone) counts
+/// as different. The status file, unlike stat, is read without waiting on a task in execve.
 pub fn same_process(a: u32, b: u32) -> bool {
     if a == b {
         return true;
@@ -167,11 +154,10 @@ pub fn same_process(a: u32, b: u32) -> bool {
     if a == 0 || b == 0 {
         return false;
     }
-    ask_proc(move || match (read_tgid(a), read_tgid(b)) {
+    match (read_tgid(a), read_tgid(b)) {
         (Some(x), Some(y)) => x == y,
         _ => false,
-    })
-    .unwrap_or(false)
+    }
 }
 
 #[cfg(test)]
@@ -208,6 +194,19 @@ mod tests {
         assert!(!stat_shows_killed(&line(0x4, 1 << 8)), "exit(1)");
         assert!(!stat_shows_killed(&line(0x400000, 9)), "not exiting");
         assert!(!is_killed(std::process::id()));
+    }
+
+    #[test]
+    fn only_a_task_without_memory_is_asked_whether_it_was_killed() {
+        assert!(statm_shows_no_memory("0 0 0 0 0 0 0\n"));
+        assert!(!statm_shows_no_memory("2460 896 768 4 0 112 0\n"));
+        assert!(!statm_shows_no_memory(""), "unreadable: taken for alive");
+        let mut buf = [0u8; 256];
+        let mine = read_proc_file(std::process::id(), "statm", &mut buf).unwrap();
+        assert!(
+            !statm_shows_no_memory(mine),
+            "a live process has memory: {mine}"
+        );
     }
 
     #[test]
