@@ -104,6 +104,15 @@ impl Node {
         }
     }
 
+    /// The directory holding this node (the root holds itself, as its ".." says).
+    pub fn parent(&self) -> Node {
+        match self {
+            Node::Root | Node::Queue(_) => Node::Root,
+            Node::File(q, _) | Node::Dir(q, _) => Node::Queue(q.clone()),
+            Node::Entry(q, d, _) => Node::Dir(q.clone(), *d),
+        }
+    }
+
     pub fn is_dir(&self) -> bool {
         matches!(self, Node::Root | Node::Queue(_) | Node::Dir(..))
     }
