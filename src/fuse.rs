@@ -111,9 +111,10 @@ fn fail(e: &FsError) -> Errno {
 }
 
 /// How long the kernel may cache a message's entry (`messages/<id>`, `work/<id>`). Long enough
-/// that `ls -l` (a LOOKUP, then a stat of what it found) costs one round trip per entry, not
-/// two; short, as a message may go at any moment: within this time a `stat` of a message just
-/// consumed may still succeed, while opening or removing it asks the daemon and fails.
+/// that `ls -l` needs no request for its stat of an entry: `ls` stats each page of entries as
+/// soon as READDIRPLUS brought them (or right after its LOOKUP), well within this; short, as a
+/// message may go at any moment: within this time a `stat` of a message just consumed may
+/// still succeed, while opening or removing it asks the daemon and fails.
 const MESSAGE_TTL: Duration = Duration::from_millis(250);
 
 fn ttl(attr: &Attr) -> Duration {
