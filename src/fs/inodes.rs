@@ -2,8 +2,9 @@
 //!
 //! Numbers are derived from the node (a hash of its path), so a listing can report the same
 //! number a later lookup hands out without adding anything to the table. Entries carry the
-//! kernel's lookup count (LOOKUP, MKDIR and every entry READDIRPLUS hands out) and are dropped when FORGET brings it to zero, so the table holds only
-//! what the kernel still references however many messages pass through.
+//! kernel's lookup count (LOOKUP, MKDIR and every entry READDIRPLUS hands out) and are dropped
+//! when FORGET brings it to zero, so the table holds only what the kernel still references
+//! however many messages pass through.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
