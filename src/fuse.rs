@@ -10,8 +10,8 @@ use crate::mount::sys::{ActingAs, Identity};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl,
+    ReplyOpen, ReplyWrite, ReplyXattr, Request, TimeOrNow,
 };
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -111,9 +111,10 @@ fn fail(e: &FsError) -> Errno {
 }
 
 /// How long the kernel may cache a message's entry (`messages/<id>`, `work/<id>`). Long enough
-/// that `ls -l` (a LOOKUP, then a stat of what it found) costs one round trip per entry, not
-/// two; short, as a message may go at any moment: within this time a `stat` of a message just
-/// consumed may still succeed, while opening or removing it asks the daemon and fails.
+/// that `ls -l` needs no request for its stat of an entry: `ls` stats each page of entries as
+/// soon as READDIRPLUS brought them (or right after its LOOKUP), well within this; short, as a
+/// message may go at any moment: within this time a `stat` of a message just consumed may
+/// still succeed, while opening or removing it asks the daemon and fails.
 const MESSAGE_TTL: Duration = Duration::from_millis(250);
 
 fn ttl(attr: &Attr) -> Duration {
@@ -121,6 +122,14 @@ fn ttl(attr: &Attr) -> Duration {
         MESSAGE_TTL
     } else {
         STABLE_TTL
+    }
+}
+
+fn file_type(is_dir: bool) -> FileType {
+    if is_dir {
+        FileType::Directory
+    } else {
+        FileType::RegularFile
     }
 }
 
@@ -133,11 +142,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         mtime: a.time,
         ctime: a.time,
         crtime: a.time,
-        kind: if a.is_dir {
-            FileType::Directory
-        } else {
-            FileType::RegularFile
-        },
+        kind: file_type(a.is_dir),
         perm: a.perm,
         nlink: if a.is_dir { 2 } else { 1 },
         uid: a.uid,
@@ -175,6 +180,14 @@ impl Filesystem for DdmqFuse {
         // O_TRUNC arrives with OPEN instead of as a separate SETATTR: one request less per publish.
         if let Err(missing) = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC) {
             log::debug!("kernel lacks {missing:?}: truncation comes as SETATTR");
+        }
+        // Listings with attributes (READDIRPLUS), so `ls -l` needs no LOOKUP per entry. AUTO:
+        // the kernel asks for them on a directory's first page and then only while the program
+        // goes on to stat what it lists; a bare `ls` or `find` gets plain pages after the first,
+        // and neither the kernel nor this daemon keeps an inode for every message it saw.
+        let plus = InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO;
+        if let Err(missing) = config.add_capabilities(plus) {
+            log::debug!("kernel lacks {missing:?}: listings come without attributes");
         }
         Ok(())
     }
@@ -488,20 +501,39 @@ impl Filesystem for DdmqFuse {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self.fs.readdir(fh.0, offset) {
-            Ok(entries) => {
-                for (next, e) in entries {
-                    let kind = if e.is_dir {
-                        FileType::Directory
-                    } else {
-                        FileType::RegularFile
-                    };
-                    if reply.add(INodeNo(e.ino), next, kind, &e.name) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
+        let paged = self.fs.readdir(fh.0, offset, |next, e| {
+            reply.add(INodeNo(e.ino), next, file_type(e.is_dir), &e.name)
+        });
+        match paged {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail(&e)),
+        }
+    }
+
+    /// READDIR and LOOKUP in one: `ls -l` of a deep queue gets each entry's attributes with
+    /// the listing instead of asking for them one round trip at a time.
+    fn readdirplus(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        // As LOOKUP: the attributes are derived as the caller.
+        let _caller = as_caller!(self, req, reply);
+        let paged = self.fs.readdirplus(fh.0, offset, |next, e, a| {
+            reply.add(
+                INodeNo(a.ino),
+                next,
+                &e.name,
+                &ttl(a),
+                &file_attr(a),
+                Generation(0),
+            )
+        });
+        match paged {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(fail(&e)),
         }
     }

@@ -27,15 +27,33 @@ struct Daemon {
 
 impl Daemon {
     fn start(root: &Path, mnt: &Path, options: &str) -> Daemon {
+        Daemon::start_logging(root, mnt, options, None)
+    }
+
+    /// Like [`Daemon::start`], with every request the daemon serves logged to `log` (fuser's
+    /// own debug log of the requests it dispatches: one line each, naming the operation).
+    fn start_with_request_log(root: &Path, mnt: &Path, log: &Path) -> Daemon {
+        Daemon::start_logging(root, mnt, "", Some(log))
+    }
+
+    fn start_logging(root: &Path, mnt: &Path, options: &str, log: Option<&Path>) -> Daemon {
         let mut cmd = Command::new(DDMQ);
         cmd.arg("mount").arg("-f").arg(root).arg(mnt);
         if !options.is_empty() {
             cmd.arg("-o").arg(options);
         }
+        match log {
+            Some(log) => {
+                cmd.env("RUST_LOG", "info,fuser::request=debug")
+                    .stderr(std::fs::File::create(log).unwrap());
+            }
+            None => {
+                cmd.stderr(Stdio::null());
+            }
+        }
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let started = Instant::now();
@@ -345,4 +363,83 @@ fn through_a_root_run_mount_each_user_gets_what_root_grants_them() {
         "waiting\nmine\n200000\n"
     );
     assert_eq!(queue_state(&root).0, (0, 0), "all consumed and acked");
+}
+
+/// How many requests of the operation `op` (as fuser names it: LOOKUP, READDIRPLUS, ...) the
+/// daemon logged.
+fn requests(log: &Path, op: &str) -> usize {
+    let pattern = format!(" {op} ");
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&pattern))
+        .count()
+}
+
+#[test]
+fn ls_l_of_a_deep_queue_gets_attributes_with_the_listing_not_a_lookup_per_entry() {
+    const WAITING: usize = 20_000;
+    let (dir, root, mnt) = root_and_mountpoint();
+    let q = Broker::open(&root).unwrap().queue("q").unwrap();
+    let ids: Vec<String> = (0..WAITING)
+        .map(|i| {
+            q.publish(serde_json::json!(i), &Default::default())
+                .unwrap()
+                .id
+        })
+        .collect();
+    let log = dir.path().join("requests.log");
+    let daemon = Daemon::start_with_request_log(&root, &mnt, &log);
+    let messages = mnt.join("q/messages");
+    // Looked up before the listing starts, so that every LOOKUP counted below is ls's.
+    assert!(std::fs::metadata(&messages).unwrap().is_dir());
+    let before = requests(&log, "LOOKUP");
+
+    let out = Command::new("ls")
+        .arg("-l")
+        .arg(&messages)
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = listing
+        .lines()
+        .filter(|l| !l.starts_with("total"))
+        .collect();
+    assert_eq!(lines.len(), WAITING);
+    // Every entry stat'ed: a failed stat shows as "-?????????".
+    assert!(lines.iter().all(|l| l.starts_with("-r")), "{}", lines[0]);
+
+    let lookups = requests(&log, "LOOKUP") - before;
+    let plus = requests(&log, "READDIRPLUS");
+    assert!(
+        plus > 0,
+        "no READDIRPLUS logged: is the request log's format still fuser's?"
+    );
+    assert!(
+        lookups < WAITING / 100,
+        "{lookups} LOOKUPs for {WAITING} entries ({plus} READDIRPLUS)"
+    );
+
+    // Entries handed out with the listing are the kernel's like looked-up ones: what is still
+    // waiting can be read, and what another client took since answers ENOENT.
+    let taken = q.consume(3, &Default::default()).unwrap();
+    for d in &taken {
+        let name = d.message.id.to_string();
+        assert_eq!(errno(std::fs::read(messages.join(&name))), libc::ENOENT);
+    }
+    assert_eq!(
+        std::fs::read_to_string(messages.join(&ids[3])).unwrap(),
+        "3"
+    );
+    assert_eq!(
+        std::fs::read_to_string(messages.join(&ids[WAITING - 1])).unwrap(),
+        (WAITING - 1).to_string()
+    );
+    drop(daemon);
 }

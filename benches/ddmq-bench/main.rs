@@ -5,6 +5,7 @@
 //! and the targets with PASS/MISS. It is a benchmark, not a test: nothing asserts a time.
 
 mod contenders;
+mod deep_ls;
 mod farm;
 mod fuse_floor;
 mod python_module;
@@ -62,8 +63,8 @@ struct Args {
     /// Messages per round and contender (default by mode).
     #[arg(long)]
     messages: Option<usize>,
-    /// Run only these parts (comma-separated): main, fuse-floor, depth, workers, process, versus,
-    /// python, latency, soak, farm.
+    /// Run only these parts (comma-separated): main, fuse-floor, deep-ls, depth, workers,
+    /// process, versus, python, latency, soak, farm.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Passed by `cargo bench` to every bench target; ignored.
@@ -327,6 +328,10 @@ impl Bench {
         if wanted("fuse-floor") {
             self.versus_fuse_floor()?;
         }
+        let mut deep_ls_markdown = String::new();
+        if wanted("deep-ls") {
+            deep_ls_markdown = self.deep_ls()?;
+        }
         if wanted("depth") {
             self.depth_sections()?;
         }
@@ -365,6 +370,7 @@ impl Bench {
         let mut out = header;
         out.push_str("\n### Messages per second\n\n× floor: the rate over the syscall floor's in the same round and section; × original: over the original 0.9.10 module with its defaults (publish with clean=True, consume with clean=True then ack), same round and section. \"msgs/round\" is how many messages each round moved.\n");
         out.push_str(&self.rates.markdown());
+        out.push_str(&deep_ls_markdown);
         out.push_str(&farm_markdown);
         out.push_str(&report::targets_markdown(&self.targets));
         if !self.notes.is_empty() {
@@ -1052,6 +1058,24 @@ impl Bench {
             pass: r.map(|r| r >= 0.7),
         });
         Ok(())
+    }
+
+    /// `ls -l` of a deep queue through the tmpfs mount against the queue directory itself.
+    fn deep_ls(&mut self) -> io::Result<String> {
+        const DEPTH: usize = 100_000;
+        let Some(m) = self.mounts.get("tmpfs") else {
+            self.targets.push(Target {
+                what: format!(
+                    "`ls -l MNT/q/messages` within 3× `ls -l ROOT/q` ({DEPTH} waiting, tmpfs)"
+                ),
+                measured: format!("not run: {}", self.mount_error.clone().unwrap_or_default()),
+                pass: None,
+            });
+            return Ok(String::new());
+        };
+        let report = deep_ls::run(&self.tools, &m.root, &m.mnt, DEPTH, self.plan.rounds)?;
+        self.targets.extend(report.targets);
+        Ok(report.markdown)
     }
 
     /// The Python client on the mount against the original module with its defaults, same work.

@@ -2,8 +2,9 @@
 //!
 //! Numbers are derived from the node (a hash of its path), so a listing can report the same
 //! number a later lookup hands out without adding anything to the table. Entries carry the
-//! kernel's lookup count and are dropped when FORGET brings it to zero, so the table holds only
-//! what the kernel still references however many messages pass through.
+//! kernel's lookup count (LOOKUP, MKDIR and every entry READDIRPLUS hands out) and are dropped
+//! when FORGET brings it to zero, so the table holds only what the kernel still references
+//! however many messages pass through.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -104,6 +105,15 @@ impl Node {
         }
     }
 
+    /// The directory holding this node (the root holds itself, as its ".." says).
+    pub fn parent(&self) -> Node {
+        match self {
+            Node::Root | Node::Queue(_) => Node::Root,
+            Node::File(q, _) | Node::Dir(q, _) => Node::Queue(q.clone()),
+            Node::Entry(q, d, _) => Node::Dir(q.clone(), *d),
+        }
+    }
+
     pub fn is_dir(&self) -> bool {
         matches!(self, Node::Root | Node::Queue(_) | Node::Dir(..))
     }
@@ -160,7 +170,8 @@ impl InodeTable {
         ino
     }
 
-    /// Hands `node` to the kernel once more (a successful LOOKUP or MKDIR): returns its number.
+    /// Hands `node` to the kernel once more (a successful LOOKUP or MKDIR, or an entry of a
+    /// READDIRPLUS reply other than "." and ".."): returns its number.
     pub fn remember(&mut self, node: Node) -> u64 {
         let ino = self.peek(&node);
         let entry = self.by_ino.entry(ino).or_insert_with(|| (node.clone(), 0));

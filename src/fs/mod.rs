@@ -128,6 +128,14 @@ pub struct DirEntry {
     pub name: String,
 }
 
+/// An open directory: what it is, its parent, and its entries as listed at OPENDIR ("." and
+/// ".." first). READDIR and READDIRPLUS page through this snapshot.
+struct OpenDir {
+    node: Node,
+    parent: Node,
+    entries: Vec<DirEntry>,
+}
+
 /// The changes a SETATTR asks for.
 #[derive(Clone, Debug, Default)]
 pub struct SetAttr {
@@ -155,7 +163,8 @@ pub struct QueueFs {
     last_errors: Mutex<HashMap<String, String>>,
     /// Who removed which `in` lately (see [`files`]).
     removed_in: Mutex<Vec<files::RemovedIn>>,
-    dirs: Mutex<HashMap<u64, Vec<DirEntry>>>,
+    /// Open directories by handle; shared so that a page is handed out without holding the map.
+    dirs: Mutex<HashMap<u64, Arc<OpenDir>>>,
     next_handle: AtomicU64,
     shutting_down: AtomicBool,
     started: SystemTime,
@@ -503,52 +512,112 @@ impl QueueFs {
         }
     }
 
-    /// OPENDIR: lists the directory now; READDIR pages through this snapshot.
+    /// OPENDIR: lists the directory now; READDIR and READDIRPLUS page through this snapshot.
     pub fn opendir(&self, ino: u64) -> Result<u64> {
         let node = self.node("opendir", ino)?;
         let children = self.list(&node)?;
-        let parent_ino = match &node {
-            Node::Root | Node::Queue(_) => ROOT_INO,
-            Node::Dir(q, _) => self.inodes.lock().unwrap().peek(&Node::Queue(q.clone())),
-            _ => ROOT_INO,
-        };
-        let mut entries = vec![
-            DirEntry {
-                ino,
-                is_dir: true,
-                name: ".".into(),
-            },
-            DirEntry {
-                ino: parent_ino,
-                is_dir: true,
-                name: "..".into(),
-            },
-        ];
-        {
+        let parent = node.parent();
+        let entries = {
             let inodes = self.inodes.lock().unwrap();
-            entries.extend(children.into_iter().map(|(child, name)| DirEntry {
-                ino: inodes.peek(&child),
-                is_dir: child.is_dir(),
-                name,
-            }));
-        }
+            let dots = [
+                DirEntry {
+                    ino,
+                    is_dir: true,
+                    name: ".".into(),
+                },
+                DirEntry {
+                    ino: inodes.peek(&parent),
+                    is_dir: true,
+                    name: "..".into(),
+                },
+            ];
+            dots.into_iter()
+                .chain(children.into_iter().map(|(child, name)| DirEntry {
+                    ino: inodes.peek(&child),
+                    is_dir: child.is_dir(),
+                    name,
+                }))
+                .collect()
+        };
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.dirs.lock().unwrap().insert(fh, entries);
+        let dir = OpenDir {
+            node,
+            parent,
+            entries,
+        };
+        self.dirs.lock().unwrap().insert(fh, Arc::new(dir));
         Ok(fh)
     }
 
-    /// READDIR: entries from `offset` on, each with the offset of the one after it.
-    pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<(u64, DirEntry)>> {
-        let dirs = self.dirs.lock().unwrap();
-        let entries = dirs.get(&fh).ok_or_else(|| {
-            FsError::new("readdir", format!("handle {fh}"), FsErrorKind::BadHandle)
-        })?;
-        Ok(entries
-            .iter()
-            .enumerate()
-            .skip(offset as usize)
-            .map(|(i, e)| (i as u64 + 1, e.clone()))
-            .collect())
+    /// The one paging loop of READDIR and READDIRPLUS: hands `add` the entries of the open
+    /// directory `fh` from `offset` on, each with the offset of the one after it, and stops at
+    /// the first one `add` refuses (returns true: the reply is full). Nothing is copied, so a
+    /// page costs what fits in it however long the directory is (the kernel asks with about
+    /// 4 KiB at a time: copying the rest on every call was quadratic in a deep queue).
+    fn page(
+        &self,
+        op: &'static str,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(&OpenDir, u64, &DirEntry) -> bool,
+    ) -> Result<()> {
+        let dir = self
+            .dirs
+            .lock()
+            .unwrap()
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| FsError::new(op, format!("handle {fh}"), FsErrorKind::BadHandle))?;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let rest = dir.entries.get(start..).unwrap_or_default();
+        for (i, entry) in rest.iter().enumerate() {
+            if add(&dir, offset + i as u64 + 1, entry) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// READDIR: hands `add` the entries from `offset` on, each with the offset of the one after
+    /// it, until `add` returns true (the reply is full; that entry was not taken).
+    pub fn readdir(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, &DirEntry) -> bool,
+    ) -> Result<()> {
+        self.page("readdir", fh, offset, |_, next, entry| add(next, entry))
+    }
+
+    /// READDIRPLUS: as READDIR, each entry with the attributes LOOKUP gives it. To the kernel
+    /// every entry it takes, "." and ".." aside, is a LOOKUP of that inode (it will FORGET it
+    /// later), so each is remembered once per time `add` takes it, and not when `add` refuses
+    /// it. Entries come from the snapshot of OPENDIR, as READDIR's do: a message consumed since
+    /// is still shown, and answers ENOENT once opened or looked up again.
+    pub fn readdirplus(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, &DirEntry, &Attr) -> bool,
+    ) -> Result<()> {
+        self.page("readdirplus", fh, offset, |dir, next, entry| {
+            // The kernel takes no reference on these two.
+            match entry.name.as_str() {
+                "." => return add(next, entry, &self.attr_of(entry.ino, &dir.node)),
+                ".." => return add(next, entry, &self.attr_of(entry.ino, &dir.parent)),
+                _ => {}
+            }
+            // Every listed name is a child by the tree's shape; one that is not is left out.
+            let Some(node) = Self::child(&dir.node, &entry.name) else {
+                return false;
+            };
+            let ino = self.inodes.lock().unwrap().remember(node.clone());
+            let full = add(next, entry, &self.attr_of(ino, &node));
+            if full {
+                self.inodes.lock().unwrap().forget(ino, 1);
+            }
+            full
+        })
     }
 
     pub fn releasedir(&self, fh: u64) {

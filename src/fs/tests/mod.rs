@@ -25,6 +25,17 @@ fn fixture_with(opts: FsOptions) -> Fixture {
     }
 }
 
+/// Every entry of the open directory `fh` from `offset` on, as READDIR pages would give them.
+pub(super) fn read_all(fs: &QueueFs, fh: u64, offset: u64) -> Vec<(u64, DirEntry)> {
+    let mut all = Vec::new();
+    fs.readdir(fh, offset, |next, e| {
+        all.push((next, e.clone()));
+        false
+    })
+    .unwrap();
+    all
+}
+
 fn fixture() -> Fixture {
     fixture_with(FsOptions {
         wait_limit: Duration::from_millis(400),
@@ -320,12 +331,10 @@ fn messages_lists_waiting_in_delivery_order_and_tolerates_vanishing_entries() {
         .id;
     let dir = f.ino("q/messages");
     let fh = f.fs.opendir(dir).unwrap();
-    let names: Vec<String> =
-        f.fs.readdir(fh, 0)
-            .unwrap()
-            .into_iter()
-            .map(|(_, e)| e.name)
-            .collect();
+    let names: Vec<String> = read_all(&f.fs, fh, 0)
+        .into_iter()
+        .map(|(_, e)| e.name)
+        .collect();
     f.fs.releasedir(fh);
     assert_eq!(
         names,
@@ -333,7 +342,7 @@ fn messages_lists_waiting_in_delivery_order_and_tolerates_vanishing_entries() {
     );
     // Paging from an offset continues where the kernel left off.
     let fh = f.fs.opendir(dir).unwrap();
-    let rest = f.fs.readdir(fh, 3).unwrap();
+    let rest = read_all(&f.fs, fh, 3);
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].1.name, low);
     f.fs.releasedir(fh);
@@ -376,12 +385,10 @@ fn queues_are_made_and_removed_with_mkdir_and_rmdir() {
     f.other.delete_queue("gone", true).unwrap();
     assert_eq!(errno(f.try_ino("gone")), libc::ENOENT);
     let fh = f.fs.opendir(ROOT_INO).unwrap();
-    let names: Vec<String> =
-        f.fs.readdir(fh, 0)
-            .unwrap()
-            .into_iter()
-            .map(|(_, e)| e.name)
-            .collect();
+    let names: Vec<String> = read_all(&f.fs, fh, 0)
+        .into_iter()
+        .map(|(_, e)| e.name)
+        .collect();
     assert_eq!(names, [".", "..", "q"]);
 }
 
@@ -608,3 +615,4 @@ fn a_writer_killed_before_it_closed_publishes_nothing_and_a_killed_reader_gives_
 }
 
 mod closing;
+mod listing;
