@@ -2,11 +2,12 @@
 //! (one message, every message, the queue itself).
 
 use super::error::{Error, Result, io_err};
-use super::files::{is_not_found, list_names, read_message_file};
+use super::files::{for_each_entry, is_not_found, list_names, read_message_file};
 use super::listing::Listing;
 use super::message::Message;
 use super::names::{ReservedName, WaitingName, WorkName, original_sees_as_message, temp_name};
 use super::queue::Queue;
+use super::survey::LongestWaiting;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -63,22 +64,32 @@ impl Queue {
 
     /// Counts of waiting and in-flight messages, and the oldest waiting message's age.
     pub fn status(&self, with_age: bool) -> Result<QueueStatus> {
-        let waiting = self.waiting()?;
-        let in_flight = list_names(&self.work, WorkName::parse_bytes)
-            .map_err(|e| self.missing_queue_or("list", &self.work, e))?
-            .len();
-        let oldest_waiting_age = if with_age {
-            self.oldest_waiting_since(&waiting).map(|t| {
-                SystemTime::now()
-                    .duration_since(t)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0)
-            })
-        } else {
-            None
-        };
+        // One pass over each directory, counting: no list of names, no sort (a status of
+        // 100,000 waiting is answered while `ls -l` of the same queue runs on the mount).
+        let mut waiting = 0;
+        let mut longest = LongestWaiting::default();
+        for_each_entry(&self.dir, |name| {
+            if let Some(w) = WaitingName::parse_bytes(name) {
+                waiting += 1;
+                if with_age {
+                    longest.offer(&w);
+                }
+            }
+        })
+        .map_err(|e| self.missing_queue_or("list", &self.dir, e))?;
+        let mut in_flight = 0;
+        for_each_entry(&self.work, |name| {
+            in_flight += WorkName::parse_bytes(name).is_some() as usize;
+        })
+        .map_err(|e| self.missing_queue_or("list", &self.work, e))?;
+        let oldest_waiting_age = self.written_at(&longest).map(|t| {
+            SystemTime::now()
+                .duration_since(t)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        });
         Ok(QueueStatus {
-            waiting: waiting.len(),
+            waiting,
             in_flight,
             oldest_waiting_age,
         })

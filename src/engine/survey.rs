@@ -32,7 +32,9 @@ impl Queue {
             self.in_flight()?.into_iter().map(|w| w.waiting).collect();
         in_flight.sort();
         let dead = self.dead_letters()?.len();
-        let oldest_waiting_since = self.oldest_waiting_since(&waiting);
+        let mut longest = LongestWaiting::default();
+        waiting.iter().for_each(|w| longest.offer(w));
+        let oldest_waiting_since = self.written_at(&longest);
         Ok(Survey {
             waiting,
             in_flight,
@@ -41,20 +43,12 @@ impl Queue {
         })
     }
 
-    /// When the longest-waiting of `waiting` was written: the mtime of the message with the
-    /// lowest queue number (queue numbers grow with publish time), so one `stat`, not one per
-    /// message (a status of 100,000 waiting took 0.75 s with a stat each). A message consumed
-    /// since the listing is passed over for the next lowest, a few times at most.
-    pub(crate) fn oldest_waiting_since(&self, waiting: &[WaitingName]) -> Option<SystemTime> {
-        const TRIES: usize = 8;
-        let mut by_age: Vec<&WaitingName> = waiting.iter().collect();
-        let tries = TRIES.min(by_age.len());
-        if tries == 0 {
-            return None;
-        }
-        by_age.select_nth_unstable_by_key(tries - 1, |w| w.queue_number);
-        by_age[..tries].sort_unstable_by_key(|w| w.queue_number);
-        by_age[..tries].iter().find_map(|w| {
+    /// When the longest-waiting message was written: the mtime of the one with the lowest queue
+    /// number (queue numbers grow with publish time), so one `stat`, not one per message (a
+    /// status of 100,000 waiting took 0.75 s with a stat each). A message consumed since the
+    /// listing is passed over for the next lowest, a few times at most.
+    pub(crate) fn written_at(&self, longest: &LongestWaiting) -> Option<SystemTime> {
+        longest.names.iter().find_map(|w| {
             std::fs::symlink_metadata(self.dir().join(w.to_string()))
                 .ok()?
                 .modified()
@@ -72,11 +66,55 @@ impl Queue {
     }
 }
 
+/// The few waiting messages with the lowest queue numbers seen (the longest waiting), lowest
+/// first: what [`Queue::written_at`] stats, in order, until one is still there.
+#[derive(Default)]
+pub(crate) struct LongestWaiting {
+    names: Vec<WaitingName>,
+}
+
+impl LongestWaiting {
+    /// How many are kept: enough that a few consumed since the listing do not leave it empty.
+    const KEPT: usize = 8;
+
+    pub fn offer(&mut self, w: &WaitingName) {
+        let at = self
+            .names
+            .partition_point(|kept| kept.queue_number <= w.queue_number);
+        if at < Self::KEPT {
+            self.names.insert(at, w.clone());
+            self.names.truncate(Self::KEPT);
+        }
+    }
+}
+
 /// The waiting-message names in `dir`; nothing if it does not exist.
 fn list_waiting_names(dir: &Path) -> Result<Vec<WaitingName>> {
     match list_names(dir, WaitingName::parse_bytes) {
         Ok(names) => Ok(names),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(io_err("list", dir, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::names::MessageId;
+
+    #[test]
+    fn the_longest_waiting_are_the_lowest_queue_numbers_lowest_first() {
+        let mut longest = LongestWaiting::default();
+        // Queue numbers 0..40 in a scrambled order, whatever their priorities.
+        for i in 0..40u64 {
+            let queue_number = (i * 17) % 40;
+            longest.offer(&WaitingName {
+                priority: 40 - i,
+                queue_number,
+                id: MessageId::new_random(),
+            });
+        }
+        let kept: Vec<u64> = longest.names.iter().map(|w| w.queue_number).collect();
+        assert_eq!(kept, (0..LongestWaiting::KEPT as u64).collect::<Vec<_>>());
     }
 }
