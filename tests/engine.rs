@@ -564,6 +564,57 @@ fn status_counts_and_ages_waiting_messages() {
     assert_eq!(q.status(false).unwrap().oldest_waiting_age, None);
 }
 
+/// Sets a directory's mtime `secs_ago` into the past, as if nothing had changed in it since.
+fn age_dir(dir: &std::path::Path, secs_ago: u64) {
+    let t = std::time::SystemTime::now() - Duration::from_secs(secs_ago);
+    std::fs::File::open(dir)
+        .unwrap()
+        .set_times(std::fs::FileTimes::new().set_modified(t))
+        .unwrap();
+}
+
+/// Status reuses its counts while the queue's directories are unchanged (and changed long
+/// enough ago): every change by any client shows in the next status.
+#[test]
+fn status_of_an_unchanged_queue_is_reused_and_any_change_shows() {
+    let (dir, b) = root_with_queue();
+    let q = b.queue("q").unwrap();
+    // Another client: its own broker, as another process or host would be.
+    let other = Broker::open(dir.path()).unwrap().queue("q").unwrap();
+    let counts = |q: &Queue| {
+        let s = q.status(true).unwrap();
+        (s.waiting, s.in_flight)
+    };
+    for _ in 0..3 {
+        publish(&other, "m");
+    }
+    let settle = || {
+        age_dir(q.dir(), 3600);
+        age_dir(&q.dir().join("work"), 3600);
+    };
+    settle();
+    assert_eq!(counts(&q), (3, 0));
+    assert_eq!(counts(&q), (3, 0), "reused");
+    publish(&other, "new");
+    assert_eq!(counts(&q), (4, 0), "a publish by another client shows");
+    settle();
+    assert_eq!(counts(&q), (4, 0));
+    other.consume(1, &no_clean()).unwrap();
+    assert_eq!(counts(&q), (3, 1), "a consume by another client shows");
+    settle();
+    assert_eq!(counts(&q), (3, 1));
+    let taken = other.consume(1, &no_clean()).unwrap();
+    other.ack(&taken[0].work_name.to_string()).unwrap();
+    assert_eq!(counts(&q), (2, 1), "a consume and ack show");
+    settle();
+    assert_eq!(counts(&q), (2, 1));
+    // A change that keeps the entries' count: one message consumed, one published.
+    other.consume(1, &no_clean()).unwrap();
+    publish(&other, "swap");
+    settle();
+    assert_eq!(counts(&q), (2, 2), "the work directory's change shows");
+}
+
 #[test]
 fn waiting_lists_delivery_order_and_read_waiting_does_not_take() {
     let (_d, b) = root_with_queue();

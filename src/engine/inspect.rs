@@ -3,7 +3,7 @@
 
 use super::error::{Error, Result, io_err};
 use super::files::{for_each_entry, is_not_found, list_names, read_message_file};
-use super::listing::Listing;
+use super::listing::{DirSignature, Listing};
 use super::message::Message;
 use super::names::{ReservedName, WaitingName, WorkName, original_sees_as_message, temp_name};
 use super::queue::Queue;
@@ -18,6 +18,19 @@ pub struct QueueStatus {
     pub in_flight: usize,
     /// Seconds since the oldest waiting message was published (by its file's mtime).
     pub oldest_waiting_age: Option<u64>,
+}
+
+/// The counts of a status and the signatures of the queue's two directories taken before they
+/// were counted. While neither directory has changed since, a status is answered from them with
+/// two `stat`s instead of two listings (a status of 100,000 waiting took 60 ms of listing, and
+/// more while `ls -l` of the same queue ran on the mount). Kept only when both directories had
+/// last changed long enough before (see [`DirSignature::settled`]) that a later change cannot
+/// leave the signature as it was.
+pub(super) struct StatusCounts {
+    signatures: (DirSignature, DirSignature),
+    waiting: usize,
+    in_flight: usize,
+    longest: LongestWaiting,
 }
 
 impl Queue {
@@ -64,35 +77,58 @@ impl Queue {
 
     /// Counts of waiting and in-flight messages, and the oldest waiting message's age.
     pub fn status(&self, with_age: bool) -> Result<QueueStatus> {
-        // One pass over each directory, counting: no list of names, no sort (a status of
-        // 100,000 waiting is answered while `ls -l` of the same queue runs on the mount).
-        let mut waiting = 0;
-        let mut longest = LongestWaiting::default();
+        let signatures = (
+            DirSignature::of(&self.dir).map_err(|e| self.missing_queue_or("stat", &self.dir, e))?,
+            DirSignature::of(&self.work)
+                .map_err(|e| self.missing_queue_or("stat", &self.work, e))?,
+        );
+        let cached = self.counted.lock().unwrap().take();
+        let counts = match cached {
+            Some(counts) if counts.signatures == signatures => counts,
+            _ => self.count(signatures)?,
+        };
+        let oldest_waiting_age = if with_age {
+            self.written_at(&counts.longest).map(|t| {
+                SystemTime::now()
+                    .duration_since(t)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+            })
+        } else {
+            None
+        };
+        let status = QueueStatus {
+            waiting: counts.waiting,
+            in_flight: counts.in_flight,
+            oldest_waiting_age,
+        };
+        let now = SystemTime::now();
+        if signatures.0.settled(now) && signatures.1.settled(now) {
+            *self.counted.lock().unwrap() = Some(counts);
+        }
+        Ok(status)
+    }
+
+    /// Counts both directories in one pass each: no list of names, no sort.
+    fn count(&self, signatures: (DirSignature, DirSignature)) -> Result<StatusCounts> {
+        let mut counts = StatusCounts {
+            signatures,
+            waiting: 0,
+            in_flight: 0,
+            longest: LongestWaiting::default(),
+        };
         for_each_entry(&self.dir, |name| {
             if let Some(w) = WaitingName::parse_bytes(name) {
-                waiting += 1;
-                if with_age {
-                    longest.offer(&w);
-                }
+                counts.waiting += 1;
+                counts.longest.offer(&w);
             }
         })
         .map_err(|e| self.missing_queue_or("list", &self.dir, e))?;
-        let mut in_flight = 0;
         for_each_entry(&self.work, |name| {
-            in_flight += WorkName::parse_bytes(name).is_some() as usize;
+            counts.in_flight += WorkName::parse_bytes(name).is_some() as usize;
         })
         .map_err(|e| self.missing_queue_or("list", &self.work, e))?;
-        let oldest_waiting_age = self.written_at(&longest).map(|t| {
-            SystemTime::now()
-                .duration_since(t)
-                .map(|d| d.as_secs())
-                .unwrap_or(0)
-        });
-        Ok(QueueStatus {
-            waiting,
-            in_flight,
-            oldest_waiting_age,
-        })
+        Ok(counts)
     }
 
     /// Deletes one message, waiting or in flight, by its file name (del_msg).

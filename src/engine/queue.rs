@@ -7,6 +7,7 @@ use super::config::{self, Settings};
 use super::error::{Error, Result, io_err};
 use super::files::{is_not_found, is_unreadable_entry, read_message_file, write_atomically};
 use super::housekeeping::CleanTimes;
+use super::inspect::StatusCounts;
 use super::listing::{DirSignature, Listing};
 use super::message::{Message, Requeue};
 use super::names::{
@@ -105,6 +106,8 @@ pub struct Queue {
     pub(super) listing: Mutex<Listing>,
     settings: Mutex<Option<CachedSettings>>,
     pub(super) clean_times: Mutex<CleanTimes>,
+    /// The last status's counts, reused while the directories are unchanged.
+    pub(super) counted: Mutex<Option<StatusCounts>>,
 }
 
 impl Queue {
@@ -118,6 +121,7 @@ impl Queue {
             listing: Mutex::new(Listing::default()),
             settings: Mutex::new(None),
             clean_times: Mutex::new(CleanTimes::default()),
+            counted: Mutex::new(None),
         }
     }
 
