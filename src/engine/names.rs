@@ -13,6 +13,25 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Marks a byte that is not a lowercase hex digit in [`HEX_DIGIT`].
+const NOT_HEX: u8 = 0x10;
+
+/// Each byte's value as a lowercase hex digit, or [`NOT_HEX`].
+const HEX_DIGIT: [u8; 256] = {
+    let mut table = [NOT_HEX; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
 /// A message id: the 32 lowercase hex digits of a uuid, as everyone writes them, kept inline
 /// (a 100k-message listing makes no allocation for them); any other ASCII alphanumeric run, as
 /// the original's own regex accepts, kept as text.
@@ -28,20 +47,19 @@ impl MessageId {
     }
 
     fn parse_bytes(id: &[u8]) -> Option<MessageId> {
-        // One pass for the usual 32 lowercase hex digits: this runs for every entry of a listing.
-        if id.len() == 32 {
-            let mut value: u128 = 0;
-            let all_hex = id.iter().all(|&b| {
-                let nibble = match b {
-                    b'0'..=b'9' => b - b'0',
-                    b'a'..=b'f' => b - b'a' + 10,
-                    _ => return false,
-                };
-                value = value << 4 | u128::from(nibble);
-                true
-            });
-            if all_hex {
-                return Some(MessageId::Hex(value));
+        // The usual 32 lowercase hex digits, without a branch per digit: this runs for every
+        // entry of a listing (a status of 100,000 waiting spent a third of its time here).
+        if let Ok(digits) = <&[u8; 32]>::try_from(id) {
+            let (mut high, mut low, mut bad) = (0u64, 0u64, 0u8);
+            for (half, acc) in [(&digits[..16], &mut high), (&digits[16..], &mut low)] {
+                for &b in half {
+                    let nibble = HEX_DIGIT[b as usize];
+                    bad |= nibble;
+                    *acc = *acc << 4 | u64::from(nibble & 0xf);
+                }
+            }
+            if bad & NOT_HEX == 0 {
+                return Some(MessageId::Hex(u128::from(high) << 64 | u128::from(low)));
             }
         }
         if !is_valid_id_bytes(id) {
@@ -386,6 +404,20 @@ mod tests {
         assert!(w.id == *hex);
         let upper = WaitingName::parse("1.2.ddmqABC").unwrap();
         assert!(matches!(upper.id, MessageId::Other(_)));
+        // 32 characters that are not all lowercase hex stay as written.
+        for other in [
+            hex.to_uppercase(),
+            format!("{}g", &hex[..31]),
+            format!("x{}", &hex[1..]),
+        ] {
+            let id = MessageId::parse(&other).unwrap();
+            assert!(matches!(id, MessageId::Other(_)), "{other}");
+            assert_eq!(id.to_string(), other);
+        }
+        for _ in 0..100 {
+            let id = MessageId::new_random();
+            assert_eq!(MessageId::parse(&id.to_string()), Some(id));
+        }
         assert!(WaitingName::parse("1.99999999999999999999999.ddmqab").is_none());
         let mut ids = [
             MessageId::parse("b").unwrap(),
