@@ -76,7 +76,15 @@ pub(crate) fn read_message_file(path: &Path) -> io::Result<(Vec<u8>, SystemTime)
         ));
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
-    f.read_to_end(&mut bytes)?;
+    // Through `take`: File's own read_to_end asks for the size and position again (two more
+    // system calls per consume) to size a buffer that is already sized.
+    (&mut f).take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the file grew too large for a message file while it was read",
+        ));
+    }
     Ok((bytes, meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
 }
 
