@@ -937,17 +937,17 @@ print(held, daemon_kib()[1])
     );
 }
 
-/// A message of several MiB written by dd, in blocks that cut its characters, is published
+/// A message of 11 MiB written by dd, in blocks that cut its characters, is published
 /// byte for byte, in a file identical to what a one-shot publish writes, and the daemon never
 /// holds it.
 #[test]
 fn a_message_of_several_mib_from_dd_is_published_intact_without_the_daemon_holding_it() {
     let m = Mounted::new("");
     let daemon = m.daemon.as_ref().unwrap().id();
-    let body: String = (0..400_000u32)
+    let body: String = (0..650_000u32)
         .map(|i| format!("{i} \"ü\" 😀\t\\\n"))
         .collect();
-    assert!(body.len() > 6 << 20, "{}", body.len());
+    assert!(body.len() > 10 << 20, "{}", body.len());
     std::fs::write(m.dir.path().join("body.txt"), &body).unwrap();
     m.sh_ok("dd if=\"$TMP/body.txt\" of=\"$MNT/q/in\" bs=65521 status=none");
     let out = m.python(&format!(

@@ -187,3 +187,23 @@ fn random_writes_and_truncations_publish_what_a_file_would_hold() {
         assert_eq!(temporaries(&f), Vec::<String>::new(), "seed {seed}");
     }
 }
+
+/// A hole after a character cut by a write's end is not refused at once: a later write can
+/// still complete or replace the character, as in a file. Small and large bodies alike.
+#[test]
+fn a_hole_after_a_cut_character_waits_for_the_close() {
+    for before in [0usize, 40_000] {
+        let f = fixture();
+        let head = "h".repeat(before);
+        let fh = f.fs.open(f.ino("q/in"), Access::Write, PID).unwrap();
+        let at = head.len() as u64;
+        f.fs.write(fh, 0, head.as_bytes()).unwrap();
+        f.fs.write(fh, at, &"é".as_bytes()[..1]).unwrap();
+        f.fs.write(fh, at + 4, b"after the hole").unwrap();
+        f.fs.write(fh, at, b"e").unwrap();
+        f.fs.flush(fh, PID).unwrap();
+        f.fs.release(fh).unwrap();
+        assert_eq!(published(&f), [format!("{head}e\0\0\0after the hole")]);
+        assert_eq!(temporaries(&f), Vec::<String>::new());
+    }
+}
