@@ -126,7 +126,9 @@ impl PreparedMessage {
                 limit: self.limit,
             });
         }
-        let mut out = Vec::with_capacity(FLUSH_AT + 6 * STEP);
+        // Room for a little escaping; text that escapes more grows it, up to the bound.
+        let mut out =
+            Vec::with_capacity((bytes.len() + bytes.len() / 8 + 16).min(FLUSH_AT + 6 * STEP));
         let mut rest = bytes;
         // Complete the character the last write cut, from the first bytes of this one.
         if let Some(&lead) = self.carry.first() {
