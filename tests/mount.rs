@@ -882,8 +882,22 @@ fn copy_tools_publish_once_and_succeed() {
     assert_eq!(m.waiting_bodies(), ["copied\n"; 3], "and publishes nothing");
 }
 
-/// Bodies being written live in the queue directory, not in the daemon: writers holding `in`
-/// open with large bodies written leave the daemon small.
+/// The daemon's VmRSS and VmHWM (its resident high-water mark), in KiB, as Python code that
+/// prints them.
+fn daemon_memory_py(daemon: u32) -> String {
+    format!(
+        r#"
+def daemon_kib():
+    fields = dict(l.split(":", 1) for l in open("/proc/{daemon}/status"))
+    return [int(fields[k].split()[0]) for k in ("VmRSS", "VmHWM")]
+"#
+    )
+}
+
+/// Bodies being written live in the queue directory, not in the daemon: 40 writers holding `in`
+/// open with 15 MiB written each leave the daemon small, and so do their closes, which publish
+/// without reading the bodies back (one body read back whole would lift the high-water mark
+/// past 16 MiB).
 #[test]
 fn writers_holding_large_bodies_cost_the_daemon_no_memory() {
     let m = Mounted::new("");
@@ -891,24 +905,71 @@ fn writers_holding_large_bodies_cost_the_daemon_no_memory() {
     let out = m.python(&format!(
         r#"
 import os
-chunk = ("y" * 1023 + "\n") * 1024
+{memory}
+chunk = (("y" * 1022 + "\u00e9\n") * 1024).encode()
 files = []
-for i in range(12):
-    f = open(os.environ["MNT"] + "/q/in", "w")
+for i in range(40):
+    f = open(os.environ["MNT"] + "/q/in", "wb")
     for _ in range(15):
         f.write(chunk)
     f.flush()
     files.append(f)
-rss = [l for l in open("/proc/{daemon}/status") if l.startswith("VmRSS:")][0].split()[1]
+held = daemon_kib()[0]
 for f in files:
     f.close()
-print(rss)
-"#
+print(held, daemon_kib()[1])
+"#,
+        memory = daemon_memory_py(daemon)
     ));
-    let rss_kib: u64 = out.trim().parse().unwrap();
-    eprintln!("daemon resident with 12 writers holding 15 MiB each: {rss_kib} KiB");
-    assert!(rss_kib < 64 << 10, "daemon resident: {rss_kib} KiB");
-    m.expect_counts("q", (12, 0), "each held body published at its close");
+    let kib: Vec<u64> = out.split_whitespace().map(|n| n.parse().unwrap()).collect();
+    eprintln!(
+        "daemon with 40 writers holding 15 MiB each: resident {} KiB; high-water mark after their closes {} KiB",
+        kib[0], kib[1]
+    );
+    assert!(kib[0] < 64 << 10, "daemon resident: {} KiB", kib[0]);
+    assert!(kib[1] < 16 << 10, "daemon high-water mark: {} KiB", kib[1]);
+    m.expect_counts("q", (40, 0), "each held body published at its close");
+    let q = m.broker().queue("q").unwrap();
+    let first = q.read_waiting(&q.waiting().unwrap()[0]).unwrap().unwrap();
+    assert_eq!(
+        first.body_text(),
+        format!("{}é\n", "y".repeat(1022)).repeat(15 * 1024)
+    );
+}
+
+/// A message of 11 MiB written by dd, in blocks that cut its characters, is published
+/// byte for byte, in a file identical to what a one-shot publish writes, and the daemon never
+/// holds it.
+#[test]
+fn a_message_of_several_mib_from_dd_is_published_intact_without_the_daemon_holding_it() {
+    let m = Mounted::new("");
+    let daemon = m.daemon.as_ref().unwrap().id();
+    let body: String = (0..650_000u32)
+        .map(|i| format!("{i} \"ü\" 😀\t\\\n"))
+        .collect();
+    assert!(body.len() > 10 << 20, "{}", body.len());
+    std::fs::write(m.dir.path().join("body.txt"), &body).unwrap();
+    m.sh_ok("dd if=\"$TMP/body.txt\" of=\"$MNT/q/in\" bs=65521 status=none");
+    let out = m.python(&format!(
+        "{}\nprint(daemon_kib()[1])",
+        daemon_memory_py(daemon)
+    ));
+    let hwm: u64 = out.trim().parse().unwrap();
+    eprintln!(
+        "daemon high-water mark after a {} MiB publish: {hwm} KiB",
+        body.len() >> 20
+    );
+    assert!(hwm < 16 << 10, "daemon high-water mark: {hwm} KiB");
+    let q = m.broker().queue("q").unwrap();
+    let waiting = q.waiting().unwrap();
+    assert_eq!(waiting.len(), 1);
+    let file = std::fs::read(q.dir().join(waiting[0].to_string())).unwrap();
+    let record = ddmq::engine::Message::from_json(&file).unwrap();
+    assert!(record.body_text() == body, "published intact");
+    assert!(
+        file == record.to_json().as_bytes(),
+        "the file as to_json writes it"
+    );
 }
 
 /// `>>` on ddmq.yaml appends to the current settings; an unknown key is refused at the write,

@@ -31,6 +31,7 @@ fn classify(e: &Error) -> (&'static str, &'static str, Option<&Path>) {
         Error::Config { path, .. } => ("ConfigError", "config", Some(path)),
         Error::TooLarge { .. } => ("MessageTooLargeError", "too_large", None),
         Error::Corrupt { path, .. } => ("CorruptMessageError", "corrupt", Some(path)),
+        Error::NotUtf8 { .. } => ("InvalidArgumentError", "not_utf8", None),
         Error::Invalid(_) => ("InvalidArgumentError", "invalid", None),
     }
 }

@@ -39,6 +39,8 @@ pub enum Error {
         size: u64,
         limit: u64,
     },
+    #[error("a message body for queue {queue} is not UTF-8 text")]
+    NotUtf8 { queue: String },
     #[error("{path}: corrupt message file: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error("invalid argument: {0}")]

@@ -3,7 +3,8 @@
 
 use super::error::{Result, io_err};
 use super::names::temp_name;
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::SystemTime;
@@ -18,6 +19,22 @@ pub(crate) fn is_not_found(e: &io::Error) -> bool {
 /// Writes `bytes` to `path` atomically: a unique temporary file in the same directory, then
 /// rename (and, if `durable`, fsync of the file before and of the directory after).
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
+    fill_atomically(path, durable, |f| f.write_all(bytes))
+}
+
+/// [`write_atomically`] with the bytes of `from`, read from its start.
+pub(crate) fn copy_atomically(path: &Path, from: &mut &File, durable: bool) -> Result<()> {
+    fill_atomically(path, durable, |f| {
+        from.seek(io::SeekFrom::Start(0))?;
+        io::copy(from, f).map(drop)
+    })
+}
+
+fn fill_atomically(
+    path: &Path,
+    durable: bool,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(temp_name("w"));
     let result = (|| {
@@ -26,7 +43,7 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8], durable: bool) -> Resu
             .create_new(true)
             .open(&tmp)
             .map_err(|e| io_err("create", &tmp, e))?;
-        f.write_all(bytes).map_err(|e| io_err("write", &tmp, e))?;
+        fill(&mut f).map_err(|e| io_err("write", &tmp, e))?;
         if durable {
             f.sync_all().map_err(|e| io_err("fsync", &tmp, e))?;
         }

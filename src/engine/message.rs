@@ -1,7 +1,7 @@
 //! The message record stored in each message file, and its JSON encoding.
 //!
 //! Files are written the way Python's `json.dumps` writes them (`", "` and `": "` separators,
-//! non-ASCII escaped as `\uXXXX`, fields in the order 0.9.10 uses on Python 3), so a file we write
+//! non-ASCII and DEL escaped as `\uXXXX`, fields in the order 0.9.10 uses on Python 3), so a file we write
 //! is indistinguishable from one the original wrote. Reading is lenient: any key order, extra keys
 //! (kept and written back), `requeue` as bool or int, nulls, and numbers written as floats.
 
@@ -189,24 +189,134 @@ impl serde_json::ser::Formatter for PythonFormatter {
         w: &mut W,
         fragment: &str,
     ) -> io::Result<()> {
-        // ensure_ascii: everything outside ASCII as \uXXXX, astral planes as surrogate pairs.
-        if fragment.is_ascii() {
+        // serde_json escapes quotes, backslashes and controls itself; the rest is ensure_ascii.
+        if fragment.is_ascii() && !fragment.as_bytes().contains(&0x7f) {
             return w.write_all(fragment.as_bytes()); // the common case, checked a word at a time
         }
-        let mut start = 0;
-        for (i, c) in fragment.char_indices() {
-            if c.is_ascii() {
+        let mut out = Vec::with_capacity(fragment.len() + 16);
+        escape_str_into(&mut out, fragment);
+        w.write_all(&out)
+    }
+}
+
+/// How every message file starts: the body's string is the first field written, so a body can
+/// be written to its file as it arrives (see `prepared`) and the other fields follow at the end.
+pub(crate) const MESSAGE_HEAD: &str = "{\"message\": \"";
+
+/// Bytes Python's `json.dumps` writes as they are inside a string: printable ASCII except the
+/// quote and the backslash (DEL included in what it escapes).
+fn is_plain_ascii(b: u8) -> bool {
+    (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'
+}
+
+/// Appends `text` as the inside of a JSON string, escaped exactly as Python's `json.dumps`
+/// (ensure_ascii) does: short escapes for `"`, `\`, `\b`, `\f`, `\n`, `\r`, `\t`; `\u00XX` for other
+/// controls and DEL; everything outside ASCII as `\uXXXX`, astral planes as surrogate pairs.
+pub(crate) fn escape_str_into(out: &mut Vec<u8>, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = text.as_bytes();
+    let unit = |out: &mut Vec<u8>, u: u16| {
+        out.extend_from_slice(b"\\u");
+        for shift in [12, 8, 4, 0] {
+            out.push(HEX[usize::from((u >> shift) & 0xf)]);
+        }
+    };
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if is_plain_ascii(b) {
+            i += 1;
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0..0x80 => unit(out, u16::from(b)),
+            _ => {
+                let c = text[i..].chars().next().expect("i is at a char boundary");
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    unit(out, *u);
+                }
+                i += c.len_utf8();
+                start = i;
                 continue;
             }
-            w.write_all(&fragment.as_bytes()[start..i])?;
-            let mut units = [0u16; 2];
-            for unit in c.encode_utf16(&mut units) {
-                write!(w, "\\u{:04x}", unit)?;
-            }
-            start = i + c.len_utf8();
         }
-        w.write_all(&fragment.as_bytes()[start..])
+        i += 1;
+        start = i;
     }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// Decodes what [`escape_str_into`] wrote, as far as `input` holds whole escapes (a pair of
+/// surrogates is one): returns how many bytes of `input` it used, or None for text that
+/// `escape_str_into` does not write.
+pub(crate) fn unescape_into(out: &mut Vec<u8>, input: &[u8]) -> Option<usize> {
+    let hex4 = |at: usize| -> Option<u32> {
+        let digits = std::str::from_utf8(input.get(at..at + 4)?).ok()?;
+        u32::from_str_radix(digits, 16).ok()
+    };
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] != b'\\' {
+            let run = input[i..]
+                .iter()
+                .position(|&b| b == b'\\')
+                .map_or(input.len(), |p| i + p);
+            out.extend_from_slice(&input[i..run]);
+            i = run;
+            continue;
+        }
+        let Some(&kind) = input.get(i + 1) else {
+            break;
+        };
+        let short = match kind {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => 0,
+            _ => return None,
+        };
+        if kind != b'u' {
+            out.push(short);
+            i += 2;
+            continue;
+        }
+        if i + 6 > input.len() {
+            break;
+        }
+        let unit = hex4(i + 2)?;
+        let (c, used) = if (0xd800..0xdc00).contains(&unit) {
+            if i + 12 > input.len() {
+                break;
+            }
+            if &input[i + 6..i + 8] != b"\\u" {
+                return None;
+            }
+            let low = hex4(i + 8)?;
+            if !(0xdc00..0xe000).contains(&low) {
+                return None;
+            }
+            (0x10000 + ((unit - 0xd800) << 10) + (low - 0xdc00), 12)
+        } else {
+            (unit, 6)
+        };
+        let c = char::from_u32(c)?;
+        out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+        i += used;
+    }
+    Some(i)
 }
 
 /// Encodes any value as Python's `json.dumps(value)` would.
@@ -244,6 +354,25 @@ mod tests {
             "{back}"
         );
         assert!(back.ends_with(r#""extra_key": [1, 2]}"#), "{back}");
+    }
+
+    /// What Python 3's `json.dumps` printed for this string (DEL escaped, astral as a pair).
+    #[test]
+    fn strings_are_escaped_as_python_escapes_them() {
+        let text = "a\u{7f}b\u{0}\u{1f}\"\\\u{8}\u{c}\n\r\t/\u{e9}\u{2028}\u{1f600}";
+        let python = r#""a\u007fb\u0000\u001f\"\\\b\f\n\r\t/\u00e9\u2028\ud83d\ude00""#;
+        assert_eq!(to_python_json(text), python);
+        let mut escaped = Vec::new();
+        escape_str_into(&mut escaped, text);
+        assert_eq!(escaped, python.as_bytes()[1..python.len() - 1]);
+        let mut back = Vec::new();
+        assert_eq!(unescape_into(&mut back, &escaped), Some(escaped.len()));
+        assert_eq!(back, text.as_bytes());
+        // An escape cut by the end is left for the next piece.
+        let mut back = Vec::new();
+        assert_eq!(unescape_into(&mut back, br"ab\ud83d\ude0"), Some(2));
+        assert_eq!(unescape_into(&mut back, br"\"), Some(0));
+        assert_eq!(unescape_into(&mut back, br"\q"), None);
     }
 
     #[test]

@@ -27,7 +27,8 @@
 //! # Where each part lives
 //!
 //! [`names`] the names on disk; [`config`] `ddmq.yaml`; [`message`] the JSON record; `broker` the
-//! root and its queues; `queue` publish, consume, ack, nack, touch, requeue; `listing` the sorted
+//! root and its queues; `queue` publish, consume, ack, nack, touch, requeue; `prepared` a publish
+//! whose body arrives in pieces; `listing` the sorted
 //! listing consume works from; `housekeeping` clean, quarantine; `inspect` views, deletion;
 //! `files` raw file operations; `error` the one error type.
 //!
@@ -46,10 +47,16 @@
 //! A claim file left by a client that died mid-requeue is re-claimed (renamed again) by a cleaner
 //! after five minutes, so nothing is lost; at worst one duplicate per crash.
 //!
+//! A publish whose body arrives in pieces (the mount's `in`: [`PreparedMessage`]) writes its
+//! `.tmp-in-…` file as the pieces arrive: the record's first field is the body, so each piece is
+//! escaped into the file, and the other fields (queue number and id assigned then) are appended
+//! when the body is complete. The rename is still the one state change.
+//!
 //! # Housekeeping
 //!
-//! `clean` requeues or drops expired messages (`E < now`), recovers stale claims and removes stale
-//! temporary files. Callers run it at most once a minute per queue, judged by `cleaned` in the
+//! `clean` requeues or drops expired messages (`E < now`), recovers stale claims and removes
+//! temporary files not modified for ten minutes (a publish in pieces whose writer stayed idle
+//! that long finds its file gone and publishes a copy of it). Callers run it at most once a minute per queue, judged by `cleaned` in the
 //! queue's `ddmq.yaml`, read fresh (0.9.10 read settings once per process, B7) and rewritten
 //! atomically under a unique temporary name (0.9.10 shared one temporary name between writers,
 //! R4). Expiry uses the cleaner's clock against the consumer's; see doc/RELIABILITY.md on clock
@@ -76,6 +83,7 @@ mod housekeeping;
 mod inspect;
 mod lease;
 mod listing;
+mod prepared;
 mod queue;
 mod survey;
 
@@ -84,6 +92,7 @@ pub use config::Settings;
 pub use error::{Error, Result};
 pub use message::{Message, Requeue};
 pub use names::{WaitingName, WorkName, is_valid_queue_name, next_queue_number, now_secs};
+pub use prepared::PreparedMessage;
 pub use queue::{
     AckOutcome, CleanReport, ConsumeOptions, Delivery, PublishOptions, Queue, QueueStatus,
     RequeueOutcome,

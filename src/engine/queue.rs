@@ -270,6 +270,20 @@ impl Queue {
                 limit: settings.max_message_bytes,
             });
         }
+        let (name, msg) = self.new_record(body, opts, requeue_counter, &settings);
+        self.store_waiting(&name, &msg, settings.durable)?;
+        Ok(msg)
+    }
+
+    /// The record of a new message and its waiting name: a fresh queue number and id, the
+    /// options over the queue's settings.
+    pub(super) fn new_record(
+        &self,
+        body: Value,
+        opts: &PublishOptions,
+        requeue_counter: u64,
+        settings: &Settings,
+    ) -> (WaitingName, Message) {
         let priority = opts.priority.unwrap_or(settings.priority);
         let requeue = opts.requeue.unwrap_or(if settings.requeue {
             Requeue::QueuePriority
@@ -294,21 +308,26 @@ impl Queue {
             requeue_limit: opts.requeue_limit.filter(|l| *l > 0),
             extra: Default::default(),
         };
-        self.store_waiting(&name, &msg, settings.durable)?;
-        Ok(msg)
+        (name, msg)
     }
 
     /// Writes a waiting message under a temporary name, then renames it into place.
     fn store_waiting(&self, name: &WaitingName, msg: &Message, durable: bool) -> Result<()> {
         let target = self.dir.join(name.to_string());
-        write_atomically(&target, msg.to_json().as_bytes(), durable).map_err(|e| match e {
+        write_atomically(&target, msg.to_json().as_bytes(), durable)
+            .map_err(|e| self.no_such_queue_or(e))?;
+        self.listing.lock().unwrap().add_own(name, &self.dir);
+        Ok(())
+    }
+
+    /// NoSuchQueue for a file not found because the queue directory itself is gone.
+    pub(super) fn no_such_queue_or(&self, e: Error) -> Error {
+        match e {
             Error::Io { source, .. } if is_not_found(&source) && !self.dir.is_dir() => {
                 Error::NoSuchQueue(self.dir.clone())
             }
             e => e,
-        })?;
-        self.listing.lock().unwrap().add_own(name, &self.dir);
-        Ok(())
+        }
     }
 
     // ---------------------------------------------------------------- consume

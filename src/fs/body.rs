@@ -1,73 +1,128 @@
-//! The bytes of a message being written to `in`, kept where they cost the daemon no memory:
-//! small bodies in memory, anything larger in a temporary file in the queue's directory, so the
-//! daemon's size does not depend on what writers send or hold open, and a full disk shows at
-//! write time.
+//! The bytes of a message being written to `in`, kept where they cost the daemon no memory, so
+//! its size does not depend on what writers send or hold open, and a full disk shows at write
+//! time:
 //!
-//! The temporary file is removed from the directory as soon as it is made (only the open
-//! descriptor keeps it): it never looks like a message to any client, and a daemon that dies
-//! leaves nothing behind to clean.
+//! - a small body stays in memory until close (the common small message costs no file calls
+//!   before its publish);
+//! - a larger body written in order (each write at the end, or past it over a hole of zeros)
+//!   is escaped on the way into its message file ([`PreparedMessage`]), which the close
+//!   completes and renames into place: written once, never read back;
+//! - a larger body written out of order (a write before its end, a truncation) is kept raw in a
+//!   temporary file that is removed from the directory as soon as it is made (only the open
+//!   descriptor keeps it: a daemon that dies leaves nothing of it), and escaped into its
+//!   message file at close, a chunk at a time. A body already being escaped that goes out of
+//!   order is decoded into such a file first.
 
+use crate::engine::{self, PreparedMessage, PublishOptions, Queue};
+use serde_json::Value;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 
-/// Bodies up to this size stay in memory (the common small message costs no file calls).
-const IN_MEMORY_LIMIT: usize = 64 << 10;
+/// Bodies up to this size stay in memory.
+const IN_MEMORY_LIMIT: u64 = 16 << 10;
+/// What a raw body is read back in, at close.
+const CHUNK: usize = 64 << 10;
+static ZEROS: [u8; CHUNK] = [0; CHUNK];
 
 /// A body being written, positioned writes and truncation included.
-pub(super) enum Body {
-    Memory(Vec<u8>),
-    /// An unlinked file in the queue directory, and the body's length.
-    File(File, u64),
+#[derive(Default)]
+pub(super) struct Body {
+    stage: Stage,
+    /// Some write landed before the end, or a truncation cut the body: UTF-8 is checked at close
+    /// only, and a large body is kept raw.
+    out_of_order: bool,
+    /// In memory and in order: how many bytes at the end start a character the next write
+    /// completes.
+    cut_char: usize,
 }
 
-impl Default for Body {
-    fn default() -> Body {
-        Body::Memory(Vec::new())
+enum Stage {
+    Memory(Vec<u8>),
+    Escaped(PreparedMessage),
+    /// A file with no name, and the body's length.
+    Raw(File, u64),
+}
+
+impl Default for Stage {
+    fn default() -> Stage {
+        Stage::Memory(Vec::new())
+    }
+}
+
+fn io_err(op: &'static str, dir: &Path, source: io::Error) -> engine::Error {
+    engine::Error::Io {
+        op,
+        path: dir.to_path_buf(),
+        source,
     }
 }
 
 impl Body {
     pub fn len(&self) -> u64 {
-        match self {
-            Body::Memory(b) => b.len() as u64,
-            Body::File(_, len) => *len,
+        match &self.stage {
+            Stage::Memory(b) => b.len() as u64,
+            Stage::Escaped(m) => m.len(),
+            Stage::Raw(_, len) => *len,
         }
     }
 
-    /// Moves the body to a file in `dir` once it would outgrow memory.
-    fn make_room(&mut self, dir: &Path, end: u64) -> io::Result<()> {
-        if let Body::Memory(bytes) = self
-            && end > IN_MEMORY_LIMIT as u64
-        {
-            let path = dir.join(crate::engine::names::temp_name("body"));
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&path)?;
-            let _ = std::fs::remove_file(&path);
-            file.write_all_at(bytes, 0)?;
-            *self = Body::File(file, bytes.len() as u64);
+    /// Whether the body ends inside a character (zeros after it could not be UTF-8).
+    fn ends_mid_char(&self) -> bool {
+        match &self.stage {
+            Stage::Memory(_) => self.cut_char > 0,
+            Stage::Escaped(m) => m.ends_mid_char(),
+            Stage::Raw(..) => false, // out of order already
         }
-        Ok(())
     }
 
-    /// Writes `data` at `at`, zero-filling any gap (a hole, as in a file).
-    pub fn write_at(&mut self, dir: &Path, at: u64, data: &[u8]) -> io::Result<()> {
+    /// Writes `data` at `at`, zero-filling any gap (a hole, as in a file). Fails with the
+    /// engine's NotUtf8 for bytes written in order that cannot be UTF-8.
+    pub fn write_at(&mut self, queue: &Arc<Queue>, at: u64, data: &[u8]) -> engine::Result<()> {
+        let len = self.len();
+        if at < len || (at > len && self.ends_mid_char()) {
+            self.out_of_order = true;
+        }
         let end = at + data.len() as u64;
-        self.make_room(dir, end)?;
-        match self {
-            Body::Memory(buf) => {
+        self.make_room(queue, end)?;
+        match &mut self.stage {
+            Stage::Memory(buf) if self.out_of_order => {
                 let (at, end) = (at as usize, end as usize);
                 if buf.len() < end {
                     buf.resize(end, 0);
                 }
                 buf[at..end].copy_from_slice(data);
             }
-            Body::File(file, len) => {
-                file.write_all_at(data, at)?;
+            Stage::Memory(buf) => {
+                let from = buf.len() - self.cut_char;
+                buf.resize(at as usize, 0);
+                buf.extend_from_slice(data);
+                match std::str::from_utf8(&buf[from..]) {
+                    Ok(_) => self.cut_char = 0,
+                    Err(e) if e.error_len().is_none() => {
+                        self.cut_char = buf.len() - from - e.valid_up_to()
+                    }
+                    Err(_) => {
+                        return Err(engine::Error::NotUtf8 {
+                            queue: queue.name().to_string(),
+                        });
+                    }
+                }
+            }
+            Stage::Escaped(message) => {
+                let mut gap = at - len;
+                while gap > 0 {
+                    let n = gap.min(CHUNK as u64) as usize;
+                    message.write(&ZEROS[..n])?;
+                    gap -= n as u64;
+                }
+                message.write(data)?;
+            }
+            Stage::Raw(file, len) => {
+                file.write_all_at(data, at)
+                    .map_err(|e| io_err("write", queue.dir(), e))?;
                 *len = (*len).max(end);
             }
         }
@@ -75,54 +130,91 @@ impl Body {
     }
 
     /// Sets the length, cutting or zero-filling.
-    pub fn set_len(&mut self, dir: &Path, new_len: u64) -> io::Result<()> {
-        self.make_room(dir, new_len)?;
-        match self {
-            Body::Memory(buf) => buf.resize(new_len as usize, 0),
-            Body::File(file, len) => {
-                file.set_len(new_len)?;
+    pub fn set_len(&mut self, queue: &Arc<Queue>, new_len: u64) -> engine::Result<()> {
+        let len = self.len();
+        if new_len >= len && !self.out_of_order {
+            return self.write_at(queue, new_len, &[]); // zeros at the end, still in order
+        }
+        self.out_of_order = true;
+        self.make_room(queue, new_len)?;
+        match &mut self.stage {
+            Stage::Memory(buf) => buf.resize(new_len as usize, 0),
+            Stage::Escaped(_) => unreachable!("make_room leaves out-of-order bodies raw"),
+            Stage::Raw(file, len) => {
+                file.set_len(new_len)
+                    .map_err(|e| io_err("truncate", queue.dir(), e))?;
                 *len = new_len;
             }
         }
         Ok(())
     }
 
-    /// The whole body, for publishing.
-    pub fn into_bytes(self) -> io::Result<Vec<u8>> {
-        match self {
-            Body::Memory(buf) => Ok(buf),
-            Body::File(mut file, len) => {
-                let mut buf = Vec::with_capacity(len as usize);
-                file.seek(SeekFrom::Start(0))?;
-                file.take(len).read_to_end(&mut buf)?;
-                Ok(buf)
+    /// Moves the body to where a body reaching `end` belongs: out of memory once larger than
+    /// it, and out of the message file once out of order.
+    fn make_room(&mut self, queue: &Arc<Queue>, end: u64) -> engine::Result<()> {
+        match &self.stage {
+            Stage::Memory(bytes) if end > IN_MEMORY_LIMIT && !self.out_of_order => {
+                let mut message = queue.begin_publish()?;
+                message.write(bytes)?;
+                self.stage = Stage::Escaped(message);
+            }
+            Stage::Memory(bytes) if end > IN_MEMORY_LIMIT => {
+                let file = raw_file(queue.dir())?;
+                file.write_all_at(bytes, 0)
+                    .map_err(|e| io_err("write", queue.dir(), e))?;
+                let len = bytes.len() as u64;
+                self.stage = Stage::Raw(file, len);
+            }
+            Stage::Escaped(message) if self.out_of_order => {
+                let mut file = raw_file(queue.dir())?;
+                message.copy_body_to(&mut file)?;
+                let len = message.len();
+                self.stage = Stage::Raw(file, len); // the message file is removed here
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Publishes the body as one message.
+    pub fn publish(self, queue: &Arc<Queue>, opts: &PublishOptions) -> engine::Result<()> {
+        match self.stage {
+            Stage::Memory(bytes) => {
+                let text = String::from_utf8(bytes).map_err(|_| engine::Error::NotUtf8 {
+                    queue: queue.name().to_string(),
+                })?;
+                queue.publish(Value::String(text), opts)?;
+            }
+            Stage::Escaped(message) => {
+                message.finish(opts)?;
+            }
+            Stage::Raw(file, len) => {
+                let mut message = queue.begin_publish()?;
+                let mut chunk = vec![0u8; CHUNK];
+                let mut at = 0;
+                while at < len {
+                    let n = (len - at).min(CHUNK as u64) as usize;
+                    file.read_exact_at(&mut chunk[..n], at)
+                        .map_err(|e| io_err("read", queue.dir(), e))?;
+                    message.write(&chunk[..n])?;
+                    at += n as u64;
+                }
+                message.finish(opts)?;
             }
         }
+        Ok(())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_large_body_moves_to_an_unlinked_file_and_keeps_holes_and_truncation() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut body = Body::default();
-        body.write_at(dir.path(), 0, b"head").unwrap();
-        assert!(matches!(body, Body::Memory(_)));
-        body.write_at(dir.path(), 100_000, b"tail").unwrap();
-        assert!(matches!(body, Body::File(..)), "over the memory limit");
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            0,
-            "the file has no name in the directory"
-        );
-        body.set_len(dir.path(), 100_002).unwrap();
-        let bytes = body.into_bytes().unwrap();
-        assert_eq!(bytes.len(), 100_002);
-        assert_eq!(&bytes[..4], b"head");
-        assert!(bytes[4..100_000].iter().all(|b| *b == 0));
-        assert_eq!(&bytes[100_000..], b"ta");
-    }
+/// A new file in `dir` with no name.
+fn raw_file(dir: &Path) -> engine::Result<File> {
+    let path = dir.join(crate::engine::names::temp_name("body"));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| io_err("create", dir, e))?;
+    let _ = std::fs::remove_file(&path);
+    Ok(file)
 }

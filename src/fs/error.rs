@@ -83,6 +83,7 @@ impl FsError {
                 | E::Invalid(_) => libc::EINVAL,
                 E::QueueNotEmpty(_) | E::ForeignFiles { .. } => libc::ENOTEMPTY,
                 E::TooLarge { .. } => libc::EFBIG,
+                E::NotUtf8 { .. } => libc::EILSEQ,
                 E::Corrupt { .. } => libc::EIO,
             },
         }

@@ -31,9 +31,11 @@
 //!   kernel passes. A write or truncation reaching back into a published message fails.
 //! - **Refusals.** A write that makes the message too large (EFBIG) or not UTF-8 (EILSEQ) fails
 //!   and ends the pending message: it is discarded at the next close, which does not report
-//!   the error again. Refusals found only at close (a character cut off at the end) and the
-//!   publish's own errors (ENOSPC, EDQUOT, EIO, ENOENT for a deleted queue) fail close(). No
-//!   message and no partial file are left either way.
+//!   the error again; so does a write that cannot store the body (ENOSPC, EDQUOT, EIO: a body
+//!   past the memory stage is stored as it is written, see `body`). Refusals found only at
+//!   close (a character cut off at the end) and the publish's own errors (the same, for a small
+//!   body; ENOENT for a deleted queue) fail close(). No message and no partial file are left
+//!   either way.
 //! - **Killed writers.** A FLUSH from a task being killed by a signal (see [`super::caller`])
 //!   publishes nothing. If that was the last holder, RELEASE discards the pending bytes;
 //!   otherwise they stay pending for the others. Nothing ever fails with EINTR for it.

@@ -2,10 +2,11 @@
 //! module docs of [`super`]).
 
 use super::{Ctx, OpenHandle};
-use crate::engine::{self, PublishOptions};
+use crate::engine::{self, PublishOptions, Queue};
 use crate::fs::body::Body;
 use crate::fs::{FsError, FsErrorKind, Result};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Why the pending body of an `in` will not be published.
 #[derive(Clone, Copy, Debug)]
@@ -19,6 +20,15 @@ enum Refusal {
 }
 
 impl Refusal {
+    /// The refusal for a failed write or truncation of the body.
+    fn of(e: engine::Error) -> Refusal {
+        match e {
+            engine::Error::NotUtf8 { .. } => Refusal::NotUtf8,
+            engine::Error::TooLarge { limit, .. } => Refusal::TooLarge(limit),
+            e => Refusal::Storage(FsError::new("write", "", e).errno()),
+        }
+    }
+
     fn kind(self, dir: &Path) -> FsErrorKind {
         match self {
             Refusal::TooLarge(limit) => FsErrorKind::TooLarge { limit },
@@ -38,7 +48,7 @@ impl Refusal {
 /// An open `in`. The bytes written since the last publish are the pending message; the
 /// opener's close (FLUSH) publishes it, see the rule in the module docs.
 pub(in crate::fs) struct PublishHandle {
-    queue: String,
+    queue: Arc<Queue>,
     limit: u64,
     /// The task that opened the file: its closes publish.
     opener: u32,
@@ -53,11 +63,6 @@ pub(in crate::fs) struct PublishHandle {
     body: Body,
     /// Something was written (or truncated into existence) since the last publish.
     pending: bool,
-    /// UTF-8 is checked as bytes arrive in order: the bytes of a character cut by a write's
-    /// end wait here for the next write.
-    utf8_carry: Vec<u8>,
-    /// A write out of order or a truncation: the whole body is checked at publish instead.
-    utf8_unordered: bool,
     refused: Option<Refusal>,
     /// The refusal was already returned by a write: the close that ends the message does
     /// not report it a second time.
@@ -70,22 +75,20 @@ pub(in crate::fs) struct PublishHandle {
 impl PublishHandle {
     /// Opens `in` of `queue` for the task `opener`: the queue's size limit is read now.
     pub fn open(ctx: &Ctx, queue: &str, append: bool, opener: u32) -> Result<PublishHandle> {
-        let limit = ctx
-            .queue("open", queue)?
+        let queue = ctx.queue("open", queue)?;
+        let limit = queue
             .settings()
             .map_err(|e| ctx.fail("open", e))?
             .max_message_bytes;
         Ok(PublishHandle {
-            queue: queue.to_string(),
+            dir: queue.dir().to_path_buf(),
+            queue,
             limit,
             opener,
             append,
             start: 0,
-            dir: ctx.broker.root().join(queue),
             body: Body::default(),
             pending: false,
-            utf8_carry: Vec::new(),
-            utf8_unordered: false,
             refused: None,
             refusal_reported: false,
             last_closer_killed: false,
@@ -105,8 +108,6 @@ impl PublishHandle {
         self.start += self.body.len();
         self.body = Body::default();
         self.pending = false;
-        self.utf8_carry.clear();
-        self.utf8_unordered = false;
         self.refused = None;
         self.refusal_reported = false;
     }
@@ -119,43 +120,8 @@ impl PublishHandle {
         let len = body.len();
         self.discard();
         self.start += len;
-        let bytes = body.into_bytes().map_err(|e| {
-            ctx.fail(
-                op,
-                engine::Error::Io {
-                    op: "read",
-                    path: self.dir.clone(),
-                    source: e,
-                },
-            )
-        })?;
-        let text = String::from_utf8(bytes).map_err(|_| ctx.fail(op, FsErrorKind::NotUtf8))?;
-        ctx.queue(op, &self.queue)?
-            .publish(serde_json::Value::String(text), &PublishOptions::default())
-            .map_err(|e| ctx.fail(op, e))?;
-        Ok(())
-    }
-
-    /// Checks bytes written in order: false if they cannot be UTF-8 whatever follows.
-    fn utf8_ok(&mut self, data: &[u8]) -> bool {
-        let joined;
-        let bytes = if self.utf8_carry.is_empty() {
-            data
-        } else {
-            joined = [self.utf8_carry.as_slice(), data].concat();
-            &joined[..]
-        };
-        match std::str::from_utf8(bytes) {
-            Ok(_) => {
-                self.utf8_carry.clear();
-                true
-            }
-            Err(e) if e.error_len().is_none() => {
-                self.utf8_carry = bytes[e.valid_up_to()..].to_vec();
-                true
-            }
-            Err(_) => false,
-        }
+        body.publish(&self.queue, &PublishOptions::default())
+            .map_err(|e| ctx.fail(op, e))
     }
 
     /// Whether `pid` is the opener or a thread of the opener's process (only then asks /proc).
@@ -179,14 +145,8 @@ impl OpenHandle for PublishHandle {
         if at + data.len() as u64 > self.limit {
             return Err(self.refuse(ctx, Refusal::TooLarge(self.limit)));
         }
-        if at != self.body.len() {
-            self.utf8_unordered = true;
-        }
-        if !self.utf8_unordered && !self.utf8_ok(data) {
-            return Err(self.refuse(ctx, Refusal::NotUtf8));
-        }
-        if let Err(e) = self.body.write_at(&self.dir, at, data) {
-            return Err(self.refuse(ctx, Refusal::Storage(e.raw_os_error().unwrap_or(libc::EIO))));
+        if let Err(e) = self.body.write_at(&self.queue, at, data) {
+            return Err(self.refuse(ctx, Refusal::of(e)));
         }
         self.pending = true;
         Ok(data.len() as u32)
@@ -209,12 +169,9 @@ impl OpenHandle for PublishHandle {
             return Err(self.refuse(ctx, Refusal::TooLarge(self.limit)));
         }
         if len != self.body.len() {
-            if let Err(e) = self.body.set_len(&self.dir, len) {
-                return Err(
-                    self.refuse(ctx, Refusal::Storage(e.raw_os_error().unwrap_or(libc::EIO)))
-                );
+            if let Err(e) = self.body.set_len(&self.queue, len) {
+                return Err(self.refuse(ctx, Refusal::of(e)));
             }
-            self.utf8_unordered = true;
             self.pending = true;
         }
         Ok(())

@@ -614,5 +614,6 @@ fn a_writer_killed_before_it_closed_publishes_nothing_and_a_killed_reader_gives_
     assert_eq!(counts(), (0, 0), "a reader that closed normally acks it");
 }
 
+mod bodies;
 mod closing;
 mod listing;
