@@ -78,6 +78,12 @@ impl LongestWaiting {
     const KEPT: usize = 8;
 
     pub fn offer(&mut self, w: &WaitingName) {
+        // Almost every name of a deep listing is newer than all kept: one comparison for those.
+        if self.names.len() == Self::KEPT
+            && self.names.last().is_some_and(|l| w.queue_number >= l.queue_number)
+        {
+            return;
+        }
         let at = self
             .names
             .partition_point(|kept| kept.queue_number <= w.queue_number);

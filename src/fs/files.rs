@@ -88,11 +88,14 @@ impl QueueFs {
             .any(|r| r.pid == pid && r.node == *node && r.at.elapsed() < REMOVED_IN_FOR)
     }
 
-    /// True if opening `ino` may block for long (`wait`): the adapter runs it on its own thread.
+    /// True if opening `ino` may take long: `wait` (until a message comes), and `status` (a
+    /// count of the queue's directories, tens of milliseconds at 100,000 waiting). The adapter
+    /// runs such opens on a thread of their own, so the requests of everybody else (a publish,
+    /// the pages of an `ls -l`) are not held up behind them, nor they behind those.
     pub fn open_may_block(&self, ino: u64) -> bool {
         matches!(
             self.inodes.lock().unwrap().node(ino),
-            Some(Node::File(_, FileKind::Wait))
+            Some(Node::File(_, FileKind::Wait | FileKind::Status))
         )
     }
 
