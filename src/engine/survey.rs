@@ -80,7 +80,10 @@ impl LongestWaiting {
     pub fn offer(&mut self, w: &WaitingName) {
         // Almost every name of a deep listing is newer than all kept: one comparison for those.
         if self.names.len() == Self::KEPT
-            && self.names.last().is_some_and(|l| w.queue_number >= l.queue_number)
+            && self
+                .names
+                .last()
+                .is_some_and(|l| w.queue_number >= l.queue_number)
         {
             return;
         }
