@@ -220,3 +220,39 @@ impl Queue {
         std::fs::remove_dir_all(&doomed).map_err(|e| io_err("delete", &doomed, e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Broker;
+    use std::time::Duration;
+
+    fn age_dir(dir: &Path) {
+        let t = SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::open(dir)
+            .unwrap()
+            .set_times(std::fs::FileTimes::new().set_modified(t))
+            .unwrap();
+    }
+
+    /// The counts of a settled queue are kept and answered again without counting; those of a
+    /// queue that changed moments ago are not kept.
+    #[test]
+    fn counts_are_kept_only_for_settled_directories_and_then_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open_or_init(dir.path()).unwrap();
+        broker.create_queue("q").unwrap();
+        let q = broker.queue("q").unwrap();
+        q.publish(serde_json::Value::from("m"), &Default::default())
+            .unwrap();
+        assert_eq!(q.status(false).unwrap().waiting, 1);
+        assert!(q.counted.lock().unwrap().is_none(), "changed just now");
+
+        age_dir(q.dir());
+        age_dir(&q.dir().join("work"));
+        assert_eq!(q.status(false).unwrap().waiting, 1);
+        // Mark the kept counts: a status that reuses them answers the mark.
+        q.counted.lock().unwrap().as_mut().expect("kept").waiting = 7;
+        assert_eq!(q.status(false).unwrap().waiting, 7, "reused, not counted");
+    }
+}
