@@ -311,14 +311,7 @@ class broker:
             done = self._native.ack(queue.queue, [queue.filename], bool(requeue))
             queue._ddmq_settled = True
             return done
-        queue, names, msg = self._names(queue, msg_files)
-        done = self._native.ack(queue, names, bool(requeue))
-        if msg is not None:
-            msg._ddmq_settled = True
-        if len(done) < len(names):
-            log.info("ack: %d of %d messages were no longer in flight in %s",
-                     len(names) - len(done), len(names), queue)
-        return done
+        return self._settle("ack", queue, msg_files, bool(requeue))
 
     def nack(self, queue, msg_files=None, requeue=None, clean=True):
         """Negative acknowledgement of consumed message(s).
@@ -333,13 +326,17 @@ class broker:
         Returns:
             the names nacked (those no longer in flight are left out)
         """
+        return self._settle("nack", queue, msg_files, None if requeue is None else bool(requeue))
+
+    def _settle(self, verb, queue, msg_files, requeue):
+        """ack and nack: requeue None follows each message, True requeues, False deletes."""
         queue, names, msg = self._names(queue, msg_files)
-        done = self._native.nack(queue, names, None if requeue is None else bool(requeue))
+        done = self._native.nack(queue, names, requeue)
         if msg is not None:
             msg._ddmq_settled = True
         if len(done) < len(names):
-            log.info("nack: %d of %d messages were no longer in flight in %s",
-                     len(names) - len(done), len(names), queue)
+            log.info("%s: %d of %d messages were no longer in flight in %s",
+                     verb, len(names) - len(done), len(names), queue)
         return done
 
     def messages(self, queue, wait=None, clean=True) -> "MessageIterator":

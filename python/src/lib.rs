@@ -228,24 +228,7 @@ impl Native {
         names: Vec<String>,
         requeue: bool,
     ) -> PyResult<Vec<String>> {
-        py.detach(|| {
-            check_in_flight_names(&names)?;
-            self.with_queue(queue, |q| {
-                let mut done = Vec::with_capacity(names.len());
-                for name in names {
-                    let found = if requeue {
-                        q.nack(&name, true)? != RequeueOutcome::NotFound
-                    } else {
-                        matches!(q.ack(&name)?, AckOutcome::Acked(_))
-                    };
-                    if found {
-                        done.push(name);
-                    }
-                }
-                Ok(done)
-            })
-        })
-        .map_err(to_py_err)
+        self.nack(py, queue, names, Some(requeue))
     }
 
     /// Negative acknowledgement: `requeue` None follows each message's own flag and limit, True
