@@ -542,17 +542,7 @@ impl Bench {
                     }
                     let key = format!("r{round}-s{si}-{c:?}");
                     let place = self.place(c, s.fs, &key, s.durable);
-                    match self.measure_pair(c, &place, n, s.size) {
-                        Ok((publish, consume)) => {
-                            self.rates.record(sec, c, "publish", round, publish);
-                            self.rates.record(sec, c, "consume+ack", round, consume);
-                            self.rates.counts.insert((sec, c), n);
-                        }
-                        Err(e) => {
-                            progress(&format!("{} failed: {e}", c.label()));
-                            self.rates.failures.insert((sec, c), e.to_string());
-                        }
-                    }
+                    self.measure_pair(sec, round, c, &place, n, s.size);
                     if !c.needs_mount() {
                         let _ = fs::remove_dir_all(&place.root);
                     }
@@ -577,25 +567,43 @@ impl Bench {
         }
     }
 
-    /// Publishes n, then consumes+acks n; returns both rates.
+    /// Publishes n, then consumes+acks n, and records both rates in section `sec` for `round`
+    /// (or why they could not be measured); returns them when measured.
     fn measure_pair(
-        &self,
+        &mut self,
+        sec: usize,
+        round: usize,
         c: Contender,
         place: &Place,
         n: usize,
         size: usize,
-    ) -> io::Result<(f64, f64)> {
-        contenders::prepare(c, place)?;
-        let floor_bytes = &self.floor_bytes[&size];
-        let t_pub = contenders::publish(c, place, &self.tools, n, size, floor_bytes)?;
-        let (t_con, got) = contenders::consume(c, place, &self.tools, n)?;
-        if got != n {
-            return Err(io::Error::other(format!("consumed {got} of {n} messages")));
+    ) -> Option<(f64, f64)> {
+        let measured = (|| {
+            contenders::prepare(c, place)?;
+            let floor_bytes = &self.floor_bytes[&size];
+            let t_pub = contenders::publish(c, place, &self.tools, n, size, floor_bytes)?;
+            let (t_con, got) = contenders::consume(c, place, &self.tools, n)?;
+            if got != n {
+                return Err(io::Error::other(format!("consumed {got} of {n} messages")));
+            }
+            Ok((
+                n as f64 / t_pub.as_secs_f64(),
+                n as f64 / t_con.as_secs_f64(),
+            ))
+        })();
+        match measured {
+            Ok((publish, consume)) => {
+                self.rates.record(sec, c, "publish", round, publish);
+                self.rates.record(sec, c, "consume+ack", round, consume);
+                self.rates.counts.insert((sec, c), n);
+                Some((publish, consume))
+            }
+            Err(e) => {
+                progress(&format!("{} failed: {e}", c.label()));
+                self.rates.failures.insert((sec, c), e.to_string());
+                None
+            }
         }
-        Ok((
-            n as f64 / t_pub.as_secs_f64(),
-            n as f64 / t_con.as_secs_f64(),
-        ))
     }
 
     fn depth_sections(&mut self) -> io::Result<()> {
@@ -1023,16 +1031,8 @@ impl Bench {
                 } else {
                     self.place(c, Fs::Tmpfs, &format!("fuse-floor-r{round}"), false)
                 };
-                match self.measure_pair(c, &place, n, 100) {
-                    Ok((p, q)) => {
-                        self.rates.record(sec, c, "publish", round, p);
-                        self.rates.record(sec, c, "consume+ack", round, q);
-                        self.rates.counts.insert((sec, c), n);
-                        totals.insert((c, round), n as f64 / p + n as f64 / q);
-                    }
-                    Err(e) => {
-                        self.rates.failures.insert((sec, c), e.to_string());
-                    }
+                if let Some((p, q)) = self.measure_pair(sec, round, c, &place, n, 100) {
+                    totals.insert((c, round), n as f64 / p + n as f64 / q);
                 }
             }
         }
@@ -1099,16 +1099,8 @@ impl Bench {
                     continue;
                 }
                 let place = self.place(c, Fs::Tmpfs, &format!("versus-r{round}-{c:?}"), false);
-                match self.measure_pair(c, &place, n, 100) {
-                    Ok((p, q)) => {
-                        self.rates.record(sec, c, "publish", round, p);
-                        self.rates.record(sec, c, "consume+ack", round, q);
-                        self.rates.counts.insert((sec, c), n);
-                        totals.insert((c, round), n as f64 / p + n as f64 / q);
-                    }
-                    Err(e) => {
-                        self.rates.failures.insert((sec, c), e.to_string());
-                    }
+                if let Some((p, q)) = self.measure_pair(sec, round, c, &place, n, 100) {
+                    totals.insert((c, round), n as f64 / p + n as f64 / q);
                 }
             }
         }
