@@ -1279,7 +1279,10 @@ fn r3_a_reader_never_sees_a_partial_file() {
     // Everything else seen on the way: our own files and temporary names only.
     for n in &others {
         assert!(
-            matches!(n.as_str(), "ddmq.yaml" | "work" | ".tmp" | ".claim"),
+            matches!(
+                n.as_str(),
+                "ddmq.yaml" | "work" | ".tmp" | ".claim" | ".take"
+            ),
             "unexpected entry {n}"
         );
     }

@@ -7,13 +7,40 @@ use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 /// Message files larger than this are not read into memory; they are quarantined.
 const MAX_FILE_BYTES: u64 = 1 << 30;
 
 pub(crate) fn is_not_found(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound
+}
+
+/// ESTALE: on a network filesystem, a name that this client cached refers to a file another host
+/// replaced or moved. A fresh lookup finds what the name is now.
+pub(crate) fn is_stale_handle(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ESTALE)
+}
+
+/// How long a call that keeps answering ESTALE is tried again. GlusterFS answers ESTALE for
+/// about a second on a host that cached a name another host replaced.
+const STALE_RETRY_LIMIT: Duration = Duration::from_secs(4);
+
+/// Runs `op` again while it answers ESTALE (each new call looks the name up afresh), with a
+/// growing pause, for at most [`STALE_RETRY_LIMIT`]; then its error stands.
+pub(crate) fn retry_stale<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match op() {
+            Err(e) if is_stale_handle(&e) && started.elapsed() < STALE_RETRY_LIMIT => {
+                log::debug!("{e}; looking the name up again");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(250));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Writes `bytes` to `path` atomically: a unique temporary file in the same directory, then
@@ -74,7 +101,12 @@ pub(crate) fn is_unreadable_entry(e: &io::Error) -> bool {
 }
 
 /// Reads a message file without following symlinks (a planted link never leads out of ROOT).
+/// ESTALE is looked up again (see [`retry_stale`]).
 pub(crate) fn read_message_file(path: &Path) -> io::Result<(Vec<u8>, SystemTime)> {
+    retry_stale(|| read_message_file_once(path))
+}
+
+fn read_message_file_once(path: &Path) -> io::Result<(Vec<u8>, SystemTime)> {
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -121,12 +153,14 @@ pub(crate) fn list_names<T>(dir: &Path, parse: fn(&[u8]) -> Option<T>) -> io::Re
 pub(crate) fn for_each_entry(dir: &Path, mut f: impl FnMut(&[u8])) -> io::Result<()> {
     use nix::fcntl::OFlag;
     use nix::sys::stat::Mode;
-    let mut d = nix::dir::Dir::open(
-        dir,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(io::Error::from)?;
+    let mut d = retry_stale(|| {
+        nix::dir::Dir::open(
+            dir,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io::Error::from)
+    })?;
     for entry in d.iter() {
         let entry = entry.map_err(io::Error::from)?;
         let name = entry.file_name().to_bytes();

@@ -4,7 +4,9 @@
 use super::config;
 use super::error::{Error, Result, io_err};
 use super::files::is_not_found;
-use super::names::{CLAIM_PREFIX, QUARANTINE_DIR, ReservedName, WorkName, claim_name, now_secs};
+use super::names::{
+    CLAIM_PREFIX, QUARANTINE_DIR, ReservedName, WorkName, claim_name, now_secs, parse_take_name,
+};
 use super::queue::{Queue, RequeueOutcome, SETTINGS_TTL};
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -15,6 +17,10 @@ use std::time::{Duration, Instant};
 const CLEAN_INTERVAL_SECS: u64 = 60;
 /// A claim file older than this belongs to a client that died mid-requeue.
 const STALE_CLAIM_SECS: u64 = 300;
+/// A taken message (`work/.take-…`) older than this belongs to a consumer that died between
+/// its two renames (normally microseconds apart); it is given back at its place, uncounted.
+/// Should the consumer be alive after all, its second rename fails and it takes another.
+const STALE_TAKE_SECS: u64 = 60;
 /// A temporary file older than this belongs to a writer that died.
 const STALE_TEMP_SECS: u64 = 600;
 
@@ -26,6 +32,8 @@ pub struct CleanReport {
     pub dead_lettered: usize,
     pub quarantined: usize,
     pub recovered_claims: usize,
+    /// Messages taken by consumers that died before moving them to their `work/` name.
+    pub returned_takes: usize,
     pub removed_temp_files: usize,
 }
 
@@ -78,7 +86,11 @@ impl Queue {
     /// Housekeeping now: requeue or drop expired messages, recover stale claims, remove stale
     /// temporary files, then record `cleaned`. Safe with any number of concurrent cleaners.
     pub fn clean(&self) -> Result<CleanReport> {
-        let now = now_secs();
+        self.clean_as_of(now_secs())
+    }
+
+    /// [`Queue::clean`] as if the time were `now` (epoch seconds).
+    pub(super) fn clean_as_of(&self, now: u64) -> Result<CleanReport> {
         let mut report = CleanReport::default();
         let entries = std::fs::read_dir(&self.work)
             .map_err(|e| self.missing_queue_or("list", &self.work, e))?;
@@ -92,6 +104,23 @@ impl Queue {
                     continue;
                 }
                 self.requeue_in_flight(&w, false)?
+            } else if ReservedName::parse(&name) == Some(ReservedName::Take) {
+                if !renamed_before(&entry.path(), STALE_TAKE_SECS, now) {
+                    continue;
+                }
+                match parse_take_name(&name) {
+                    Some(waiting) => {
+                        if self.give_back_taken(&entry.path(), &waiting) {
+                            report.returned_takes += 1;
+                        }
+                        continue;
+                    }
+                    // Not a name we make: set it aside like any unreadable entry.
+                    None => {
+                        self.quarantine(&entry.path(), "not a take name ddmq makes");
+                        RequeueOutcome::Quarantined
+                    }
+                }
             } else if let Some(ReservedName::Claim { claimed_at }) = ReservedName::parse(&name) {
                 if claimed_at.saturating_add(STALE_CLAIM_SECS) >= now {
                     continue;
@@ -109,7 +138,7 @@ impl Queue {
                 )?
             } else {
                 if is_leftover(&name)
-                    && is_stale(&entry.path(), now)
+                    && modified_before(&entry.path(), STALE_TEMP_SECS, now)
                     && std::fs::remove_file(entry.path()).is_ok()
                 {
                     report.removed_temp_files += 1;
@@ -135,7 +164,7 @@ impl Queue {
         for entry in entries.flatten() {
             let name = entry.file_name();
             if name.to_str().map(is_leftover).unwrap_or(false)
-                && is_stale(&entry.path(), now)
+                && modified_before(&entry.path(), STALE_TEMP_SECS, now)
                 && std::fs::remove_file(entry.path()).is_ok()
             {
                 report.removed_temp_files += 1;
@@ -230,6 +259,38 @@ impl Queue {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use crate::engine::Broker;
+
+    /// A consumer that died between its two renames leaves a `.take-` file: once it is old,
+    /// housekeeping gives the message back at its place, uncounted, and it is delivered again.
+    #[test]
+    fn a_take_left_by_a_consumer_that_died_is_given_back_at_its_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open_or_init(dir.path()).unwrap();
+        broker.create_queue("q").unwrap();
+        let q = broker.queue("q").unwrap();
+        let first = q.publish("first".into(), &Default::default()).unwrap();
+        q.publish("second".into(), &Default::default()).unwrap();
+        // What a consumer that died after its first rename leaves behind.
+        let waiting = super::super::names::WaitingName::parse(&first.filename).unwrap();
+        let taken = q.work.join(super::super::names::take_name(&waiting));
+        std::fs::rename(q.dir().join(&first.filename), &taken).unwrap();
+        assert_eq!(q.status(false).unwrap().waiting, 1);
+
+        let now = super::super::names::now_secs();
+        assert_eq!(q.clean_as_of(now).unwrap().returned_takes, 0, "young: kept");
+        assert!(taken.exists());
+        let report = q.clean_as_of(now + super::STALE_TAKE_SECS + 2).unwrap();
+        assert_eq!(report.returned_takes, 1);
+        assert!(q.dir().join(&first.filename).exists(), "back at its place");
+        let d = q.consume_one().unwrap().unwrap();
+        assert_eq!(d.message.body_text(), "first");
+        assert_eq!(d.message.requeue_counter, 0, "uncounted");
+    }
+}
+
 /// Files that housekeeping removes once stale: our temporary files, and the `.fuse_hidden*`
 /// copies that libfuse filesystems such as sshfs leave of files unlinked while still open
 /// through the same mount (an acked message, a replaced ddmq.yaml). NFS's `.nfs*` files are
@@ -238,8 +299,17 @@ fn is_leftover(name: &str) -> bool {
     ReservedName::parse(name) == Some(ReservedName::Temp) || name.starts_with(".fuse_hidden")
 }
 
-fn is_stale(path: &Path, now: u64) -> bool {
+/// Whether the file at `path` was last written more than `secs` before `now`.
+fn modified_before(path: &Path, secs: u64, now: u64) -> bool {
     std::fs::symlink_metadata(path)
-        .map(|m| (m.mtime().max(0) as u64).saturating_add(STALE_TEMP_SECS) < now)
+        .map(|m| (m.mtime().max(0) as u64).saturating_add(secs) < now)
+        .unwrap_or(false)
+}
+
+/// Whether the file at `path` was last renamed (or changed: its ctime) more than `secs` before
+/// `now`. A taken message keeps the mtime of its publish; the take itself sets the ctime.
+fn renamed_before(path: &Path, secs: u64, now: u64) -> bool {
+    std::fs::symlink_metadata(path)
+        .map(|m| (m.ctime().max(0) as u64).saturating_add(secs) < now)
         .unwrap_or(false)
 }

@@ -182,7 +182,7 @@ impl Queue {
             original_sees_as_message(name)
                 || match ReservedName::parse(name) {
                     Some(ReservedName::Temp) => true,
-                    Some(ReservedName::Claim { .. }) => in_work,
+                    Some(ReservedName::Claim { .. } | ReservedName::Take) => in_work,
                     Some(_) => !in_work,
                     None => false,
                 }
@@ -197,7 +197,10 @@ impl Queue {
                 if !ours(&name, in_work) {
                     foreign.push(name);
                 } else if original_sees_as_message(&name)
-                    || matches!(ReservedName::parse(&name), Some(ReservedName::Claim { .. }))
+                    || matches!(
+                        ReservedName::parse(&name),
+                        Some(ReservedName::Claim { .. } | ReservedName::Take)
+                    )
                 {
                     messages += 1;
                 }

@@ -2,7 +2,7 @@
 //! to list the directory again (see "Cost" in the protocol spec).
 
 use super::error::{Error, Result};
-use super::files::for_each_entry;
+use super::files::{for_each_entry, retry_stale};
 use super::names::WaitingName;
 use std::collections::{BTreeSet, HashMap};
 use std::io;
@@ -15,6 +15,13 @@ use std::time::{Duration, Instant, SystemTime};
 /// urgent message published by another client. Concurrent consumers change the directory all
 /// the time; re-listing on every change would spend their time listing.
 const MIN_RELIST_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How long a directory must keep one signature before a listing made under it is trusted to
+/// hold every entry until the signature changes. Two things can hide a change from the
+/// signature: mtimes kept to the second (MooseFS: a change in the same second as the listing
+/// leaves it as it was) and a client that caches directory attributes (GlusterFS md-cache, 1 s).
+/// Until then a consumer lists again (at the pace above) even when the signature looks the same.
+pub(super) const SIGNATURE_SETTLE: Duration = Duration::from_secs(2);
 
 /// What identifies a directory's content cheaply: it changes when entries are added or removed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +46,7 @@ impl DirSignature {
     }
 
     pub(super) fn of(dir: &Path) -> io::Result<DirSignature> {
-        let m = std::fs::metadata(dir)?;
+        let m = retry_stale(|| std::fs::metadata(dir))?;
         Ok(DirSignature {
             mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
             ctime_ns: m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
@@ -50,18 +57,27 @@ impl DirSignature {
 }
 
 /// The sorted listing of waiting messages that consume works from.
+///
+/// It never records a signature it did not list under: after our own publish or claim the
+/// directory's signature no longer matches, and the next candidate past [`MIN_RELIST_INTERVAL`]
+/// lists again, so what other clients changed in between is seen too.
 #[derive(Default)]
 pub(super) struct Listing {
     pending: BTreeSet<WaitingName>,
     listed_at: Option<Instant>,
     cost: Duration,
-    /// The directory's signature when we last knew its whole content.
+    /// The directory's signature taken just before the last listing.
     known: Option<DirSignature>,
+    /// When `known` was first seen, by this or an earlier listing.
+    known_since: Option<Instant>,
+    /// Claims lost since the last listing: a listing that other clients took from is refreshed.
+    lost_since_listing: u32,
     /// Unreadable young files, not to be retried before the instant.
     deferred: HashMap<String, Instant>,
-    /// Recent claims lost to other consumers (decays on success). While it is above zero,
-    /// candidates are drawn at random from the head of the listing instead of taking the head
-    /// itself, so consumers working from the same listing stop colliding on every message.
+    /// Recent claims lost to other consumers (decays on success). From two on, candidates are
+    /// drawn at random from the head's run of one priority instead of taking the head itself, so
+    /// consumers working from the same listing stop colliding on every message; never past a
+    /// more urgent message.
     contention: u32,
     /// State of a small xorshift generator for that draw.
     rng: u64,
@@ -83,20 +99,26 @@ impl Listing {
         self.rng
     }
 
-    /// After this process changed `dir` itself: only when we knew the whole content before our
-    /// change do we know it after.
-    pub(super) fn note_own_change(&mut self, dir: &Path) {
-        if self.known.is_some() {
-            self.known = DirSignature::of(dir).ok();
+    /// This process put `name` into the directory (published, requeued, gave back). The
+    /// signature is left as listed: the directory now differs from it, so the next refresh due
+    /// also sees what others did meanwhile.
+    pub(super) fn add_own(&mut self, name: &WaitingName) {
+        if self.listed_at.is_some() {
+            self.pending.insert(name.clone());
         }
     }
 
-    /// This process put `name` into `dir` (published, requeued, gave back).
-    pub(super) fn add_own(&mut self, name: &WaitingName, dir: &Path) {
-        if self.listed_at.is_some() {
-            self.pending.insert(name.clone());
-            self.note_own_change(dir);
+    /// Whether the last listing can stand for the directory as it is now without listing again.
+    fn still_current(&self, dir: &Path) -> bool {
+        let (Some(known), Some(since), Some(at)) = (self.known, self.known_since, self.listed_at)
+        else {
+            return false;
+        };
+        // Listed under a signature that had not settled yet: a change may hide behind it.
+        if at.saturating_duration_since(since) < SIGNATURE_SETTLE {
+            return false;
         }
+        self.lost_since_listing == 0 && DirSignature::of(dir).ok() == Some(known)
     }
 
     /// Lists `dir` again. `fail` words an error of the operation it names ("stat", "list").
@@ -122,8 +144,12 @@ impl Listing {
         names.sort_unstable();
         // From sorted input the set is built in bulk, not entry by entry.
         self.pending = names.into_iter().collect();
+        if self.known != Some(signature) || self.known_since.is_none() {
+            self.known_since = Some(started);
+        }
         self.known = Some(signature);
         self.listed_at = Some(started);
+        self.lost_since_listing = 0;
         self.cost = started.elapsed();
         Ok(())
     }
@@ -141,7 +167,7 @@ impl Listing {
             Some(at) => {
                 self.pending.is_empty()
                     || (at.elapsed() >= (self.cost * 4).max(MIN_RELIST_INTERVAL)
-                        && self.known != DirSignature::of(dir).ok())
+                        && !self.still_current(dir))
             }
         };
         if stale {
@@ -152,11 +178,21 @@ impl Listing {
             self.refresh(dir, fail)?;
             *fresh_listing = true;
         }
-        if self.contention == 0 || self.pending.len() < 2 {
+        let Some(head) = self.pending.first() else {
+            return Ok(None);
+        };
+        if self.contention < 2 || self.pending.len() < 2 {
             return Ok(self.pending.pop_first());
         }
-        let window = self.pending.len().min(4usize << self.contention.min(5));
-        let pick = (self.next_random() % window as u64) as usize;
+        let priority = head.priority;
+        let window = 4usize << (self.contention - 2).min(5);
+        let run = self
+            .pending
+            .iter()
+            .take(window)
+            .take_while(|w| w.priority == priority)
+            .count();
+        let pick = (self.next_random() % run as u64) as usize;
         let chosen = self.pending.iter().nth(pick).cloned();
         if let Some(c) = &chosen {
             self.pending.remove(c);
@@ -169,15 +205,15 @@ impl Listing {
         self.contention > 0
     }
 
-    /// This process claimed a candidate from `dir`.
-    pub(super) fn claim_won(&mut self, dir: &Path) {
+    /// This process claimed `_name`.
+    pub(super) fn claim_won(&mut self, _name: &WaitingName) {
         self.contention /= 2;
-        self.note_own_change(dir);
     }
 
-    /// Another consumer claimed the candidate first.
-    pub(super) fn claim_lost(&mut self) {
+    /// Another consumer claimed `_name` first.
+    pub(super) fn claim_lost(&mut self, _name: &WaitingName) {
         self.contention = (self.contention + 1).min(8);
+        self.lost_since_listing = self.lost_since_listing.saturating_add(1);
     }
 
     /// A young unreadable file (perhaps still being written in place) is not retried until `until`.

@@ -252,6 +252,7 @@ pub const DEAD_DIR: &str = "dead";
 pub const QUARANTINE_DIR: &str = "quarantine";
 const TEMP_PREFIX: &str = ".tmp-";
 pub(crate) const CLAIM_PREFIX: &str = ".claim-";
+const TAKE_PREFIX: &str = ".take-";
 
 /// A name ddmq uses that is not a message. [`ReservedName::parse`] is the one parser; the one
 /// builder of each is its constant above, [`temp_name`] or [`claim_name`].
@@ -271,6 +272,9 @@ pub enum ReservedName {
     Claim {
         claimed_at: u64,
     },
+    /// `work/.take-<P>-<N>-<ID>-<random>`: a waiting message `P.N.ddmqID` that one consumer has
+    /// just taken, for the moment before it renames it to its `work/` name ([`take_name`]).
+    Take,
 }
 
 impl ReservedName {
@@ -281,6 +285,7 @@ impl ReservedName {
             DEAD_DIR => ReservedName::Dead,
             QUARANTINE_DIR => ReservedName::Quarantine,
             _ if name.starts_with(TEMP_PREFIX) => ReservedName::Temp,
+            _ if name.starts_with(TAKE_PREFIX) => ReservedName::Take,
             _ => {
                 let rest = name.strip_prefix(CLAIM_PREFIX)?;
                 let claimed_at = rest
@@ -307,6 +312,32 @@ pub fn temp_name(kind: &str) -> String {
 /// A unique claim name in `work/`, stamped with the time of the claim.
 pub fn claim_name(now: u64) -> String {
     format!("{CLAIM_PREFIX}{now}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The private name under which one consumer takes the waiting message `w`: unique to this
+/// consumer, so that of two consumers on two hosts exactly one rename succeeds. (With a name that
+/// both could compute, such as the `work/` name, a host that still caches the source finds the
+/// destination to be the very file the other host just moved there, and by POSIX that rename
+/// succeeds without doing anything: both would win.) Dashes, not dots: never `.ddmq` in it.
+pub fn take_name(w: &WaitingName) -> String {
+    format!(
+        "{TAKE_PREFIX}{}-{}-{}-{}",
+        w.priority,
+        w.queue_number,
+        w.id,
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// The waiting message a [`take_name`] holds, if the name is one.
+pub fn parse_take_name(name: &str) -> Option<WaitingName> {
+    let mut parts = name.strip_prefix(TAKE_PREFIX)?.split('-');
+    let (p, n, id) = (parts.next()?, parts.next()?, parts.next()?);
+    parts.next()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    WaitingName::parse(&format!("{p}.{n}.ddmq{id}"))
 }
 
 /// True for every name the original 0.9.10 treats as a message (`fnmatch('*.ddmq*')`).
@@ -340,6 +371,10 @@ mod tests {
             (temp_name("msg"), ReservedName::Temp),
             (temp_name("queue"), ReservedName::Temp),
             (
+                take_name(&WaitingName::parse("3.17.ddmqddmq0ab").unwrap()),
+                ReservedName::Take,
+            ),
+            (
                 claim_name(1_700_000_000),
                 ReservedName::Claim {
                     claimed_at: 1_700_000_000,
@@ -362,6 +397,11 @@ mod tests {
         }
         assert_ne!(temp_name("w"), temp_name("w"), "unique");
         assert_ne!(claim_name(1), claim_name(1), "unique");
+        let w = WaitingName::parse("3.17.ddmq0123456789abcdef0123456789abcdef").unwrap();
+        assert_ne!(take_name(&w), take_name(&w), "unique");
+        assert_eq!(parse_take_name(&take_name(&w)), Some(w));
+        assert_eq!(parse_take_name(".take-3-17-ab"), None);
+        assert_eq!(parse_take_name(".take-3-17-a.b-cd"), None);
     }
 
     #[test]

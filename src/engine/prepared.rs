@@ -291,7 +291,7 @@ impl PreparedMessage {
         if settings.durable {
             sync_dir(&queue.dir)?;
         }
-        queue.listing.lock().unwrap().add_own(&name, &queue.dir);
+        queue.listing.lock().unwrap().add_own(&name);
         Ok(name)
     }
 }

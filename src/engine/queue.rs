@@ -5,14 +5,17 @@
 
 use super::config::{self, Settings};
 use super::error::{Error, Result, io_err};
-use super::files::{is_not_found, is_unreadable_entry, read_message_file, write_atomically};
+use super::files::{
+    is_not_found, is_stale_handle, is_unreadable_entry, read_message_file, retry_stale,
+    write_atomically,
+};
 use super::housekeeping::CleanTimes;
 use super::inspect::StatusCounts;
-use super::listing::{DirSignature, Listing};
+use super::listing::{DirSignature, Listing, SIGNATURE_SETTLE};
 use super::message::{Message, Requeue};
 use super::names::{
     DEAD_DIR, MessageId, WORK_DIR, WaitingName, WorkName, claim_name, is_valid_id,
-    next_queue_number, now_secs,
+    next_queue_number, now_secs, take_name,
 };
 use serde_json::Value;
 use std::io;
@@ -34,6 +37,12 @@ const LAST_GOOD_GRACE: Duration = Duration::from_secs(60);
 /// An unreadable message file younger than this may still be being written by the original
 /// (which writes in place): it is given back rather than quarantined.
 const YOUNG_FILE: Duration = Duration::from_secs(2);
+
+/// A waiting consumer whose queue has not changed for this long polls at [`IDLE_POLL`] at most.
+pub const IDLE_AFTER: Duration = Duration::from_secs(10);
+/// The slowest poll of an idle waiting consumer: another host's message is still seen within
+/// this plus the client's attribute cache time.
+pub const IDLE_POLL: Duration = Duration::from_millis(500);
 
 /// Options of a publish; `None` takes the queue's setting.
 #[derive(Clone, Debug, Default)]
@@ -316,7 +325,7 @@ impl Queue {
         let target = self.dir.join(name.to_string());
         write_atomically(&target, msg.to_json().as_bytes(), durable)
             .map_err(|e| self.no_such_queue_or(e))?;
-        self.listing.lock().unwrap().add_own(name, &self.dir);
+        self.listing.lock().unwrap().add_own(name);
         Ok(())
     }
 
@@ -368,6 +377,11 @@ impl Queue {
     }
 
     /// Claims the next message, if any. No housekeeping.
+    ///
+    /// Two renames: the waiting file to a name private to this call ([`take_name`]), which
+    /// exactly one consumer on any host can win, then, once read, to its `work/` name with the
+    /// message's own timeout. A consumer that dies between the two leaves a `.take-` file that
+    /// housekeeping gives back.
     pub fn consume_one(&self) -> Result<Option<Delivery>> {
         let settings = self.settings()?;
         let mut fresh_listing = false;
@@ -375,12 +389,8 @@ impl Queue {
             let Some(candidate) = self.next_candidate(&mut fresh_listing)? else {
                 return Ok(None);
             };
-            let work_name = WorkName {
-                expiry: now_secs().saturating_add(settings.message_timeout),
-                waiting: candidate,
-            };
-            let from = self.dir.join(work_name.waiting.to_string());
-            let to = self.work.join(work_name.to_string());
+            let from = self.dir.join(candidate.to_string());
+            let taken = self.work.join(take_name(&candidate));
             // Under contention most candidates are gone already: a lookup is much cheaper than a
             // rename, which takes the filesystem-wide rename lock even when it fails.
             let contended = self.listing.lock().unwrap().is_contended();
@@ -389,41 +399,46 @@ impl Queue {
             {
                 Err(io::Error::from(io::ErrorKind::NotFound))
             } else {
-                std::fs::rename(&from, &to)
+                std::fs::rename(&from, &taken)
             };
             match claimed {
-                Ok(()) => self.listing.lock().unwrap().claim_won(&self.dir),
-                Err(e) if is_not_found(&e) => {
+                Ok(()) => self.listing.lock().unwrap().claim_won(&candidate),
+                // ESTALE: our cached entry names a file another host moved: it was taken.
+                Err(e) if is_not_found(&e) || is_stale_handle(&e) => {
                     if !self.dir.is_dir() {
                         return Err(Error::NoSuchQueue(self.dir.clone()));
                     }
-                    self.listing.lock().unwrap().claim_lost();
+                    self.listing.lock().unwrap().claim_lost(&candidate);
                     continue; // another consumer was first
                 }
                 Err(e) => return Err(io_err("claim", &from, e)),
             }
-            match self.read_claimed(&to, work_name, &settings)? {
+            match self.read_taken(&taken, candidate, &settings)? {
                 Some(d) => return Ok(Some(d)),
                 None => continue,
             }
         }
     }
 
-    /// Reads a message we just renamed into `work/`. None if it was unreadable (given back or quarantined).
-    fn read_claimed(
+    /// Reads a message we just took, then renames it to its `work/` name. None if it was
+    /// unreadable (given back or quarantined) or housekeeping gave it back meanwhile.
+    fn read_taken(
         &self,
-        path: &Path,
-        mut work_name: WorkName,
+        taken: &Path,
+        waiting: WaitingName,
         settings: &Settings,
     ) -> Result<Option<Delivery>> {
-        let (bytes, mtime) = match read_message_file(path) {
+        let (bytes, mtime) = match read_message_file(taken) {
             Ok(x) => x,
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) if is_unreadable_entry(&e) => {
-                self.quarantine(path, &format!("{e}"));
+                self.quarantine_as(taken, &waiting.to_string(), &format!("{e}"));
                 return Ok(None);
             }
-            Err(e) => return Err(io_err("read", path, e)),
+            Err(e) => {
+                self.give_back_taken(taken, &waiting);
+                return Err(io_err("read", taken, e));
+            }
         };
         let mut message = match Message::from_json(&bytes) {
             Ok(m) => m,
@@ -431,39 +446,64 @@ impl Queue {
                 let young = mtime.elapsed().map(|age| age < YOUNG_FILE).unwrap_or(true);
                 if young {
                     // Probably the original still writing it in place: give it back, retry later.
-                    let back = self.dir.join(work_name.waiting.to_string());
-                    if std::fs::rename(path, &back).is_ok() {
+                    if self.give_back_taken(taken, &waiting) {
                         self.listing
                             .lock()
                             .unwrap()
-                            .defer(&work_name.waiting, Instant::now() + YOUNG_FILE);
+                            .defer(&waiting, Instant::now() + YOUNG_FILE);
                     }
                 } else {
-                    self.quarantine(path, &e.to_string());
+                    self.quarantine_as(taken, &waiting.to_string(), &e.to_string());
                 }
                 return Ok(None);
             }
         };
-        let timeout = message.timeout_or(settings.message_timeout);
-        if timeout != settings.message_timeout {
-            // The message has its own timeout: move it to its real expiry.
-            let renamed = WorkName {
-                expiry: (work_name.expiry - settings.message_timeout).saturating_add(timeout),
-                waiting: work_name.waiting.clone(),
-            };
-            let to = self.work.join(renamed.to_string());
-            match std::fs::rename(path, &to) {
-                Ok(()) => work_name = renamed,
-                Err(e) if is_not_found(&e) => return Ok(None),
-                Err(e) => return Err(io_err("rename", path, e)),
+        let work_name = WorkName {
+            expiry: now_secs().saturating_add(message.timeout_or(settings.message_timeout)),
+            waiting,
+        };
+        let to = self.work.join(work_name.to_string());
+        match std::fs::rename(taken, &to) {
+            Ok(()) => {}
+            // Housekeeping judged our take abandoned and gave it back: someone else's now.
+            Err(e) if is_not_found(&e) || is_stale_handle(&e) => return Ok(None),
+            Err(e) => {
+                self.give_back_taken(taken, &work_name.waiting);
+                return Err(io_err("claim", taken, e));
             }
         }
         message.filename = work_name.to_string();
         Ok(Some(Delivery { message, work_name }))
     }
 
+    /// Puts a message we took but cannot deliver back at its place; false if it is gone.
+    pub(super) fn give_back_taken(&self, taken: &Path, waiting: &WaitingName) -> bool {
+        let back = self.dir.join(waiting.to_string());
+        match retry_stale(|| std::fs::rename(taken, &back)) {
+            Ok(()) => {
+                self.listing.lock().unwrap().add_own(waiting);
+                true
+            }
+            Err(e) => {
+                if !is_not_found(&e) {
+                    log::warn!(
+                        "could not give {} back as {}: {e} (housekeeping will)",
+                        taken.display(),
+                        back.display()
+                    );
+                }
+                false
+            }
+        }
+    }
+
     /// Waits up to `limit` for a message, watching the directory with a cheap stat every
     /// `poll` (change events do not cross NFS hosts). `give_up` is asked between polls.
+    ///
+    /// A directory whose signature stays the same is looked at once more after
+    /// [`SIGNATURE_SETTLE`] (a change in the same second as our last look may not show in it),
+    /// then only when it changes. After [`IDLE_AFTER`] without a change the stat comes every
+    /// [`IDLE_POLL`] at most, so that idle consumers cost the file server little.
     pub fn consume_wait(
         &self,
         limit: Duration,
@@ -471,8 +511,15 @@ impl Queue {
         give_up: &dyn Fn() -> bool,
     ) -> Result<Option<Delivery>> {
         let deadline = Instant::now() + limit;
+        let mut seen: Option<DirSignature> = None;
+        let mut seen_since = Instant::now();
         loop {
-            let seen = DirSignature::of(&self.dir).ok();
+            let now_sig = DirSignature::of(&self.dir).ok();
+            if now_sig != seen {
+                seen = now_sig;
+                seen_since = Instant::now();
+            }
+            let settled_look = seen_since.elapsed() >= SIGNATURE_SETTLE;
             if let Some(d) = self.consume_one()? {
                 return Ok(Some(d));
             }
@@ -480,11 +527,19 @@ impl Queue {
                 if Instant::now() >= deadline || give_up() {
                     return Ok(None);
                 }
-                std::thread::sleep(poll.min(deadline.saturating_duration_since(Instant::now())));
+                let pause = if seen_since.elapsed() >= IDLE_AFTER {
+                    poll.max(IDLE_POLL)
+                } else {
+                    poll
+                };
+                std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
                 let now_sig = DirSignature::of(&self.dir)
                     .map_err(|e| self.missing_queue_or("stat", &self.dir, e))?;
                 // A deferred (young, unreadable) file may be complete now, with no directory change to show it.
-                if Some(now_sig) != seen || self.deferral_ended() {
+                if Some(now_sig) != seen
+                    || self.deferral_ended()
+                    || (!settled_look && seen_since.elapsed() >= SIGNATURE_SETTLE)
+                {
                     break;
                 }
             }
@@ -522,7 +577,7 @@ impl Queue {
         // The common case, a current work/ name, is one unlink; only a miss searches.
         if WorkName::parse(name_or_id).is_some() {
             let path = self.work.join(name_or_id);
-            match std::fs::remove_file(&path) {
+            match retry_stale(|| std::fs::remove_file(&path)) {
                 Ok(()) => return Ok(AckOutcome::Acked(name_or_id.to_string())),
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(io_err("ack", &path, e)),
@@ -532,7 +587,7 @@ impl Queue {
             return Ok(AckOutcome::NotFound);
         };
         let path = self.work.join(w.to_string());
-        match std::fs::remove_file(&path) {
+        match retry_stale(|| std::fs::remove_file(&path)) {
             Ok(()) => Ok(AckOutcome::Acked(w.to_string())),
             Err(e) if is_not_found(&e) => Ok(AckOutcome::NotFound),
             Err(e) => Err(io_err("ack", &path, e)),
@@ -553,9 +608,9 @@ impl Queue {
     pub fn give_back(&self, w: &WorkName) -> Result<bool> {
         let from = self.work.join(w.to_string());
         let to = self.dir.join(w.waiting.to_string());
-        match std::fs::rename(&from, &to) {
+        match retry_stale(|| std::fs::rename(&from, &to)) {
             Ok(()) => {
-                self.listing.lock().unwrap().add_own(&w.waiting, &self.dir);
+                self.listing.lock().unwrap().add_own(&w.waiting);
                 Ok(true)
             }
             Err(e) if is_not_found(&e) => Ok(false),
@@ -584,7 +639,8 @@ impl Queue {
         if renewed == w {
             return Ok(Some(w));
         }
-        match std::fs::rename(&from, self.work.join(renewed.to_string())) {
+        let to = self.work.join(renewed.to_string());
+        match retry_stale(|| std::fs::rename(&from, &to)) {
             Ok(()) => Ok(Some(renewed)),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(io_err("touch", &from, e)),
@@ -600,7 +656,7 @@ impl Queue {
     ) -> Result<RequeueOutcome> {
         let from = self.work.join(w.to_string());
         let claim = self.work.join(claim_name(now_secs()));
-        match std::fs::rename(&from, &claim) {
+        match retry_stale(|| std::fs::rename(&from, &claim)) {
             Ok(()) => {}
             Err(e) if is_not_found(&e) => return Ok(RequeueOutcome::NotFound),
             Err(e) => return Err(io_err("claim", &from, e)),
