@@ -500,6 +500,135 @@ fn leases_renewed_across_hosts(cluster: &Cluster, tasks: usize) {
     s.verify(&published, started);
 }
 
+/// Runs `script` in bash with the mountpoint as $1; returns its stdout.
+fn bash_on(mnt: &Path, script: &str) -> String {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .arg("bash")
+        .arg(mnt)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{script}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Priority, then FIFO, while another host changes the queue: for a long-lived engine client
+/// (a change in the same second as its listing, which MooseFS's one-second mtimes hide from the
+/// directory's signature), and through a mount driven by bash (the other host takes a message
+/// the mount's listing holds; the other host publishes while the mount keeps publishing and
+/// consuming).
+fn order_while_another_host_changes_the_queue(cluster: &Cluster) {
+    let s = Scenario::new(cluster, "order", 2, "cleaned: 0\n");
+    let a = ddmq::engine::Broker::open(&s.hosts[0]).unwrap();
+    let a = a.queue("q").unwrap();
+    let b = ddmq::engine::Broker::open(&s.hosts[1]).unwrap();
+    let b = b.queue("q").unwrap();
+    let publish = |q: &ddmq::engine::Queue, body: &str, priority: u64| {
+        q.publish(
+            body.into(),
+            &ddmq::engine::PublishOptions {
+                priority: Some(priority),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    };
+    let take = |q: &ddmq::engine::Queue| {
+        q.consume_one().unwrap().map(|d| {
+            q.ack(&d.message.filename).unwrap();
+            d.message.body_text()
+        })
+    };
+    for i in 0..200 {
+        publish(&b, &format!("later{i}"), 5);
+    }
+    assert_eq!(take(&a).as_deref(), Some("later0")); // a's listing: 199 waiting
+    publish(&b, "urgent", 0); // most likely in the same second as a's listing
+    let position = (1..200)
+        .position(|_| {
+            std::thread::sleep(Duration::from_millis(30));
+            take(&a).as_deref() == Some("urgent")
+        })
+        .expect("the urgent message was never delivered");
+    assert!(
+        position < 150,
+        "the urgent message came only after {position} others: its listing was never refreshed"
+    );
+    while take(&a).is_some() {}
+
+    let state = tempfile::tempdir().unwrap();
+    let mount = HostMount::start(&s.hosts[0], &state.path().join("mnt"));
+    publish(&b, "x1", 5);
+    publish(&b, "x2", 5);
+    assert_eq!(bash_on(&mount.mnt, "cat \"$1/q/next\""), "x1");
+    assert_eq!(take(&b).as_deref(), Some("x2")); // behind the mount's back
+    let own = bash_on(
+        &mount.mnt,
+        "for i in 1 2 3 4 5 6 7 8; do echo o$i > \"$1/q/in\"; done; \
+         for i in 1 2 3 4 5 6 7 8; do cat \"$1/q/next\"; done",
+    );
+    assert_eq!(own, "o1\no2\no3\no4\no5\no6\no7\no8\n");
+
+    publish(&b, "theirs", 5);
+    let rounds = bash_on(
+        &mount.mnt,
+        "for r in $(seq 1 300); do echo a$r > \"$1/q/in\"; echo b$r > \"$1/q/in\"; \
+         [ \"$(cat \"$1/q/next\")\" = theirs ] && { echo $r; exit 0; }; sleep 0.01; done; echo never",
+    );
+    assert_ne!(
+        rounds.trim(),
+        "never",
+        "the other host's message was starved"
+    );
+    let out = mount.stop();
+    s.failures.check("ddmq mount", &out);
+    while take(&a).is_some() {}
+    s.failures.assert_none(&s.name);
+    eprintln!(
+        "{}: the urgent message came after {position} others, the other host's message through the mount after {} rounds",
+        s.name,
+        rounds.trim()
+    );
+}
+
+/// The counts a status keeps while a queue looks settled show another host's change within the
+/// bound doc/RELIABILITY.md gives: the client's attribute cache time (GlusterFS md-cache: 1 s),
+/// plus the poll here.
+fn status_sees_another_hosts_change(cluster: &Cluster) {
+    let s = Scenario::new(cluster, "status", 2, "cleaned: 0\n");
+    let a = ddmq::engine::Broker::open(&s.hosts[0]).unwrap();
+    let a = a.queue("q").unwrap();
+    let b = ddmq::engine::Broker::open(&s.hosts[1]).unwrap();
+    let b = b.queue("q").unwrap();
+    b.publish("one".into(), &Default::default()).unwrap();
+    // Seen for longer than the settling time: from now on a's counts are kept and reused.
+    assert_eq!(a.status(false).unwrap().waiting, 1);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(a.status(false).unwrap().waiting, 1);
+    assert_eq!(a.status(false).unwrap().waiting, 1);
+    b.publish("two".into(), &Default::default()).unwrap();
+    let published = Instant::now();
+    while a.status(false).unwrap().waiting != 2 {
+        assert!(
+            published.elapsed() < Duration::from_secs(10),
+            "{}: another host's publish never showed in status",
+            s.name
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "{}: another host's publish showed in status after {} ms",
+        s.name,
+        published.elapsed().as_millis()
+    );
+    while a
+        .consume_one()
+        .unwrap()
+        .is_some_and(|d| a.ack(&d.message.filename).is_ok())
+    {}
+}
+
 fn all_scenarios(kind: Kind) {
     let messages = env_usize("DDMQ_CLUSTER_MESSAGES", 600);
     let cluster = Cluster::start(kind, 3, None);
@@ -509,6 +638,8 @@ fn all_scenarios(kind: Kind) {
         mounts_everywhere(&cluster, hosts, messages);
     }
     leases_renewed_across_hosts(&cluster, 4);
+    order_while_another_host_changes_the_queue(&cluster);
+    status_sees_another_hosts_change(&cluster);
 }
 
 #[test]

@@ -3,13 +3,13 @@
 
 use super::error::{Error, Result, io_err};
 use super::files::{for_each_entry, is_not_found, list_names, read_message_file};
-use super::listing::{DirSignature, Listing};
+use super::listing::{DirSignature, Listing, SIGNATURE_SETTLE};
 use super::message::Message;
 use super::names::{ReservedName, WaitingName, WorkName, original_sees_as_message, temp_name};
 use super::queue::Queue;
 use super::survey::LongestWaiting;
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 /// Counts for `view` and the mount's status file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -23,11 +23,16 @@ pub struct QueueStatus {
 /// The counts of a status and the signatures of the queue's two directories taken before they
 /// were counted. While neither directory has changed since, a status is answered from them with
 /// two `stat`s instead of two listings (a status of 100,000 waiting took 60 ms of listing, and
-/// more while `ls -l` of the same queue ran on the mount). Kept only when both directories had
-/// last changed long enough before (see [`DirSignature::settled`]) that a later change cannot
-/// leave the signature as it was.
+/// more while `ls -l` of the same queue ran on the mount). Reused only when they were counted
+/// at least [`SIGNATURE_SETTLE`] after this process first saw those signatures, by its own
+/// monotonic clock: a change after that moves the signature even where mtimes are kept to the
+/// second, and no two hosts' clocks are compared. What stays hidden is what the client's
+/// attribute cache hides from `stat` itself (GlusterFS md-cache: 1 s; NFS: `actimeo`).
 pub(super) struct StatusCounts {
     signatures: (DirSignature, DirSignature),
+    /// When this process first saw `signatures`, and when it counted under them.
+    signatures_since: Instant,
+    counted_at: Instant,
     waiting: usize,
     in_flight: usize,
     longest: LongestWaiting,
@@ -84,8 +89,17 @@ impl Queue {
         );
         let cached = self.counted.lock().unwrap().take();
         let counts = match cached {
-            Some(counts) if counts.signatures == signatures => counts,
-            _ => self.count(signatures)?,
+            Some(counts)
+                if counts.signatures == signatures
+                    && counts.counted_at.duration_since(counts.signatures_since)
+                        >= SIGNATURE_SETTLE =>
+            {
+                counts
+            }
+            Some(counts) if counts.signatures == signatures => {
+                self.count(signatures, counts.signatures_since)?
+            }
+            _ => self.count(signatures, Instant::now())?,
         };
         let oldest_waiting_age = if with_age {
             self.written_at(&counts.longest).map(|t| {
@@ -102,17 +116,20 @@ impl Queue {
             in_flight: counts.in_flight,
             oldest_waiting_age,
         };
-        let now = SystemTime::now();
-        if signatures.0.settled(now) && signatures.1.settled(now) {
-            *self.counted.lock().unwrap() = Some(counts);
-        }
+        *self.counted.lock().unwrap() = Some(counts);
         Ok(status)
     }
 
     /// Counts both directories in one pass each: no list of names, no sort.
-    fn count(&self, signatures: (DirSignature, DirSignature)) -> Result<StatusCounts> {
+    fn count(
+        &self,
+        signatures: (DirSignature, DirSignature),
+        signatures_since: Instant,
+    ) -> Result<StatusCounts> {
         let mut counts = StatusCounts {
             signatures,
+            signatures_since,
+            counted_at: Instant::now(),
             waiting: 0,
             in_flight: 0,
             longest: LongestWaiting::default(),
@@ -230,18 +247,10 @@ mod tests {
     use crate::engine::Broker;
     use std::time::Duration;
 
-    fn age_dir(dir: &Path) {
-        let t = SystemTime::now() - Duration::from_secs(3600);
-        std::fs::File::open(dir)
-            .unwrap()
-            .set_times(std::fs::FileTimes::new().set_modified(t))
-            .unwrap();
-    }
-
-    /// The counts of a settled queue are kept and answered again without counting; those of a
-    /// queue that changed moments ago are not kept.
+    /// Counts are reused only once they were counted a settling time after their signatures were
+    /// first seen; any change of a signature makes the next status count again.
     #[test]
-    fn counts_are_kept_only_for_settled_directories_and_then_reused() {
+    fn counts_are_reused_only_under_a_settled_signature() {
         let dir = tempfile::tempdir().unwrap();
         let broker = Broker::open_or_init(dir.path()).unwrap();
         broker.create_queue("q").unwrap();
@@ -249,13 +258,21 @@ mod tests {
         q.publish(serde_json::Value::from("m"), &Default::default())
             .unwrap();
         assert_eq!(q.status(false).unwrap().waiting, 1);
-        assert!(q.counted.lock().unwrap().is_none(), "changed just now");
-
-        age_dir(q.dir());
-        age_dir(&q.dir().join("work"));
-        assert_eq!(q.status(false).unwrap().waiting, 1);
         // Mark the kept counts: a status that reuses them answers the mark.
-        q.counted.lock().unwrap().as_mut().expect("kept").waiting = 7;
+        let mark = |n| q.counted.lock().unwrap().as_mut().expect("kept").waiting = n;
+        mark(7);
+        assert_eq!(
+            q.status(false).unwrap().waiting,
+            1,
+            "seen just now: counted"
+        );
+        // Seen long enough ago: the count made now stands until a signature changes.
+        q.counted.lock().unwrap().as_mut().unwrap().signatures_since -= SIGNATURE_SETTLE;
+        assert_eq!(q.status(false).unwrap().waiting, 1);
+        mark(7);
         assert_eq!(q.status(false).unwrap().waiting, 7, "reused, not counted");
+        q.publish(serde_json::Value::from("m2"), &Default::default())
+            .unwrap();
+        assert_eq!(q.status(false).unwrap().waiting, 2, "changed: counted");
     }
 }

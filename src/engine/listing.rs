@@ -33,18 +33,6 @@ pub(super) struct DirSignature {
 }
 
 impl DirSignature {
-    /// True when the directory's entries last changed (its mtime) more than a few seconds before
-    /// `now`: any later change then gives it a later mtime, even on a filesystem that keeps
-    /// mtimes to the second.
-    pub(super) fn settled(&self, now: SystemTime) -> bool {
-        const SETTLE_NS: i128 = 3_000_000_000;
-        let now_ns = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i128)
-            .unwrap_or(0);
-        now_ns - self.mtime_ns > SETTLE_NS
-    }
-
     pub(super) fn of(dir: &Path) -> io::Result<DirSignature> {
         let m = retry_stale(|| std::fs::metadata(dir))?;
         Ok(DirSignature {
