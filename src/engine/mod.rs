@@ -21,8 +21,10 @@
 //! FIFO for one publisher and time-ordered across publishers and hosts (as 0.9.14 moved to).
 //!
 //! Temporary names never contain `.ddmq`, so the original never takes them for messages:
-//! `.tmp-*` (a message or settings file being written) and `work/.claim-<epoch>-*` (a message
-//! being requeued or dropped by exactly one client). [`names`] builds and parses every such name.
+//! `.tmp-*` (a message or settings file being written), `work/.take-<P>-<N>-<ID>-<random>` (a
+//! message one consumer has just taken, before it has its `work/` name) and
+//! `work/.claim-<epoch>-*` (a message being requeued or dropped by exactly one client). [`names`]
+//! builds and parses every such name.
 //!
 //! # Where each part lives
 //!
@@ -37,15 +39,24 @@
 //! | change | the call | who loses a race sees |
 //! |---|---|---|
 //! | publish | `rename(.tmp-X, P.N.ddmqID)` after the full write (and fsync if `durable`) | — (names are unique) |
-//! | consume (claim) | `rename(P.N.ddmqID, work/E.P.N.ddmqID)` | ENOENT: take the next one |
+//! | consume (claim) | `rename(P.N.ddmqID, work/.take-P-N-ID-R)` (R: random, this claimer's own); then, once read, `rename(work/.take-…, work/E.P.N.ddmqID)` | ENOENT or ESTALE: take the next one |
 //! | ack | `unlink(work/E.…)` | ENOENT: already acked or expired |
 //! | give back (reader left early) | `rename(work/E.P.N.ddmqID, P.N.ddmqID)`: keeps its place | ENOENT |
 //! | extend lease (touch) | `rename(work/E.…, work/E2.…)` | ENOENT |
 //! | nack / expiry | `rename(work/E.…, work/.claim-T-R)`; then the claimer alone publishes the requeued copy (or deletes it, or moves it to `dead/`) and unlinks the claim | ENOENT: someone else handles it |
 //! | quarantine | `rename(<file>, quarantine/<name>)` | ENOENT |
 //!
+//! Every rename goes from a name one client holds, or to a name no other client can compute. A
+//! destination another client can compute is not exclusive across hosts: a host that still caches
+//! the source entry after another host renamed it finds that destination to be the very file, and
+//! by POSIX its rename then "succeeds" without reaching the server (see doc/RELIABILITY.md).
+//!
 //! A claim file left by a client that died mid-requeue is re-claimed (renamed again) by a cleaner
-//! after five minutes, so nothing is lost; at worst one duplicate per crash.
+//! after five minutes, so nothing is lost; at worst one duplicate per crash. A take left by a
+//! consumer that died between its two renames is given back at its place, uncounted, after a
+//! minute (by its ctime, which the take set).
+//!
+//! ESTALE (a cached name another host replaced or moved) is looked up again for up to 4 s.
 //!
 //! A publish whose body arrives in pieces (the mount's `in`: [`PreparedMessage`]) writes its
 //! `.tmp-in-…` file as the pieces arrive: the record's first field is the body, so each piece is
@@ -65,12 +76,16 @@
 //! # Cost
 //!
 //! Publish writes one file: no listing. Consume works from a sorted in-memory listing of the queue
-//! directory, refreshed when it runs out, or when the directory changed behind our back and the
-//! last listing is older than 50 ms and four times what a listing costs. So each message costs
-//! O(log n) whatever the depth, a long-lived caller sees a more urgent message from another client
-//! within that bound (at once when its listing runs out), and an empty answer is only given by a
-//! listing made during that call. Consumers that lose claims to each other draw candidates at
-//! random from the head of the listing, so they stop colliding on the same message.
+//! directory, refreshed when it runs out, or, once it is older than 50 ms and four times what a
+//! listing costs, when the directory's signature differs from the one it was listed under (our
+//! own changes included: a signature is never recorded without a listing, so other clients'
+//! changes in between are never swallowed), when a claim was lost since, or when that signature
+//! had been seen for less than 2 s (mtimes to the second, cached directory attributes). So each
+//! message costs O(log n) amortized whatever the depth, a long-lived caller sees a more urgent
+//! message from another client within that bound (at once when its listing runs out), and an
+//! empty answer is only given by a listing made during that call. Consumers that keep losing
+//! claims draw candidates at random among the head's messages of the most urgent priority, so
+//! they stop colliding on the same message and never pass a more urgent one.
 
 pub mod config;
 pub mod message;
