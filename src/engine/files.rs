@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// Message files larger than this are not read into memory; they are quarantined.
 const MAX_FILE_BYTES: u64 = 1 << 30;
@@ -102,11 +102,12 @@ pub(crate) fn is_unreadable_entry(e: &io::Error) -> bool {
 
 /// Reads a message file without following symlinks (a planted link never leads out of ROOT).
 /// ESTALE is looked up again (see [`retry_stale`]).
-pub(crate) fn read_message_file(path: &Path) -> io::Result<(Vec<u8>, SystemTime)> {
+/// Returns the bytes and the file's metadata (its times are the filesystem's clock).
+pub(crate) fn read_message_file(path: &Path) -> io::Result<(Vec<u8>, std::fs::Metadata)> {
     retry_stale(|| read_message_file_once(path))
 }
 
-fn read_message_file_once(path: &Path) -> io::Result<(Vec<u8>, SystemTime)> {
+fn read_message_file_once(path: &Path) -> io::Result<(Vec<u8>, std::fs::Metadata)> {
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -134,7 +135,7 @@ fn read_message_file_once(path: &Path) -> io::Result<(Vec<u8>, SystemTime)> {
             "the file grew too large for a message file while it was read",
         ));
     }
-    Ok((bytes, meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
+    Ok((bytes, meta))
 }
 
 /// The entries of `dir` that `parse` accepts, parsed.

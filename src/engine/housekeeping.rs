@@ -5,7 +5,7 @@ use super::config;
 use super::error::{Error, Result, io_err};
 use super::files::is_not_found;
 use super::names::{
-    CLAIM_PREFIX, QUARANTINE_DIR, ReservedName, WorkName, claim_name, now_secs, parse_take_name,
+    CLAIM_PREFIX, QUARANTINE_DIR, ReservedName, WorkName, claim_name, parse_take_name,
 };
 use super::queue::{Queue, RequeueOutcome, SETTINGS_TTL};
 use std::io;
@@ -77,7 +77,7 @@ impl Queue {
             times.considered_at = Some(Instant::now());
         }
         let settings = self.settings()?;
-        if settings.cleaned.saturating_add(CLEAN_INTERVAL_SECS) > now_secs() {
+        if settings.cleaned.saturating_add(CLEAN_INTERVAL_SECS) > self.fs_now_secs() {
             return Ok(None);
         }
         self.clean().map(Some)
@@ -86,7 +86,11 @@ impl Queue {
     /// Housekeeping now: requeue or drop expired messages, recover stale claims, remove stale
     /// temporary files, then record `cleaned`. Safe with any number of concurrent cleaners.
     pub fn clean(&self) -> Result<CleanReport> {
-        self.clean_as_of(now_secs())
+        // Expiries, claims and temporary files are judged by the filesystem's clock.
+        if let Err(e) = self.refresh_clock() {
+            log::warn!("{e}; judging expiry by this host's clock");
+        }
+        self.clean_as_of(self.fs_now_secs())
     }
 
     /// [`Queue::clean`] as if the time were `now` (epoch seconds).
@@ -122,6 +126,7 @@ impl Queue {
                     }
                 }
             } else if let Some(ReservedName::Claim { claimed_at }) = ReservedName::parse(&name) {
+                // The time in the name is the claimer's estimate of the filesystem's clock.
                 if claimed_at.saturating_add(STALE_CLAIM_SECS) >= now {
                     continue;
                 }

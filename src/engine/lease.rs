@@ -3,14 +3,15 @@
 //! [`Queue::touch`]). Built from the calls of [`Queue`] only, so every state change is still one of
 //! the protocol's atomic calls.
 
+use super::Result;
 use super::queue::{CleanReport, Queue};
-use super::{Result, now_secs};
 
 impl Queue {
     /// True when some in-flight message's lease has run out (a cheap listing of `work/`, no
     /// writes): what a waiting consumer looks at before it calls [`Queue::requeue_expired`].
     pub fn has_expired_leases(&self) -> Result<bool> {
-        let now = now_secs();
+        self.refresh_clock()?;
+        let now = self.fs_now_secs();
         Ok(self.in_flight()?.iter().any(|w| w.expiry < now))
     }
 
@@ -24,5 +25,13 @@ impl Queue {
         } else {
             Ok(CleanReport::default())
         }
+    }
+}
+
+impl Queue {
+    /// Seconds left on the lease of the in-flight message `w`, by the filesystem's clock (which
+    /// its expiry is written in): what a runner schedules its renewals by.
+    pub fn lease_left_secs(&self, w: &super::WorkName) -> u64 {
+        w.expiry.saturating_sub(self.fs_now_secs())
     }
 }

@@ -92,6 +92,7 @@ pub mod message;
 pub mod names;
 
 mod broker;
+mod clock;
 mod error;
 mod files;
 mod housekeeping;

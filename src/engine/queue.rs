@@ -3,6 +3,7 @@
 //! atomic call documented there. Housekeeping and inspection of a queue live in `housekeeping`
 //! and `inspect`.
 
+use super::clock::FsClock;
 use super::config::{self, Settings};
 use super::error::{Error, Result, io_err};
 use super::files::{
@@ -15,10 +16,11 @@ use super::listing::{DirSignature, Listing, SIGNATURE_SETTLE};
 use super::message::{Message, Requeue};
 use super::names::{
     DEAD_DIR, MessageId, WORK_DIR, WaitingName, WorkName, claim_name, is_valid_id,
-    next_queue_number, now_secs, take_name,
+    next_queue_number, take_name,
 };
 use serde_json::Value;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -117,6 +119,8 @@ pub struct Queue {
     pub(super) clean_times: Mutex<CleanTimes>,
     /// The last status's counts, reused while the directories are unchanged.
     pub(super) counted: Mutex<Option<StatusCounts>>,
+    /// The offset to the filesystem's clock (see `clock`).
+    pub(super) clock: Mutex<FsClock>,
 }
 
 impl Queue {
@@ -131,6 +135,7 @@ impl Queue {
             settings: Mutex::new(None),
             clean_times: Mutex::new(CleanTimes::default()),
             counted: Mutex::new(None),
+            clock: Mutex::new(FsClock::default()),
         }
     }
 
@@ -428,7 +433,7 @@ impl Queue {
         waiting: WaitingName,
         settings: &Settings,
     ) -> Result<Option<Delivery>> {
-        let (bytes, mtime) = match read_message_file(taken) {
+        let (bytes, meta) = match read_message_file(taken) {
             Ok(x) => x,
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) if is_unreadable_entry(&e) => {
@@ -440,10 +445,15 @@ impl Queue {
                 return Err(io_err("read", taken, e));
             }
         };
+        // The take just set the file's ctime: the filesystem's clock, now.
+        self.learn_clock(&meta);
         let mut message = match Message::from_json(&bytes) {
             Ok(m) => m,
             Err(e) => {
-                let young = mtime.elapsed().map(|age| age < YOUNG_FILE).unwrap_or(true);
+                // Both times stamped by the filesystem: no two hosts' clocks compared.
+                let written = (meta.mtime() as f64) + meta.mtime_nsec() as f64 / 1e9;
+                let taken_at = (meta.ctime() as f64) + meta.ctime_nsec() as f64 / 1e9;
+                let young = taken_at - written < YOUNG_FILE.as_secs_f64();
                 if young {
                     // Probably the original still writing it in place: give it back, retry later.
                     if self.give_back_taken(taken, &waiting) {
@@ -459,7 +469,9 @@ impl Queue {
             }
         };
         let work_name = WorkName {
-            expiry: now_secs().saturating_add(message.timeout_or(settings.message_timeout)),
+            expiry: self
+                .fs_now_secs()
+                .saturating_add(message.timeout_or(settings.message_timeout)),
             waiting,
         };
         let to = self.work.join(work_name.to_string());
@@ -633,7 +645,7 @@ impl Queue {
             Err(e) => return Err(io_err("read", &from, e)),
         };
         let renewed = WorkName {
-            expiry: now_secs().saturating_add(timeout),
+            expiry: self.fs_now_secs().saturating_add(timeout),
             waiting: w.waiting.clone(),
         };
         if renewed == w {
@@ -655,7 +667,7 @@ impl Queue {
         force_requeue: bool,
     ) -> Result<RequeueOutcome> {
         let from = self.work.join(w.to_string());
-        let claim = self.work.join(claim_name(now_secs()));
+        let claim = self.work.join(claim_name(self.fs_now_secs()));
         match retry_stale(|| std::fs::rename(&from, &claim)) {
             Ok(()) => {}
             Err(e) if is_not_found(&e) => return Ok(RequeueOutcome::NotFound),

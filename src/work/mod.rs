@@ -299,7 +299,8 @@ impl Runner<'_> {
         self.seq += 1;
         let work_name = delivery.work_name.clone();
         let id = delivery.message.id.clone();
-        match Task::start(self.seq, &self.template, delivery) {
+        let lease_secs = self.queue.lease_left_secs(&work_name);
+        match Task::start(self.seq, &self.template, delivery, lease_secs) {
             Ok(task) => self.tasks.push(task),
             Err(e) => {
                 let words = self.template.words.join(" ");

@@ -3,7 +3,7 @@
 //! holds on the message while it runs.
 
 use super::output::{LineBuffer, Output, Stream};
-use crate::engine::{Delivery, WorkName, now_secs};
+use crate::engine::{Delivery, WorkName};
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::CommandExt;
@@ -64,9 +64,11 @@ pub struct Lease {
 
 impl Lease {
     /// Renewed four times per lease (every `timeout / 4`), so a renewal may come late by most of
-    /// the lease before the message expires; at least every 60 s.
-    fn new(work_name: WorkName) -> Lease {
-        let lease_secs = work_name.expiry.saturating_sub(now_secs()).max(1);
+    /// the lease before the message expires; at least every 60 s. `lease_secs`: what is left of
+    /// it by the filesystem's clock, which the expiry is written in (never this host's clock:
+    /// a runner whose clock is behind would renew too late).
+    fn new(work_name: WorkName, lease_secs: u64) -> Lease {
+        let lease_secs = lease_secs.max(1);
         let period = Duration::from_secs_f64(lease_secs as f64 / 4.0)
             .clamp(Duration::from_millis(200), Duration::from_secs(60));
         Lease {
@@ -110,7 +112,12 @@ pub struct Task {
 impl Task {
     /// Starts the command for `delivery`. On error the message is still in flight: the caller
     /// decides what becomes of it.
-    pub fn start(seq: u64, template: &CommandTemplate, delivery: Delivery) -> io::Result<Task> {
+    pub fn start(
+        seq: u64,
+        template: &CommandTemplate,
+        delivery: Delivery,
+        lease_secs: u64,
+    ) -> io::Result<Task> {
         let message = delivery.message;
         let body = message.body_text();
         let words = template.words_for(&body);
@@ -152,7 +159,7 @@ impl Task {
         let mut task = Task {
             seq,
             id: message.id,
-            lease: Lease::new(delivery.work_name),
+            lease: Lease::new(delivery.work_name, lease_secs),
             child,
             stdout,
             stderr,
