@@ -74,7 +74,7 @@ fn fill_atomically(
         if durable {
             f.sync_all().map_err(|e| io_err("fsync", &tmp, e))?;
         }
-        drop(f);
+        close_checked(f).map_err(|e| io_err("close", &tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| io_err("rename", path, e))?;
         if durable {
             sync_dir(dir)?;
@@ -85,6 +85,19 @@ fn fill_atomically(
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Closes `f` and returns what close said. A network filesystem may take every write and report
+/// ENOSPC, EDQUOT or EIO only at close (GlusterFS's write-behind, NFS): a file whose close failed
+/// is not known whole and must not be renamed into place.
+pub(crate) fn close_checked(f: File) -> io::Result<()> {
+    nix::unistd::close(f).map_err(io::Error::from)
+}
+
+/// What [`close_checked`] learns, for a file that stays open: closing a duplicate descriptor
+/// makes the filesystem flush what was written (NFS and FUSE flush at every close).
+pub(crate) fn flush_checked(f: &File) -> io::Result<()> {
+    close_checked(f.try_clone()?)
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {

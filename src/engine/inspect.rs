@@ -245,7 +245,6 @@ impl Queue {
 mod tests {
     use super::*;
     use crate::engine::Broker;
-    use std::time::Duration;
 
     /// Counts are reused only once they were counted a settling time after their signatures were
     /// first seen; any change of a signature makes the next status count again.

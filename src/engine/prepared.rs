@@ -15,7 +15,7 @@
 //! that copy, so nothing is lost.
 
 use super::error::{Error, Result, io_err};
-use super::files::{copy_atomically, is_not_found, sync_dir};
+use super::files::{copy_atomically, flush_checked, is_not_found, sync_dir};
 use super::message::{MESSAGE_HEAD, escape_str_into, unescape_into};
 use super::names::{WaitingName, temp_name};
 use super::queue::{PublishOptions, Queue};
@@ -270,6 +270,9 @@ impl PreparedMessage {
                 .sync_all()
                 .map_err(|e| io_err("fsync", &path, e))?;
         }
+        // An error that the filesystem keeps for close (a full GlusterFS volume) fails the
+        // publish here, before the rename, instead of publishing a torn message.
+        flush_checked(&self.file).map_err(|e| io_err("close", &path, e))?;
         let target = queue.dir.join(name.to_string());
         match std::fs::rename(&path, &target) {
             Ok(()) => {}
