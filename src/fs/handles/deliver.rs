@@ -113,14 +113,11 @@ impl OpenHandle for DeliverHandle {
     /// Gives the message back unless someone still alive read it whole.
     fn release(mut self: Box<Self>, ctx: &Ctx, _shutting_down: bool) -> Result<()> {
         const OP: &str = "release";
-        if self.settled {
-            return Ok(());
+        if self.settled || self.lease.is_lost() {
+            return Ok(()); // done, or taken back already (a FLUSH reported that)
         }
         if !self.finished_by.is_empty() {
             return self.ack(ctx, OP);
-        }
-        if self.lease.is_lost() {
-            return Ok(()); // taken back already
         }
         let q = ctx.queue(OP, &self.queue)?;
         // Under the lease's lock, so that no renewal renames it meanwhile.
