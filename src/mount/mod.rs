@@ -310,10 +310,10 @@ fn mount_session(
     // kernel's check, from attributes shared by all users, refuses a group member's chmod of
     // `in` before the daemon hears of it).
     if !sys::is_root_user() {
-        if let Some(option) = opts.admits_others() {
-            if !fuse_conf_allows_others(Path::new(FUSE_CONF)) {
-                return Err(MountError::OthersNotAllowed { option });
-            }
+        if let Some(option) = opts.admits_others()
+            && !fuse_conf_allows_others(Path::new(FUSE_CONF))
+        {
+            return Err(MountError::OthersNotAllowed { option });
         }
         config.mount_options = vec![
             fuser::MountOption::FSName(source.to_string()),
