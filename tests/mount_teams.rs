@@ -814,11 +814,52 @@ fn allow_root_for_a_user_says_once_what_it_needs() {
         return;
     }
     assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.matches("Error:").count(), 1, "said once: {stderr}");
     assert_eq!(
         stderr.matches("user_allow_other").count(),
         1,
         "said once: {stderr}"
     );
     assert!(stderr.contains("/etc/fuse.conf"), "{stderr}");
+    assert_eq!(mounts_at(&mnt), 0);
+}
+
+#[test]
+fn a_mount_by_a_user_works_or_says_once_why_not() {
+    let t = Team::new();
+    let mnt = t.dir.path().join("users-mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    std::os::unix::fs::chown(&mnt, Some(t.uid(t.member())), None).unwrap();
+    let dev_fuse_for_all = std::fs::metadata("/dev/fuse").unwrap().mode() & 0o006 == 0o006;
+    let out = t
+        .accounts
+        .as_user(t.member(), DDMQ)
+        .arg("mount")
+        .arg(&t.root)
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if dev_fuse_for_all {
+        assert!(out.status.success(), "{stderr}");
+        t.sh_ok(t.member(), &format!("echo mine > {}/q/in", mnt.display()));
+        let out = t
+            .accounts
+            .as_user(t.member(), DDMQ)
+            .arg("umount")
+            .arg(&mnt)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(t.waiting().len(), 1);
+        return;
+    }
+    // A background daemon reports its failure through its parent only: said once.
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.matches("Error:").count(), 1, "said once: {stderr}");
+    assert!(
+        stderr.contains("only root can make FUSE mounts"),
+        "{stderr}"
+    );
     assert_eq!(mounts_at(&mnt), 0);
 }

@@ -324,6 +324,14 @@ fn mount_session(
         if opts.read_only {
             config.mount_options.push(fuser::MountOption::RO);
         }
+        // fuser opens /dev/fuse itself before it turns to fusermount3: where the device is
+        // root's alone (as in many containers) nobody else can mount, fusermount3 included.
+        if let Err(e) = OpenOptions::new().read(true).write(true).open("/dev/fuse") {
+            return Err(MountError::Daemon(format!(
+                "cannot open /dev/fuse ({e}): on this system only root can make FUSE mounts; \
+                 run the daemon as root (see doc/MOUNT.md, fstab and systemd)"
+            )));
+        }
         return fuser::Session::new(fuse, mountpoint, &config).map_err(io_err("mount", mountpoint));
     }
     let dev = OpenOptions::new()
