@@ -46,9 +46,10 @@ fn renewal_after(expiry: u64) -> Instant {
 }
 
 /// What a renewal found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Renewal {
-    Renewed,
+    /// Renewed: the message's new name in `work/`.
+    Renewed(WorkName),
     /// The message is no longer in flight under this lease: lost, reported once.
     Lost,
     /// Nothing to do (settled, lost before, or not due).
@@ -88,8 +89,8 @@ impl Lease {
         match queue.touch(&s.work.to_string()) {
             Ok(Some(renewed)) => {
                 s.next_renewal = renewal_after(renewed.expiry);
-                s.work = renewed;
-                Ok(Renewal::Renewed)
+                s.work = renewed.clone();
+                Ok(Renewal::Renewed(renewed))
             }
             Ok(None) => {
                 s.lost = true;

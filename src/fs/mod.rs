@@ -404,36 +404,6 @@ impl QueueFs {
         }
     }
 
-    /// The length of the body a message entry shows, from its file: one read of a file that is
-    /// usually a few hundred bytes, already in the page cache of whoever listed it. 0 when it
-    /// cannot be read (gone, or not readable by the caller), as opening it then fails.
-    fn body_size(&self, node: &Node) -> u64 {
-        const OP: &str = "getattr";
-        let Node::Entry(_, dir, id) = node else {
-            return 0;
-        };
-        let Ok(queue) = self.queue(OP, node) else {
-            return 0;
-        };
-        let msg = match dir {
-            DirKind::Messages => match self.find_waiting(OP, node, id) {
-                Ok(Some(w)) => queue.read_waiting(&w),
-                _ => return 0,
-            },
-            DirKind::Work => match self.find_in_flight(OP, node, id) {
-                Ok(Some(w)) => queue.read_in_flight(&w),
-                _ => return 0,
-            },
-        };
-        match msg {
-            Ok(Some(m)) => match &m.message {
-                serde_json::Value::String(s) => s.len() as u64,
-                _ => m.body_text().len() as u64,
-            },
-            _ => 0,
-        }
-    }
-
     fn writable(&self, op: &'static str, node: &Node) -> Result<()> {
         if self.opts.read_only {
             Err(err(op, node, FsErrorKind::ReadOnly))
@@ -880,10 +850,14 @@ impl QueueFs {
             .queue(&lease.queue)
             .and_then(|q| lease.renew(&q))
             .map_err(|e| FsError::new(OP, lease.path.clone(), e))?;
-        if renewal == lease::Renewal::Lost {
-            let e = FsError::new(OP, lease.path.clone(), FsErrorKind::LeaseLost);
-            self.note_error(&lease.path, &e);
-            return Err(e);
+        match renewal {
+            lease::Renewal::Renewed(name) => self.entries.renamed_in_flight(&lease.queue, name),
+            lease::Renewal::Lost => {
+                let e = FsError::new(OP, lease.path.clone(), FsErrorKind::LeaseLost);
+                self.note_error(&lease.path, &e);
+                return Err(e);
+            }
+            lease::Renewal::Idle => {}
         }
         Ok(())
     }
