@@ -364,7 +364,7 @@ impl Filesystem for DdmqFuse {
 
     fn mknod(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
@@ -372,6 +372,14 @@ impl Filesystem for DdmqFuse {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
+        permit!(
+            self,
+            reply,
+            "mknod",
+            parent.0,
+            self.caller(req),
+            Intent::ChangeEntries
+        );
         reply.error(fail(&self.fs.refuse("mknod", parent.0, &name_of(name))));
     }
 
@@ -415,12 +423,20 @@ impl Filesystem for DdmqFuse {
 
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         link_name: &OsStr,
         _target: &Path,
         reply: ReplyEntry,
     ) {
+        permit!(
+            self,
+            reply,
+            "symlink",
+            parent.0,
+            self.caller(req),
+            Intent::ChangeEntries
+        );
         reply.error(fail(&self.fs.refuse(
             "symlink",
             parent.0,
@@ -430,12 +446,20 @@ impl Filesystem for DdmqFuse {
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        permit!(
+            self,
+            reply,
+            "link",
+            newparent.0,
+            self.caller(req),
+            Intent::ChangeEntries
+        );
         reply.error(fail(&self.fs.refuse(
             "link",
             newparent.0,
@@ -445,7 +469,7 @@ impl Filesystem for DdmqFuse {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _newparent: INodeNo,
@@ -453,6 +477,14 @@ impl Filesystem for DdmqFuse {
         _flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        permit!(
+            self,
+            reply,
+            "rename",
+            parent.0,
+            self.caller(req),
+            Intent::ChangeEntries
+        );
         reply.error(fail(&self.fs.refuse("rename", parent.0, &name_of(name))));
     }
 

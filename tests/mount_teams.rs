@@ -248,6 +248,51 @@ fn copy_tools_run_by_a_group_member_publish_once_and_succeed() {
     );
 }
 
+/// Two members publishing with `install` and `cp -p` at the same time: each sets the ACL of
+/// the `in` it opened, which the kernel allows only to that inode's owner, so each must have
+/// been handed an `in` of its own whatever the other looked up meanwhile.
+#[test]
+fn two_members_copying_at_once_both_succeed() {
+    let t = Team::new();
+    let _daemon = t.mount("allow_other");
+    std::fs::write(t.dir.path().join("src.txt"), "at once\n").unwrap();
+    chmod(&t.dir.path().join("src.txt"), 0o644);
+    const ROUNDS: usize = 25;
+    let script = format!(
+        r#"i=0; while [ $i -lt {ROUNDS} ]; do install -m 644 "$TMP/src.txt" "$MNT/q/in" && cp -p "$TMP/src.txt" "$MNT/q/in" || exit 1; i=$((i+1)); done"#
+    );
+    let spawn = |user: &str| {
+        t.accounts
+            .as_user(user, "sh")
+            .args(["-c", &script])
+            .env("MNT", &t.mnt)
+            .env("TMP", t.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(t.member()), spawn(&t.accounts.member2));
+    for (who, child) in [("member", a), ("member2", b)] {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{who}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let waiting = t.waiting();
+    assert_eq!(waiting.len(), 4 * ROUNDS, "each copy published once");
+    let (m1, m2) = (t.uid(t.member()), t.uid(&t.accounts.member2));
+    for uid in [m1, m2] {
+        assert_eq!(
+            waiting.iter().filter(|(_, o)| *o == uid).count(),
+            2 * ROUNDS,
+            "uid {uid}'s copies are uid {uid}'s"
+        );
+    }
+}
+
 // ------------------------------------------------------------------------------ entry points
 
 /// A writer whose bytes are published at RELEASE: it opens `in` (after removing it, with

@@ -161,3 +161,28 @@ pub(crate) fn for_each_entry(dir: &Path, mut f: impl FnMut(&[u8])) -> io::Result
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replaced_file_keeps_its_mode_and_group() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ddmq.yaml");
+        std::fs::write(&path, "a: 1\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let before = std::fs::metadata(&path).unwrap();
+        replace_atomically(&path, b"a: 2\n").unwrap();
+        let after = std::fs::metadata(&path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"a: 2\n");
+        assert_eq!(after.mode() & 0o7777, 0o664, "not the umask's 0644");
+        assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+        assert_ne!(
+            after.ino(),
+            before.ino(),
+            "replaced, not rewritten in place"
+        );
+    }
+}
