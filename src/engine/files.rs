@@ -172,12 +172,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ddmq.yaml");
         std::fs::write(&path, "a: 1\n").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         let before = std::fs::metadata(&path).unwrap();
         replace_atomically(&path, b"a: 2\n").unwrap();
         let after = std::fs::metadata(&path).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"a: 2\n");
-        assert_eq!(after.mode() & 0o7777, 0o664, "not the umask's 0644");
+        assert_eq!(after.mode() & 0o7777, 0o640, "not what the umask gives a new file");
         assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
         assert_ne!(
             after.ino(),
