@@ -342,18 +342,35 @@ for name, act in [("open", opened), ("create", created)]:
         print(name, errno.errorcode[e.errno])
 "#;
 
-/// Each request that publishes, takes or settles a message is carried out as its caller. The
-/// mount grants everybody everything here (`umask=000`), so only ROOT's own permissions,
-/// checked against the identity each request is carried out as, can refuse the outsider (who
-/// may read the root but not write it).
-#[test]
-fn each_entry_point_publishes_takes_and_settles_as_its_caller() {
+/// A team whose mount grants everybody everything (`umask=000`), so that only ROOT's own
+/// permissions, checked against the identity each request is carried out as, can refuse the
+/// outsider (who may read the root, mode 2775, but not write it). Each entry point that
+/// publishes, takes or settles a message is tested on it: what the member makes is the
+/// member's, and the outsider is refused by ROOT (had the daemon acted as itself, as root, the
+/// outsider would have succeeded).
+fn team_granted_by_root_alone() -> (Team, Daemon) {
     let t = Team::with_dir_mode(0o2775);
-    let _daemon = t.mount("allow_other,umask=000");
-    let member = t.uid(t.member());
-    let q = t.queue();
+    let daemon = t.mount("allow_other,umask=000");
+    (t, daemon)
+}
 
-    // OPEN and CREATE of `in`, published at FLUSH: the files are the member's.
+/// Runs PUBLISH_AT_RELEASE as `user`, opening `in` the way `how` says.
+fn publish_at_release(t: &Team, user: &str, how: &str) {
+    let out = t
+        .accounts
+        .as_user(user, "python3")
+        .args(["-c", PUBLISH_AT_RELEASE])
+        .arg(&t.mnt)
+        .arg(how)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n", "{out:?}");
+}
+
+#[test]
+fn open_and_create_of_in_publish_at_flush_as_the_caller() {
+    let (t, _daemon) = team_granted_by_root_alone();
+    let member = t.uid(t.member());
     assert_eq!(
         t.python(t.member(), PUBLISH_EACH_WAY),
         "open ok\ncreate ok\n"
@@ -363,21 +380,25 @@ fn each_entry_point_publishes_takes_and_settles_as_its_caller() {
         [
             ("opened".to_string(), member),
             ("created".to_string(), member)
-        ]
+        ],
+        "the files are the member's"
     );
-    drain(&q);
-    // Published at RELEASE (the kernel's, without a caller), after OPEN and after CREATE:
-    // carried out as the opener.
+    // The outsider: refused by ROOT at the close (EACCES), both ways; nothing is published.
+    assert_eq!(
+        t.python(t.outsider(), PUBLISH_EACH_WAY),
+        "open EACCES\ncreate EACCES\n"
+    );
+    assert_eq!(t.waiting().len(), 2, "the outsider published nothing");
+}
+
+#[test]
+fn what_release_publishes_is_published_as_the_opener() {
+    let (t, _daemon) = team_granted_by_root_alone();
+    let member = t.uid(t.member());
+    let q = t.queue();
+    // RELEASE comes without a caller, after OPEN or after CREATE: carried out as the opener.
     for how in ["open", "create"] {
-        let out = t
-            .accounts
-            .as_user(t.member(), "python3")
-            .args(["-c", PUBLISH_AT_RELEASE])
-            .arg(&t.mnt)
-            .arg(how)
-            .output()
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n", "{out:?}");
+        publish_at_release(&t, t.member(), how);
         wait_until("the publish at release", Duration::from_secs(10), || {
             t.counts().0 == 1
         });
@@ -388,27 +409,13 @@ fn each_entry_point_publishes_takes_and_settles_as_its_caller() {
         );
         drain(&q);
     }
-
-    // The outsider: both ways refused by ROOT (EACCES at close), at RELEASE too (nothing shows
-    // to the program; status says why), and nothing is published.
-    assert_eq!(
-        t.python(t.outsider(), PUBLISH_EACH_WAY),
-        "open EACCES\ncreate EACCES\n"
-    );
+    // The outsider's is refused by ROOT: nothing shows to the program, status says why.
     for how in ["open", "create"] {
         // Another error first, so that the refusal waited for below is this round's.
         let out = t.sh(t.member(), "echo no-such-id > \"$MNT/q/ack\"");
         assert!(!out.status.success());
         assert!(t.last_error(t.member()).contains("ack"));
-        let out = t
-            .accounts
-            .as_user(t.outsider(), "python3")
-            .args(["-c", PUBLISH_AT_RELEASE])
-            .arg(&t.mnt)
-            .arg(how)
-            .output()
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n", "{out:?}");
+        publish_at_release(&t, t.outsider(), how);
         wait_until("the refusal at release", Duration::from_secs(10), || {
             t.last_error(t.member()).contains("release q/in")
         });
@@ -419,8 +426,12 @@ fn each_entry_point_publishes_takes_and_settles_as_its_caller() {
         );
     }
     assert_eq!(t.counts(), (0, 0), "the outsider published nothing");
+}
 
-    // Taking (OPEN of next, acked at FLUSH): the outsider is refused, the member takes it.
+#[test]
+fn next_is_taken_and_acked_at_flush_as_the_caller() {
+    let (t, _daemon) = team_granted_by_root_alone();
+    let q = t.queue();
     q.publish(serde_json::json!("to take"), &PublishOptions::default())
         .unwrap();
     let out = t.sh(t.outsider(), "cat \"$MNT/q/next\"");
@@ -428,8 +439,13 @@ fn each_entry_point_publishes_takes_and_settles_as_its_caller() {
     assert_eq!(t.counts(), (1, 0), "the outsider took nothing");
     assert_eq!(t.sh_ok(t.member(), "cat \"$MNT/q/next\""), "to take");
     assert_eq!(t.counts(), (0, 0), "taken and acked by the member");
+}
 
-    // Settling: ack, nack (whose requeued file is made anew) and rm work/<id>.
+#[test]
+fn ack_nack_and_rm_settle_as_the_caller() {
+    let (t, _daemon) = team_granted_by_root_alone();
+    let member = t.uid(t.member());
+    let q = t.queue();
     for settle in ["ack", "nack", "rm"] {
         q.publish(serde_json::json!(settle), &PublishOptions::default())
             .unwrap();
@@ -440,28 +456,24 @@ fn each_entry_point_publishes_takes_and_settles_as_its_caller() {
         let claimed = t.sh_ok(t.member(), "head -1 \"$MNT/q/claim\"");
         let record: serde_json::Value = serde_json::from_str(&claimed).unwrap();
         let id = record["id"].as_str().unwrap().to_string();
-        let in_flight = t.counts().1;
-        assert_eq!(in_flight, 1, "{settle}: claimed");
-
-        let out = t
-            .accounts
-            .as_user(t.outsider(), "sh")
-            .args(["-c", &script])
-            .env("MNT", &t.mnt)
-            .env("ID", &id)
-            .output()
-            .unwrap();
+        assert_eq!(t.counts(), (0, 1), "{settle}: claimed");
+        let run = |user: &str| {
+            t.accounts
+                .as_user(user, "sh")
+                .args(["-c", &script])
+                .env("MNT", &t.mnt)
+                .env("ID", &id)
+                .output()
+                .unwrap()
+        };
+        let out = run(t.outsider());
         assert!(!out.status.success(), "{settle} by the outsider: {out:?}");
-        assert_eq!(t.counts().1, 1, "{settle} by the outsider changed nothing");
-
-        let out = t
-            .accounts
-            .as_user(t.member(), "sh")
-            .args(["-c", &script])
-            .env("MNT", &t.mnt)
-            .env("ID", &id)
-            .output()
-            .unwrap();
+        assert_eq!(
+            t.counts(),
+            (0, 1),
+            "{settle} by the outsider changed nothing"
+        );
+        let out = run(t.member());
         assert!(out.status.success(), "{settle} by the member: {out:?}");
         assert_eq!(t.counts().1, 0, "{settle} by the member settled it");
         if settle == "nack" {

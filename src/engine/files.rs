@@ -177,7 +177,11 @@ mod tests {
         replace_atomically(&path, b"a: 2\n").unwrap();
         let after = std::fs::metadata(&path).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"a: 2\n");
-        assert_eq!(after.mode() & 0o7777, 0o640, "not what the umask gives a new file");
+        assert_eq!(
+            after.mode() & 0o7777,
+            0o640,
+            "not what the umask gives a new file"
+        );
         assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
         assert_ne!(
             after.ino(),
