@@ -128,11 +128,15 @@ impl Lease {
 
     /// Settles the message by `settle` (given its current name), which returns whether it found
     /// it; not found marks the lease lost. Renewals wait meanwhile, and stop once it is settled.
+    /// A message this mount settled already (through another of its files) is done: true.
     pub fn settle_with(
         &self,
         settle: impl FnOnce(&WorkName) -> engine::Result<bool>,
     ) -> engine::Result<bool> {
         let mut s = self.state.lock().unwrap();
+        if s.settled {
+            return Ok(true);
+        }
         if s.lost {
             return Ok(false);
         }

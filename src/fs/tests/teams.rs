@@ -173,6 +173,17 @@ fn what_this_mount_settles_is_no_lost_lease_for_its_other_files() {
     f.fs.flush(entry, PID).unwrap();
     f.fs.release(claim).unwrap();
     f.fs.release(entry).unwrap();
+
+    // A reader of next whose message was removed from work/ through this mount meanwhile.
+    let id = f.engine_publish("q", "removed");
+    let next = f.fs.open(f.ino("q/next"), Access::Read, PID).unwrap();
+    let work = f.ino("q/work");
+    f.fs.unlink(work, &id).unwrap();
+    f.fs.read(next, 0, 100, PID).unwrap();
+    f.fs.read(next, 7, 100, PID).unwrap();
+    f.fs.flush(next, PID).unwrap();
+    f.fs.release(next).unwrap();
+    assert_eq!(f.counts("q"), (0, 0));
 }
 
 #[test]
