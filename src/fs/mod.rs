@@ -20,7 +20,12 @@
 //!
 //! Closing is committing: publishes, acks and settings are done at FLUSH, so that close()
 //! returns their outcome; who publishes and acks when an open file is shared by several
-//! processes is the rule in [`handles`].
+//! processes is the rule in [`handles`]. While `next`, `wait`, `claim` or a `work/<id>` is
+//! open its message's lease is renewed, and a close after the lease was lost fails ([`lease`]).
+//!
+//! Who may do what is decided here, for each request against its own caller ([`access`]),
+//! from the owners and modes of what each node stands for in ROOT. Entries of `messages/` and
+//! `work/` have their body's length as size ([`entries`]).
 //!
 //! Nothing about the queues is cached here: every call goes through the engine, so other
 //! clients of the same root (the CLI, the Python original, other mounts) are seen as they act,
