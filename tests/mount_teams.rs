@@ -863,7 +863,10 @@ fn allow_root_for_a_user_says_once_what_it_needs() {
     let dev_fuse_for_all = std::fs::metadata("/dev/fuse").unwrap().mode() & 0o006 == 0o006;
     if allowed && !dev_fuse_for_all {
         assert_eq!(out.status.code(), Some(1), "{stderr}");
-        assert!(stderr.contains("only root can make FUSE mounts"), "{stderr}");
+        assert!(
+            stderr.contains("only root can make FUSE mounts"),
+            "{stderr}"
+        );
         return;
     }
     if allowed {
