@@ -2,10 +2,17 @@
 //! turns its answers into replies, and maps its errors to errno in one place ([`fail`]), where
 //! each failed request is logged once with its operation and errno.
 //!
+//! Every request that names a node is first checked against its caller ([`QueueFs::permit`]:
+//! the mount has no `default_permissions`, the daemon decides), then carried out as that caller
+//! when the daemon runs as root. Requests that come without a caller (RELEASE) and the
+//! renewals of leases are carried out as whoever opened the file.
+//!
 //! Opens of `wait` can block for as long as the wait limit: they run on a thread of their own
 //! and reply from there, so the session keeps serving everybody else meanwhile.
 
-use crate::fs::{Attr, FsError, OpenInfo, OpenMode, QueueFs, SetAttr, supplementary_groups};
+use crate::fs::{
+    Attr, Caller, FsError, Intent, OpenInfo, OpenMode, QueueFs, SetAttr, supplementary_groups,
+};
 use crate::mount::sys::{ActingAs, Identity};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
@@ -53,13 +60,13 @@ impl DdmqFuse {
         }
     }
 
-    /// The identity to carry `req` out as: None for the daemon's own (not acting as callers, or
-    /// a caller that is root, for whom nothing would change).
-    fn caller(&self, req: &Request) -> Option<Identity> {
-        if !self.act_as_callers || req.uid() == 0 {
-            return None;
-        }
+    /// The caller of `req`: its ids and supplementary groups (root's are not needed: it
+    /// passes every check and is served as the daemon).
+    fn caller(&self, req: &Request) -> Caller {
         let (pid, uid, gid) = (req.pid(), req.uid(), req.gid());
+        if uid == 0 {
+            return Caller::root();
+        }
         let now = Instant::now();
         let mut cache = self.groups.lock().unwrap();
         let groups = match cache.get(&(pid, uid, gid)) {
@@ -74,7 +81,25 @@ impl DdmqFuse {
                 groups
             }
         };
-        Some(Identity { uid, gid, groups })
+        Caller { uid, gid, groups }
+    }
+
+    /// The identity to carry out a request of `who` as: None for the daemon's own (not acting
+    /// as callers, or a caller that is root, for whom nothing would change).
+    fn identity(&self, who: &Caller) -> Option<Identity> {
+        (self.act_as_callers && !who.is_root()).then(|| Identity {
+            uid: who.uid,
+            gid: who.gid,
+            groups: who.groups.clone(),
+        })
+    }
+
+    /// What renews the leases of open files, as their openers (see [`LeaseKeeper`]).
+    pub fn lease_keeper(&self) -> LeaseKeeper {
+        LeaseKeeper {
+            fs: self.fs.clone(),
+            openers: self.openers.clone(),
+        }
     }
 
     /// Takes on `who`'s identity for this thread until the guard is dropped.
@@ -89,12 +114,44 @@ impl DdmqFuse {
     }
 }
 
-/// Takes on the identity of `$req`'s caller for the rest of the handler, or answers the error.
-macro_rules! as_caller {
-    ($self:ident, $req:ident, $reply:ident) => {
-        match DdmqFuse::act_as($self.caller($req).as_ref()) {
+/// Renews the leases that open files keep on their messages (see `crate::fs`'s lease module),
+/// each as the process that opened the file, so that a renewal is something that process
+/// could do itself.
+pub struct LeaseKeeper {
+    fs: Arc<QueueFs>,
+    openers: Arc<Mutex<HashMap<u64, Identity>>>,
+}
+
+impl LeaseKeeper {
+    /// Renews every lease that is due.
+    pub fn renew_due(&self) {
+        for fh in self.fs.leases_due() {
+            let opener = self.openers.lock().unwrap().get(&fh).cloned();
+            let Ok(_opener) = DdmqFuse::act_as(opener.as_ref()) else {
+                continue;
+            };
+            if let Err(e) = self.fs.renew_lease(fh) {
+                log::warn!("{e}");
+            }
+        }
+    }
+}
+
+/// Takes on the identity of the caller `$who` for the rest of the handler, or answers the error.
+macro_rules! acting_as {
+    ($self:ident, $who:expr, $reply:ident) => {
+        match DdmqFuse::act_as($self.identity(&$who).as_ref()) {
             Ok(guard) => guard,
             Err(e) => return $reply.error(e),
+        }
+    };
+}
+
+/// Checks that `$who` may do `$intent` on `$ino`, or answers the refusal.
+macro_rules! permit {
+    ($self:ident, $reply:ident, $op:literal, $ino:expr, $who:expr, $intent:expr) => {
+        if let Err(e) = $self.fs.permit($op, $ino, &$who, $intent) {
+            return $reply.error(fail(&e));
         }
     };
 }
@@ -118,7 +175,9 @@ fn fail(e: &FsError) -> Errno {
 const MESSAGE_TTL: Duration = Duration::from_millis(250);
 
 fn ttl(attr: &Attr) -> Duration {
-    if attr.volatile {
+    if attr.per_caller {
+        Duration::ZERO
+    } else if attr.volatile {
         MESSAGE_TTL
     } else {
         STABLE_TTL
@@ -136,8 +195,8 @@ fn file_type(is_dir: bool) -> FileType {
 fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino),
-        size: 0,
-        blocks: 0,
+        size: a.size,
+        blocks: a.size.div_ceil(512),
         atime: a.time,
         mtime: a.time,
         ctime: a.time,
@@ -197,8 +256,13 @@ impl Filesystem for DdmqFuse {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let _caller = as_caller!(self, req, reply);
-        match self.fs.lookup_by(parent.0, &name_of(name), req.pid()) {
+        let who = self.caller(req);
+        permit!(self, reply, "lookup", parent.0, who, Intent::Lookup);
+        let _acting = acting_as!(self, who, reply);
+        match self
+            .fs
+            .lookup_by(parent.0, &name_of(name), req.pid(), Some(&who))
+        {
             Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
             Err(e) => reply.error(fail(&e)),
         }
@@ -209,8 +273,10 @@ impl Filesystem for DdmqFuse {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let _caller = as_caller!(self, req, reply);
-        match self.fs.getattr(ino.0) {
+        let who = self.caller(req);
+        permit!(self, reply, "getattr", ino.0, who, Intent::Stat);
+        let _acting = acting_as!(self, who, reply);
+        match self.fs.getattr_for(ino.0, Some(&who)) {
             Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
             Err(e) => reply.error(fail(&e)),
         }
@@ -234,7 +300,6 @@ impl Filesystem for DdmqFuse {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let _caller = as_caller!(self, req, reply);
         // The kernel sends the file type bits with a mode change; only permission bits matter.
         let change = SetAttr {
             size,
@@ -243,7 +308,17 @@ impl Filesystem for DdmqFuse {
             uid,
             gid,
         };
-        match self.fs.setattr(ino.0, fh.map(|f| f.0), &change) {
+        let who = self.caller(req);
+        let intent = Intent::SetAttr {
+            change: &change,
+            open: fh.is_some(),
+        };
+        permit!(self, reply, "setattr", ino.0, who, intent);
+        let _acting = acting_as!(self, who, reply);
+        match self
+            .fs
+            .setattr_by(ino.0, fh.map(|f| f.0), &change, Some(&who))
+        {
             Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
             Err(e) => reply.error(fail(&e)),
         }
@@ -258,7 +333,9 @@ impl Filesystem for DdmqFuse {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let _caller = as_caller!(self, req, reply);
+        let who = self.caller(req);
+        permit!(self, reply, "mkdir", parent.0, who, Intent::ChangeEntries);
+        let _acting = acting_as!(self, who, reply);
         match self.fs.mkdir(parent.0, &name_of(name)) {
             Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
             Err(e) => reply.error(fail(&e)),
@@ -266,7 +343,9 @@ impl Filesystem for DdmqFuse {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _caller = as_caller!(self, req, reply);
+        let who = self.caller(req);
+        permit!(self, reply, "unlink", parent.0, who, Intent::ChangeEntries);
+        let _acting = acting_as!(self, who, reply);
         match self.fs.unlink_by(parent.0, &name_of(name), req.pid()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(fail(&e)),
@@ -274,7 +353,9 @@ impl Filesystem for DdmqFuse {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _caller = as_caller!(self, req, reply);
+        let who = self.caller(req);
+        permit!(self, reply, "rmdir", parent.0, who, Intent::ChangeEntries);
+        let _acting = acting_as!(self, who, reply);
         match self.fs.rmdir(parent.0, &name_of(name)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(fail(&e)),
@@ -283,7 +364,7 @@ impl Filesystem for DdmqFuse {
 
     fn mknod(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
@@ -291,6 +372,14 @@ impl Filesystem for DdmqFuse {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
+        permit!(
+            self,
+            reply,
+            "mknod",
+            parent.0,
+            self.caller(req),
+            Intent::ChangeEntries
+        );
         reply.error(fail(&self.fs.refuse("mknod", parent.0, &name_of(name))));
     }
 
@@ -304,31 +393,50 @@ impl Filesystem for DdmqFuse {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.fs.create(
-            parent.0,
-            &name_of(name),
-            OpenMode::from_flags(flags),
-            req.pid(),
-        ) {
-            Ok((a, fh)) => reply.created(
-                &ttl(&a),
-                &file_attr(&a),
-                Generation(0),
-                FileHandle(fh),
-                open_flags(self.fs.open_info(fh)),
-            ),
+        let who = self.caller(req);
+        permit!(self, reply, "create", parent.0, who, Intent::ChangeEntries);
+        let identity = self.identity(&who);
+        let _acting = match DdmqFuse::act_as(identity.as_ref()) {
+            Ok(guard) => guard,
+            Err(e) => return reply.error(e),
+        };
+        let mode = OpenMode::from_flags(flags);
+        match self
+            .fs
+            .create(parent.0, &name_of(name), mode, req.pid(), Some(&who))
+        {
+            Ok((a, fh)) => {
+                if let Some(who) = identity {
+                    self.openers.lock().unwrap().insert(fh, who);
+                }
+                reply.created(
+                    &ttl(&a),
+                    &file_attr(&a),
+                    Generation(0),
+                    FileHandle(fh),
+                    open_flags(self.fs.open_info(fh)),
+                )
+            }
             Err(e) => reply.error(fail(&e)),
         }
     }
 
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         link_name: &OsStr,
         _target: &Path,
         reply: ReplyEntry,
     ) {
+        permit!(
+            self,
+            reply,
+            "symlink",
+            parent.0,
+            self.caller(req),
+            Intent::ChangeEntries
+        );
         reply.error(fail(&self.fs.refuse(
             "symlink",
             parent.0,
@@ -338,12 +446,20 @@ impl Filesystem for DdmqFuse {
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        permit!(
+            self,
+            reply,
+            "link",
+            newparent.0,
+            self.caller(req),
+            Intent::ChangeEntries
+        );
         reply.error(fail(&self.fs.refuse(
             "link",
             newparent.0,
@@ -353,7 +469,7 @@ impl Filesystem for DdmqFuse {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _newparent: INodeNo,
@@ -361,13 +477,23 @@ impl Filesystem for DdmqFuse {
         _flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        permit!(
+            self,
+            reply,
+            "rename",
+            parent.0,
+            self.caller(req),
+            Intent::ChangeEntries
+        );
         reply.error(fail(&self.fs.refuse("rename", parent.0, &name_of(name))));
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let mode = OpenMode::from_flags(flags.0);
         let pid = req.pid();
-        let caller = self.caller(req);
+        let who = self.caller(req);
+        permit!(self, reply, "open", ino.0, who, Intent::Open(mode));
+        let caller = self.identity(&who);
         let fs = self.fs.clone();
         let openers = self.openers.clone();
         let open = move || {
@@ -408,7 +534,7 @@ impl Filesystem for DdmqFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let _caller = as_caller!(self, req, reply);
+        let _acting = acting_as!(self, self.caller(req), reply);
         match self.fs.read(fh.0, offset, size, req.pid()) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(fail(&e)),
@@ -427,7 +553,7 @@ impl Filesystem for DdmqFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let _caller = as_caller!(self, req, reply);
+        let _acting = acting_as!(self, self.caller(req), reply);
         match self.fs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(fail(&e)),
@@ -442,7 +568,7 @@ impl Filesystem for DdmqFuse {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let _caller = as_caller!(self, req, reply);
+        let _acting = acting_as!(self, self.caller(req), reply);
         match self.fs.flush(fh.0, req.pid()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(fail(&e)),
@@ -486,7 +612,9 @@ impl Filesystem for DdmqFuse {
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let _caller = as_caller!(self, req, reply);
+        let who = self.caller(req);
+        permit!(self, reply, "opendir", ino.0, who, Intent::List);
+        let _acting = acting_as!(self, who, reply);
         match self.fs.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(fail(&e)),
@@ -521,8 +649,9 @@ impl Filesystem for DdmqFuse {
         mut reply: ReplyDirectoryPlus,
     ) {
         // As LOOKUP: the attributes are derived as the caller.
-        let _caller = as_caller!(self, req, reply);
-        let paged = self.fs.readdirplus(fh.0, offset, |next, e, a| {
+        let who = self.caller(req);
+        let _acting = acting_as!(self, who, reply);
+        let paged = self.fs.readdirplus(fh.0, offset, Some(&who), |next, e, a| {
             reply.add(
                 INodeNo(a.ino),
                 next,
@@ -614,8 +743,11 @@ impl Filesystem for DdmqFuse {
         reply.error(Errno::EOPNOTSUPP);
     }
 
-    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        // Permissions are checked by the kernel (default_permissions) from the modes we report.
+    /// access(2) and chdir: answered by the same check as every request.
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let who = self.caller(req);
+        let mask = mask.bits() as u32 & 0o7;
+        permit!(self, reply, "access", ino.0, who, Intent::Access(mask));
         reply.ok();
     }
 }

@@ -1,83 +1,14 @@
 //! `ddmq mount` at its edges: a mountpoint that is already mounted, names the tree cannot hold,
 //! who may do what through a mount served by root, and listings of deep queues.
 
+mod mount_support;
+
 use ddmq::engine::Broker;
+use mount_support::*;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-const DDMQ: &str = env!("CARGO_BIN_EXE_ddmq");
-
-/// How many mounts /proc/self/mountinfo lists at `mnt` (paths here hold no escaped characters).
-fn mounts_at(mnt: &Path) -> usize {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let mnt = mnt.to_str().unwrap();
-    info.lines()
-        .filter(|l| l.split(' ').nth(4) == Some(mnt))
-        .count()
-}
-
-/// A foreground daemon serving `root` at `mnt`, killed and unmounted when dropped.
-struct Daemon {
-    mnt: PathBuf,
-    child: Child,
-}
-
-impl Daemon {
-    fn start(root: &Path, mnt: &Path, options: &str) -> Daemon {
-        Daemon::start_logging(root, mnt, options, None)
-    }
-
-    /// Like [`Daemon::start`], with every request the daemon serves logged to `log` (fuser's
-    /// own debug log of the requests it dispatches: one line each, naming the operation).
-    fn start_with_request_log(root: &Path, mnt: &Path, log: &Path) -> Daemon {
-        Daemon::start_logging(root, mnt, "", Some(log))
-    }
-
-    fn start_logging(root: &Path, mnt: &Path, options: &str, log: Option<&Path>) -> Daemon {
-        let mut cmd = Command::new(DDMQ);
-        cmd.arg("mount").arg("-f").arg(root).arg(mnt);
-        if !options.is_empty() {
-            cmd.arg("-o").arg(options);
-        }
-        match log {
-            Some(log) => {
-                cmd.env("RUST_LOG", "info,fuser::request=debug")
-                    .stderr(std::fs::File::create(log).unwrap());
-            }
-            None => {
-                cmd.stderr(Stdio::null());
-            }
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while mounts_at(mnt) == 0 {
-            assert!(started.elapsed() < Duration::from_secs(15), "no mount");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Daemon {
-            mnt: mnt.to_path_buf(),
-            child,
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new(DDMQ)
-            .args(["umount", "-l"])
-            .arg(&self.mnt)
-            .output();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use std::process::{Command, Output};
 
 fn ddmq(args: &[&std::ffi::OsStr]) -> Output {
     Command::new(DDMQ).args(args).output().unwrap()
@@ -138,62 +69,9 @@ fn names_that_are_not_utf8_are_absent_and_cannot_be_made() {
     assert_eq!(errno(std::fs::create_dir(mnt.join("café"))), libc::EINVAL);
 }
 
-/// The system's programs (not root's own, which other users may not run).
-const SYSTEM_PATH: &str = "/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin";
-
-/// A group and users made for one test run (unique names), deleted when dropped.
-struct Accounts {
-    group: String,
-    member: String,
-    outsider: String,
-}
-
-fn run_ok(cmd: &mut Command) {
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{cmd:?}: {out:?}");
-}
-
-fn id_of(what: &str, name: &str) -> u32 {
-    let out = Command::new("id").arg(what).arg(name).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
-
-impl Accounts {
-    fn new() -> Accounts {
-        let tag = format!(
-            "{:x}{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-                % 1000
-        );
-        let a = Accounts {
-            group: format!("ddmqg{tag}"),
-            member: format!("ddmqm{tag}"),
-            outsider: format!("ddmqo{tag}"),
-        };
-        run_ok(Command::new("groupadd").arg(&a.group));
-        run_ok(Command::new("useradd").args(["-M", "-N", "-G", &a.group, &a.member]));
-        run_ok(Command::new("useradd").args(["-M", "-N", &a.outsider]));
-        a
-    }
-
-    /// `program args...` as `user` (real and effective ids, and their groups).
-    fn as_user(&self, user: &str, program: &str) -> Command {
-        let mut cmd = Command::new("setpriv");
-        cmd.arg(format!("--reuid={}", id_of("-u", user)))
-            .arg(format!("--regid={}", id_of("-g", user)))
-            .arg("--init-groups")
-            .env("PATH", SYSTEM_PATH)
-            .arg(program);
-        cmd
-    }
-
-    /// Tries each kind of access to queue `q` as `user`: one line each, `ok` or the errno.
-    fn probe(&self, user: &str, mnt: &Path) -> String {
-        const PROBE: &str = r#"
+/// Tries each kind of access to queue `q` as `user`: one line each, `ok` or the errno.
+fn probe(accounts: &Accounts, user: &str, mnt: &Path) -> String {
+    const PROBE: &str = r#"
 import errno, os, sys
 m = sys.argv[1]
 def read(name):
@@ -216,38 +94,14 @@ for name, act in [("next", lambda: read("next")), ("wait", lambda: read("wait"))
     except OSError as e:
         print(name, errno.errorcode[e.errno])
 "#;
-        let out = self
-            .as_user(user, "python3")
-            .args(["-c", PROBE])
-            .arg(mnt)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Runs a shell script as `user`, with $MNT set.
-    fn sh(&self, user: &str, script: &str, mnt: &Path) -> Output {
-        self.as_user(user, "sh")
-            .args(["-c", script])
-            .env("MNT", mnt)
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Accounts {
-    fn drop(&mut self) {
-        for user in [&self.member, &self.outsider] {
-            let _ = Command::new("userdel").arg(user).output();
-        }
-        let _ = Command::new("groupdel").arg(&self.group).output();
-    }
-}
-
-fn chmod(path: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    let out = accounts
+        .as_user(user, "python3")
+        .args(["-c", PROBE])
+        .arg(mnt)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// (waiting, in flight) and the names of the files in the queue directory.
@@ -264,11 +118,6 @@ fn queue_state(root: &Path) -> ((usize, usize), Vec<String>) {
     )
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
 const DENIED_ALL: &str = "next EACCES\nwait EACCES\nclaim EACCES\nin EACCES\nmessages EACCES\n\
                           ddmq.yaml EACCES\nedit ddmq.yaml EACCES\nstatus EACCES\n";
 
@@ -279,14 +128,7 @@ fn through_a_root_run_mount_each_user_gets_what_root_grants_them() {
         return;
     }
     let accounts = Accounts::new();
-    let shared_gid: u32 = {
-        let out = Command::new("getent")
-            .args(["group", &accounts.group])
-            .output()
-            .unwrap();
-        let line = String::from_utf8_lossy(&out.stdout).into_owned();
-        line.split(':').nth(2).unwrap().parse().unwrap()
-    };
+    let shared_gid = accounts.gid();
     let (dir, root, mnt) = root_and_mountpoint();
     chmod(dir.path(), 0o755);
     let q = Broker::open(&root).unwrap().queue("q").unwrap();
@@ -297,8 +139,8 @@ fn through_a_root_run_mount_each_user_gets_what_root_grants_them() {
     // A private root (0700, root's own): nobody else gets anything.
     chmod(&root, 0o700);
     let daemon = Daemon::start(&root, &mnt, "allow_other");
-    assert_eq!(accounts.probe(&accounts.outsider, &mnt), DENIED_ALL);
-    assert_eq!(accounts.probe(&accounts.member, &mnt), DENIED_ALL);
+    assert_eq!(probe(&accounts, &accounts.outsider, &mnt), DENIED_ALL);
+    assert_eq!(probe(&accounts, &accounts.member, &mnt), DENIED_ALL);
     assert_eq!(queue_state(&root), before, "the queue is unchanged");
     drop(daemon);
 
@@ -306,7 +148,7 @@ fn through_a_root_run_mount_each_user_gets_what_root_grants_them() {
     chmod(&root, 0o755);
     let daemon = Daemon::start(&root, &mnt, "allow_other");
     assert_eq!(
-        accounts.probe(&accounts.outsider, &mnt),
+        probe(&accounts, &accounts.outsider, &mnt),
         "next EACCES\nwait EACCES\nclaim EACCES\nin EACCES\nmessages ok\nddmq.yaml ok\n\
          edit ddmq.yaml EACCES\nstatus ok\n"
     );
@@ -326,7 +168,7 @@ fn through_a_root_run_mount_each_user_gets_what_root_grants_them() {
         }
     }
     let _daemon = Daemon::start(&root, &mnt, "allow_other");
-    assert_eq!(accounts.probe(&accounts.outsider, &mnt), DENIED_ALL);
+    assert_eq!(probe(&accounts, &accounts.outsider, &mnt), DENIED_ALL);
     assert_eq!(queue_state(&root), before, "the queue is unchanged");
 
     // A small body (kept in memory until close) and a large one (spilled to a file as written).

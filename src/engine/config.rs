@@ -327,9 +327,10 @@ pub fn to_yaml_document<T: serde::Serialize + ?Sized>(value: &T) -> Result<Strin
 }
 
 /// Replaces a settings file atomically with `map`, through a unique temporary name that the
-/// original does not mistake for a message (no `.ddmq` in it).
+/// original does not mistake for a message (no `.ddmq` in it), keeping the old file's mode,
+/// group and (where permitted) owner.
 pub fn write_mapping(path: &Path, map: &Mapping) -> Result<()> {
-    super::files::write_atomically(path, render(map).as_bytes(), false)
+    super::files::replace_atomically(path, render(map).as_bytes())
 }
 
 /// Sets one key of a settings file (read, update, atomic replace).

@@ -49,6 +49,31 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8], durable: bool) -> Resu
     fill_atomically(path, durable, |f| f.write_all(bytes))
 }
 
+/// [`write_atomically`] for a file replaced in place (a settings file): the new file takes the
+/// old one's mode, group and, where the writer may give it away, owner, so that a file shared
+/// with a group stays shared whoever rewrites it (through a mount, or by housekeeping).
+pub(crate) fn replace_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let old = std::fs::metadata(path).ok();
+    fill_atomically(path, false, |f| {
+        if let Some(old) = &old {
+            keep_ownership(f, old);
+        }
+        f.write_all(bytes)
+    })
+}
+
+/// Gives `f` the owner (or at least the group) and mode of `old`, as far as permitted: a
+/// writer who may not give the file to its old owner still keeps it readable and writable for
+/// the same people.
+fn keep_ownership(f: &File, old: &std::fs::Metadata) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, fchown};
+    // Owner and group first: changing them may clear set-id bits that the mode then restores.
+    if fchown(f, Some(old.uid()), Some(old.gid())).is_err() {
+        let _ = fchown(f, None, Some(old.gid()));
+    }
+    let _ = f.set_permissions(std::fs::Permissions::from_mode(old.mode() & 0o7777));
+}
+
 /// [`write_atomically`] with the bytes of `from`, read from its start.
 pub(crate) fn copy_atomically(path: &Path, from: &mut &File, durable: bool) -> Result<()> {
     fill_atomically(path, durable, |f| {
@@ -183,4 +208,33 @@ pub(crate) fn for_each_entry(dir: &Path, mut f: impl FnMut(&[u8])) -> io::Result
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replaced_file_keeps_its_mode_and_group() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ddmq.yaml");
+        std::fs::write(&path, "a: 1\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let before = std::fs::metadata(&path).unwrap();
+        replace_atomically(&path, b"a: 2\n").unwrap();
+        let after = std::fs::metadata(&path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"a: 2\n");
+        assert_eq!(
+            after.mode() & 0o7777,
+            0o640,
+            "not what the umask gives a new file"
+        );
+        assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+        assert_ne!(
+            after.ino(),
+            before.ino(),
+            "replaced, not rewritten in place"
+        );
+    }
 }

@@ -1,6 +1,14 @@
 //! Who may do what through the mount: each node's owner, group and mode, derived from what it
-//! stands for in ROOT, so that the kernel's `default_permissions` check grants exactly what the
-//! same user could do with the CLI on ROOT.
+//! stands for in ROOT, and the check of each request against them ([`QueueFs::permit`]), so
+//! that the mount grants exactly what the same user could do with the CLI on ROOT.
+//!
+//! The daemon checks, not the kernel (the mount has no `default_permissions`): the kernel
+//! decides from the attributes it cached, shared by every user, and refuses a chmod or utimes
+//! of anybody but the owner before the daemon hears of it, so copy tools run by a group member
+//! would publish and then fail. Here every request is checked against its own caller: search
+//! on every directory above the node (the path walk the kernel no longer does), then what the
+//! request needs on the node itself, by the caller's class (owner, group with the caller's
+//! supplementary groups, others), as the kernel's own check would; root passes.
 //!
 //! | node                    | stands for                                 | bits granted to a class  |
 //! |-------------------------|--------------------------------------------|--------------------------|
@@ -25,7 +33,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::caller::Caller;
+use super::files::OpenMode;
 use super::inodes::{DirKind, FileKind, Node};
+use super::{Access, FsErrorKind, QueueFs, Result, SetAttr, err};
 
 /// How long a directory's or file's owner and mode are reused (a chmod of ROOT shows within this).
 const STAT_TTL: Duration = Duration::from_secs(1);
@@ -71,6 +82,22 @@ impl Ownership {
         }
     }
 
+    /// Whether `who` has every right of `mask` (some of r=4, w=2, x=1) by the class it falls
+    /// in: owner, else group (its own or a supplementary one), else others; root has them all.
+    pub fn permits(&self, who: &Caller, mask: u32) -> bool {
+        if who.is_root() {
+            return true;
+        }
+        let shift = if who.uid == self.uid {
+            6
+        } else if who.in_group(self.gid) {
+            3
+        } else {
+            0
+        };
+        (self.perm >> shift) & mask == mask
+    }
+
     /// The same owner and group, with `bits` (some of r=4, w=2, x=1) given to each class that
     /// has all of `needs` here (and in `also`, when it has the same owner and group).
     fn grant(self, needs: u32, also: Option<Ownership>, bits: u32) -> Ownership {
@@ -87,9 +114,121 @@ impl Ownership {
 }
 
 const DIR_BITS: u32 = 0o1777;
-const R: u32 = 4;
-const W: u32 = 2;
-const X: u32 = 1;
+pub const R: u32 = 4;
+pub const W: u32 = 2;
+pub const X: u32 = 1;
+
+/// What a request is about to do, for [`QueueFs::permit`].
+#[derive(Clone, Copy, Debug)]
+pub enum Intent<'a> {
+    /// LOOKUP of a name in this directory: search.
+    Lookup,
+    /// GETATTR: only the directories above are searched.
+    Stat,
+    /// OPEN: read, write or both, as the mode says (O_TRUNC needs write too).
+    Open(OpenMode),
+    /// OPENDIR: read.
+    List,
+    /// CREATE, MKDIR, UNLINK or RMDIR of a name in this directory: write and search.
+    ChangeEntries,
+    /// ACCESS (access(2), chdir) with these bits; F_OK is 0.
+    Access(u32),
+    /// SETATTR; `open` when it comes on an open file (ftruncate), which needs no more rights.
+    SetAttr { change: &'a SetAttr, open: bool },
+}
+
+impl QueueFs {
+    /// Checks that `who` may do `intent` on the node `ino` (see the module docs): EACCES when a
+    /// right is missing, EPERM for a change only the owner may make. A node whose directory is
+    /// gone passes, so that the request itself answers ENOENT.
+    pub fn permit(&self, op: &'static str, ino: u64, who: &Caller, intent: Intent) -> Result<()> {
+        let node = self.node(op, ino)?;
+        if let Intent::Access(mask) = intent
+            && mask & X != 0
+            && !node.is_dir()
+        {
+            return Err(err(op, &node, FsErrorKind::Denied)); // nothing here is executable
+        }
+        if who.is_root() {
+            return Ok(());
+        }
+        let denied = || err(op, &node, FsErrorKind::Denied);
+        let mut above = node.clone();
+        while above != Node::Root {
+            above = above.parent();
+            if !self.grants(&above, who, X) {
+                return Err(denied());
+            }
+        }
+        let needs = match intent {
+            Intent::Stat => 0,
+            Intent::Lookup => X,
+            Intent::List => R,
+            Intent::ChangeEntries => W | X,
+            Intent::Access(mask) => mask & (R | W | X),
+            Intent::Open(mode) => {
+                let mut needs = match mode.access {
+                    Access::Read => R,
+                    Access::Write => W,
+                    Access::ReadWrite => R | W,
+                };
+                if mode.truncate {
+                    needs |= W;
+                }
+                needs
+            }
+            Intent::SetAttr { change, open } => {
+                return self.permit_setattr(&node, who, change, open);
+            }
+        };
+        if needs != 0 && !self.grants(&node, who, needs) {
+            return Err(denied());
+        }
+        Ok(())
+    }
+
+    /// SETATTR: a truncation by name needs write; owners and modes only the owner may change,
+    /// or, on `in`, whoever may publish (copy tools set them after writing: that succeeds
+    /// without effect); times (touch, which extends the lease of `work/<id>`) need ownership or
+    /// write.
+    fn permit_setattr(
+        &self,
+        node: &Node,
+        who: &Caller,
+        change: &SetAttr,
+        open: bool,
+    ) -> Result<()> {
+        const OP: &str = "setattr";
+        let Some(owner) = self.present_ownership(node) else {
+            return Ok(());
+        };
+        let writes = owner.permits(who, W);
+        let owns = who.uid == owner.uid;
+        if change.size.is_some() && !open && !writes {
+            return Err(err(OP, node, FsErrorKind::Denied));
+        }
+        let ownership_change =
+            change.mode.is_some() || change.uid.is_some() || change.gid.is_some();
+        let on_in = matches!(node, Node::File(_, FileKind::In));
+        if ownership_change && !owns && !(on_in && writes) {
+            return Err(err(
+                OP,
+                node,
+                FsErrorKind::NotPermitted("only the owner may change its mode or owner"),
+            ));
+        }
+        if change.times && !owns && !writes {
+            return Err(err(OP, node, FsErrorKind::Denied));
+        }
+        Ok(())
+    }
+
+    /// Whether `node` grants `who` every right of `mask` (a node whose directory is gone does).
+    fn grants(&self, node: &Node, who: &Caller, mask: u32) -> bool {
+        self.present_ownership(node)
+            .is_none_or(|o| o.permits(who, mask))
+    }
+}
 
 /// The ownership `node` takes from ROOT (at `root`), or None when what it stands for is gone.
 pub fn derive(cache: &StatCache, root: &Path, node: &Node) -> Option<Ownership> {

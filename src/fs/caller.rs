@@ -19,6 +19,34 @@
 
 use std::path::PathBuf;
 
+/// Who made a request, for permission checks: the ids the kernel names it by and the
+/// supplementary groups of its task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+impl Caller {
+    /// Root: every permission check passes, as the kernel's capabilities would let it.
+    pub fn root() -> Caller {
+        Caller {
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+        }
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.uid == 0
+    }
+
+    pub fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || self.groups.contains(&gid)
+    }
+}
+
 /// The signal masks of a task, from `/proc/<pid>/status`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SignalState {

@@ -8,8 +8,12 @@
 //! checked on disk before it is used: a message consumed since answers ENOENT, a message whose
 //! in-flight name changed (its lease was extended by another client) is looked for in a fresh
 //! listing, at most once per [`RELIST_AFTER`].
+//!
+//! It also keeps the length of each listed message's body once read (an entry's size: bodies
+//! never change), carried from one listing to the next for the ids still listed, so that only
+//! the first `ls -l` of a deep queue reads every message file.
 
-use super::{QueueFs, Result, err, inodes::Node};
+use super::{QueueFs, Result, err, inodes::DirKind, inodes::Node};
 use crate::engine::names::MessageId;
 use crate::engine::{WaitingName, WorkName};
 use std::collections::HashMap;
@@ -20,17 +24,27 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// A listing younger than this is not made again for an id it lacks.
 const RELIST_AFTER: Duration = Duration::from_millis(50);
 
-/// One directory's latest listing, by id.
+/// One directory's latest listing, by id, and the body lengths known of what it lists.
 struct Listed<T> {
     by_id: HashMap<MessageId, T>,
     made: Instant,
+    sizes: HashMap<MessageId, u64>,
 }
 
 impl<T> Listed<T> {
-    fn new(names: Vec<T>, id: impl Fn(&T) -> &MessageId) -> Listed<T> {
+    /// A listing of `names`, keeping the sizes `before` knew of the ids still listed.
+    fn new(names: Vec<T>, id: impl Fn(&T) -> &MessageId, before: Option<Listed<T>>) -> Listed<T> {
+        let by_id: HashMap<MessageId, T> = names.into_iter().map(|n| (id(&n).clone(), n)).collect();
+        let sizes = before
+            .map(|b| b.sizes)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(id, _)| by_id.contains_key(id))
+            .collect();
         Listed {
-            by_id: names.into_iter().map(|n| (id(&n).clone(), n)).collect(),
+            by_id,
             made: Instant::now(),
+            sizes,
         }
     }
 }
@@ -48,19 +62,56 @@ impl EntryIndex {
     /// Keeps a fresh listing of `queue`'s waiting messages.
     pub fn record_waiting(&self, queue: &str, names: &[WaitingName]) {
         self.listings.fetch_add(1, Ordering::Relaxed);
-        self.waiting.lock().unwrap().insert(
-            queue.to_string(),
-            Listed::new(names.to_vec(), |w: &WaitingName| &w.id),
-        );
+        let mut lists = self.waiting.lock().unwrap();
+        let before = lists.remove(queue);
+        let listed = Listed::new(names.to_vec(), |w: &WaitingName| &w.id, before);
+        lists.insert(queue.to_string(), listed);
     }
 
     /// Keeps a fresh listing of `queue`'s in-flight messages.
     pub fn record_in_flight(&self, queue: &str, names: &[WorkName]) {
         self.listings.fetch_add(1, Ordering::Relaxed);
-        self.in_flight.lock().unwrap().insert(
-            queue.to_string(),
-            Listed::new(names.to_vec(), |w: &WorkName| &w.waiting.id),
-        );
+        let mut lists = self.in_flight.lock().unwrap();
+        let before = lists.remove(queue);
+        let listed = Listed::new(names.to_vec(), |w: &WorkName| &w.waiting.id, before);
+        lists.insert(queue.to_string(), listed);
+    }
+
+    /// The body length known for the listed entry `id` of `dir` in `queue`.
+    fn size(&self, dir: DirKind, queue: &str, id: &MessageId) -> Option<u64> {
+        match dir {
+            DirKind::Messages => self
+                .waiting
+                .lock()
+                .unwrap()
+                .get(queue)?
+                .sizes
+                .get(id)
+                .copied(),
+            DirKind::Work => self
+                .in_flight
+                .lock()
+                .unwrap()
+                .get(queue)?
+                .sizes
+                .get(id)
+                .copied(),
+        }
+    }
+
+    /// Keeps the body length of a listed entry (one not listed is not kept).
+    fn record_size(&self, dir: DirKind, queue: &str, id: &MessageId, size: u64) {
+        fn keep<T>(lists: &mut HashMap<String, Listed<T>>, queue: &str, id: &MessageId, size: u64) {
+            if let Some(l) = lists.get_mut(queue)
+                && l.by_id.contains_key(id)
+            {
+                l.sizes.insert(id.clone(), size);
+            }
+        }
+        match dir {
+            DirKind::Messages => keep(&mut self.waiting.lock().unwrap(), queue, id, size),
+            DirKind::Work => keep(&mut self.in_flight.lock().unwrap(), queue, id, size),
+        }
     }
 
     /// How many listings were made for `messages/` and `work/` so far.
@@ -152,6 +203,60 @@ impl QueueFs {
         let names = queue.in_flight().map_err(|e| err(op, node, e))?;
         self.entries.record_in_flight(q, &names);
         Ok(self.entries.in_flight(q, &id).0)
+    }
+
+    /// The length of the body the message entry `node` shows: known from an earlier read, or
+    /// read from its file (usually a few hundred bytes, in the page cache of whoever listed it)
+    /// by the name its listing gave. 0 when it cannot be read (gone, or not readable by the
+    /// caller), as opening it then fails the same way.
+    pub(super) fn body_size(&self, node: &Node) -> u64 {
+        const OP: &str = "getattr";
+        let Node::Entry(q, dir, id) = node else {
+            return 0;
+        };
+        let Some(mid) = MessageId::parse(id) else {
+            return 0;
+        };
+        if let Some(size) = self.entries.size(*dir, q, &mid) {
+            return size;
+        }
+        let Ok(queue) = self.queue(OP, node) else {
+            return 0;
+        };
+        // By the listed name first (no stat); a name gone stale is looked for again.
+        let msg = match dir {
+            DirKind::Messages => {
+                let listed = self.entries.waiting(q, &mid).0;
+                match listed.map(|w| queue.read_waiting(&w)) {
+                    Some(Ok(Some(m))) => Some(m),
+                    _ => self
+                        .find_waiting(OP, node, id)
+                        .ok()
+                        .flatten()
+                        .and_then(|w| queue.read_waiting(&w).ok().flatten()),
+                }
+            }
+            DirKind::Work => {
+                let listed = self.entries.in_flight(q, &mid).0;
+                match listed.map(|w| queue.read_in_flight(&w)) {
+                    Some(Ok(Some(m))) => Some(m),
+                    _ => self
+                        .find_in_flight(OP, node, id)
+                        .ok()
+                        .flatten()
+                        .and_then(|w| queue.read_in_flight(&w).ok().flatten()),
+                }
+            }
+        };
+        let size = match msg {
+            Some(m) => match &m.message {
+                serde_json::Value::String(s) => s.len() as u64,
+                _ => m.body_text().len() as u64,
+            },
+            _ => return 0,
+        };
+        self.entries.record_size(*dir, q, &mid, size);
+        size
     }
 
     /// Listings made for `messages/` and `work/` since the start (a lookup of an entry that

@@ -39,6 +39,19 @@ pub enum FsErrorKind {
     TooLarge { limit: u64 },
     #[error("{0}")]
     Invalid(String),
+    /// The caller lacks the right (the daemon checks each request: see `access`).
+    #[error("permission denied")]
+    Denied,
+    /// Only the owner (or whoever may publish, for `in`) may make this change.
+    #[error("{0}")]
+    NotPermitted(&'static str),
+    /// The message of an open `next`, `wait`, `claim` or `work/<id>` left `work/` while the
+    /// file was open, through no request of this mount.
+    #[error(
+        "the message's lease was lost while the file was open (it expired and was requeued, or \
+         another client settled it): it may be delivered again"
+    )]
+    LeaseLost,
     #[error("is a directory")]
     IsDir,
     #[error("not a directory")]
@@ -71,6 +84,9 @@ impl FsError {
             FsErrorKind::NotUtf8 => libc::EILSEQ,
             FsErrorKind::TooLarge { .. } => libc::EFBIG,
             FsErrorKind::Invalid(_) => libc::EINVAL,
+            FsErrorKind::Denied => libc::EACCES,
+            FsErrorKind::NotPermitted(_) => libc::EPERM,
+            FsErrorKind::LeaseLost => libc::EIO,
             FsErrorKind::IsDir => libc::EISDIR,
             FsErrorKind::NotDir => libc::ENOTDIR,
             FsErrorKind::Engine(e) => match e {
@@ -89,10 +105,13 @@ impl FsError {
         }
     }
 
-    /// True for outcomes that are part of normal use (a missing name, an empty queue), which
-    /// the adapter logs quietly.
+    /// True for outcomes that are part of normal use (a missing name, an empty queue, a user
+    /// refused what the modes do not grant), which the adapter logs quietly.
     /// An unknown id written to `ack` or `nack` is worth a warning: it is the writer's mistake.
     pub fn is_routine(&self) -> bool {
+        if matches!(self.kind, FsErrorKind::Denied) {
+            return true;
+        }
         !matches!(self.op, "ack" | "nack")
             && matches!(
                 self.errno(),

@@ -3,7 +3,9 @@
 
 use super::handles::{
     ConfigHandle, Ctx, DeliverHandle, IdsHandle, OpenHandle, PublishHandle, SnapshotHandle,
+    WorkEntryHandle,
 };
+use super::lease::Lease;
 use super::{
     Access, DirKind, FileKind, FsError, FsErrorKind, Node, OpenFile, QueueFs, Result, err,
 };
@@ -116,6 +118,7 @@ impl QueueFs {
         name: &str,
         mode: OpenMode,
         pid: u32,
+        who: Option<&super::Caller>,
     ) -> Result<(super::Attr, u64)> {
         let is_in = matches!(self.node("create", parent)?, Node::Queue(_))
             && FileKind::from_name(name) == Some(FileKind::In);
@@ -126,7 +129,7 @@ impl QueueFs {
             .lock()
             .unwrap()
             .retain(|r| r.pid != pid || r.at.elapsed() >= REMOVED_IN_FOR);
-        let attr = self.lookup(parent, name)?;
+        let attr = self.lookup_by(parent, name, 0, who)?;
         match self.open(attr.ino, mode, pid) {
             Ok(fh) => Ok((attr, fh)),
             Err(e) => {
@@ -175,6 +178,7 @@ impl QueueFs {
                 self.writable(OP, &node)?;
                 let (queue, delivery) = self.deliver(&node, *kind, pid)?;
                 Box::new(DeliverHandle::new(
+                    &path,
                     &queue,
                     delivery,
                     *kind == FileKind::Claim,
@@ -199,7 +203,7 @@ impl QueueFs {
                 if let Some(e) = node.queue().and_then(|q| self.last_error(q)) {
                     text.push_str(&format!("last_error: {e}\n"));
                 }
-                Box::new(SnapshotHandle::new(text.into_bytes()))
+                Box::new(SnapshotHandle::stream(text.into_bytes()))
             }
             Node::File(q, FileKind::Config) => {
                 let text = self
@@ -214,25 +218,27 @@ impl QueueFs {
                     Box::new(SnapshotHandle::new(text))
                 }
             }
-            Node::Entry(_, DirKind::Work, id) => {
+            Node::Entry(q, DirKind::Work, id) => {
                 let queue = self.queue(OP, &node)?;
                 let found = self.find_in_flight(OP, &node, id)?;
+                let missing = || err(OP, &node, FsErrorKind::NotFound);
                 if access.writes() {
                     // touch opens for writing before it sets the times (which extends the
                     // lease): the open succeeds, and any write fails.
                     self.writable(OP, &node)?;
-                    found.ok_or_else(|| err(OP, &node, FsErrorKind::NotFound))?;
-                    return self.insert_open_file(path, Box::new(SnapshotHandle::new(Vec::new())));
+                    let w = found.ok_or_else(missing)?;
+                    Box::new(WorkEntryHandle::new(Vec::new(), Lease::new(&path, q, w)))
+                } else {
+                    let w = found.ok_or_else(missing)?;
+                    let msg = queue
+                        .read_in_flight(&w)
+                        .map_err(|e| err(OP, &node, e))?
+                        .ok_or_else(missing)?;
+                    Box::new(WorkEntryHandle::new(
+                        msg.body_text().into_bytes(),
+                        Lease::new(&path, q, w),
+                    ))
                 }
-                let msg = match found {
-                    Some(w) => queue.read_in_flight(&w).map_err(|e| err(OP, &node, e))?,
-                    None => None,
-                };
-                Box::new(SnapshotHandle::new(
-                    msg.ok_or_else(|| err(OP, &node, FsErrorKind::NotFound))?
-                        .body_text()
-                        .into_bytes(),
-                ))
             }
             Node::Entry(_, DirKind::Messages, id) => {
                 read_only_file("read-only: reading it takes nothing")?;
@@ -253,6 +259,9 @@ impl QueueFs {
 
     fn insert_open_file(&self, path: String, handle: Box<dyn OpenHandle>) -> Result<u64> {
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        if let Some(lease) = handle.lease() {
+            self.leases.hold(fh, lease);
+        }
         self.files.lock().unwrap().insert(
             fh,
             Arc::new(Mutex::new(OpenFile {
@@ -265,7 +274,7 @@ impl QueueFs {
 
     /// Remembers why a write, close or release on a file of a queue failed, for its `status`
     /// (`last_error:`), where a user whose shell ignored close()'s error looks next.
-    fn note_error(&self, path: &str, e: &FsError) {
+    pub(super) fn note_error(&self, path: &str, e: &FsError) {
         if let Some((queue, _)) = path.split_once('/') {
             let at = epoch_secs();
             self.last_errors
@@ -332,6 +341,7 @@ impl QueueFs {
             broker: &self.broker,
             path,
             killed: &*self.killed,
+            leases: &self.leases,
         }
     }
 
@@ -376,6 +386,7 @@ impl QueueFs {
 
     /// RELEASE (the last close of the open file).
     pub fn release(&self, fh: u64) -> Result<()> {
+        self.leases.release(fh);
         let file = self.files.lock().unwrap().remove(&fh);
         let Some(file) = file else {
             return Err(FsError::new(

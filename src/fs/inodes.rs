@@ -1,7 +1,11 @@
 //! The inode table: which node of the synthetic tree each inode number the kernel holds names.
 //!
 //! Numbers are derived from the node (a hash of its path), so a listing can report the same
-//! number a later lookup hands out without adding anything to the table. Entries carry the
+//! number a later lookup hands out without adding anything to the table.
+//!
+//! `in` has one inode per user who looked it up, each showing that user as its owner: the
+//! kernel lets only a file's owner set its ACL, which `install` and `cp -p` do after writing,
+//! and it checks the owner of the inode a descriptor holds, shared by everyone who opened it. Entries carry the
 //! kernel's lookup count (LOOKUP, MKDIR and every entry READDIRPLUS hands out) and are dropped
 //! when FORGET brings it to zero, so the table holds only what the kernel still references
 //! however many messages pass through.
@@ -126,44 +130,58 @@ impl Node {
         }
     }
 
-    /// The number this node gets unless another node already holds it.
-    fn preferred_ino(&self) -> u64 {
+    /// The number this node (shown as owned by `owner`) gets unless another node holds it.
+    fn preferred_ino(&self, owner: Option<u32>) -> u64 {
         if *self == Node::Root {
             return ROOT_INO;
         }
         // DefaultHasher::new() uses fixed keys: stable for the life of the process.
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.hash(&mut h);
+        owner.hash(&mut h);
         // Below 2^63 (some tools treat inode numbers as signed) and never 0 or 1.
         (h.finish() >> 1).max(2)
     }
 }
 
+/// A node as an inode shows it: with the owner it shows instead of its own (`in`), if any.
+type Shown = (Node, Option<u32>);
+
 #[derive(Default)]
 pub struct InodeTable {
-    by_ino: HashMap<u64, (Node, u64)>,
-    by_node: HashMap<Node, u64>,
+    by_ino: HashMap<u64, (Shown, u64)>,
+    by_node: HashMap<Shown, u64>,
 }
 
 impl InodeTable {
     pub fn new() -> InodeTable {
         let mut t = InodeTable::default();
-        t.by_ino.insert(ROOT_INO, (Node::Root, 1));
-        t.by_node.insert(Node::Root, ROOT_INO);
+        t.by_ino.insert(ROOT_INO, ((Node::Root, None), 1));
+        t.by_node.insert((Node::Root, None), ROOT_INO);
         t
     }
 
     /// The node an inode number names, if the kernel still holds it.
     pub fn node(&self, ino: u64) -> Option<Node> {
-        self.by_ino.get(&ino).map(|(n, _)| n.clone())
+        self.by_ino.get(&ino).map(|((n, _), _)| n.clone())
+    }
+
+    /// The owner the inode `ino` shows instead of its node's own, if any.
+    pub fn shown_owner(&self, ino: u64) -> Option<u32> {
+        self.by_ino.get(&ino).and_then(|((_, owner), _)| *owner)
     }
 
     /// The number for `node` without taking a reference (for directory listings).
     pub fn peek(&self, node: &Node) -> u64 {
-        if let Some(ino) = self.by_node.get(node) {
+        self.peek_as(node, None)
+    }
+
+    fn peek_as(&self, node: &Node, owner: Option<u32>) -> u64 {
+        let shown = (node.clone(), owner);
+        if let Some(ino) = self.by_node.get(&shown) {
             return *ino;
         }
-        let mut ino = node.preferred_ino();
+        let mut ino = node.preferred_ino(owner);
         while self.by_ino.contains_key(&ino) || ino == ROOT_INO {
             ino = ino.wrapping_add(1).max(2) & (u64::MAX >> 1);
         }
@@ -173,10 +191,16 @@ impl InodeTable {
     /// Hands `node` to the kernel once more (a successful LOOKUP or MKDIR, or an entry of a
     /// READDIRPLUS reply other than "." and ".."): returns its number.
     pub fn remember(&mut self, node: Node) -> u64 {
-        let ino = self.peek(&node);
-        let entry = self.by_ino.entry(ino).or_insert_with(|| (node.clone(), 0));
+        self.remember_as(node, None)
+    }
+
+    /// [`InodeTable::remember`] of an inode of `node` showing `owner` as its owner.
+    pub fn remember_as(&mut self, node: Node, owner: Option<u32>) -> u64 {
+        let ino = self.peek_as(&node, owner);
+        let shown = (node, owner);
+        let entry = self.by_ino.entry(ino).or_insert_with(|| (shown.clone(), 0));
         entry.1 += 1;
-        self.by_node.insert(node, ino);
+        self.by_node.insert(shown, ino);
         ino
     }
 
@@ -188,8 +212,8 @@ impl InodeTable {
         if let Some(entry) = self.by_ino.get_mut(&ino) {
             entry.1 = entry.1.saturating_sub(n);
             if entry.1 == 0 {
-                let (node, _) = self.by_ino.remove(&ino).expect("present");
-                self.by_node.remove(&node);
+                let (shown, _) = self.by_ino.remove(&ino).expect("present");
+                self.by_node.remove(&shown);
             }
         }
     }
@@ -224,6 +248,25 @@ mod tests {
         assert_eq!(t.len(), 1);
         t.forget(ROOT_INO, 10);
         assert_eq!(t.node(ROOT_INO), Some(Node::Root));
+    }
+
+    #[test]
+    fn in_has_an_inode_per_owner_shown() {
+        let mut t = InodeTable::new();
+        let node = Node::File("q".into(), FileKind::In);
+        let a = t.remember_as(node.clone(), Some(1000));
+        let b = t.remember_as(node.clone(), Some(1001));
+        let plain = t.remember(node.clone());
+        assert!(a != b && a != plain && b != plain);
+        assert_eq!(t.remember_as(node.clone(), Some(1000)), a);
+        assert_eq!(
+            (t.shown_owner(a), t.shown_owner(b)),
+            (Some(1000), Some(1001))
+        );
+        assert_eq!(t.node(a), Some(node.clone()));
+        t.forget(a, 2);
+        assert_eq!(t.node(a), None);
+        assert_eq!(t.node(b), Some(node));
     }
 
     #[test]

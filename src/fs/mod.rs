@@ -20,7 +20,12 @@
 //!
 //! Closing is committing: publishes, acks and settings are done at FLUSH, so that close()
 //! returns their outcome; who publishes and acks when an open file is shared by several
-//! processes is the rule in [`handles`].
+//! processes is the rule in [`handles`]. While `next`, `wait`, `claim` or a `work/<id>` is
+//! open its message's lease is renewed, and a close after the lease was lost fails ([`lease`]).
+//!
+//! Who may do what is decided here, for each request against its own caller ([`access`]),
+//! from the owners and modes of what each node stands for in ROOT. Entries of `messages/` and
+//! `work/` have their body's length as size ([`entries`]).
 //!
 //! Nothing about the queues is cached here: every call goes through the engine, so other
 //! clients of the same root (the CLI, the Python original, other mounts) are seen as they act,
@@ -36,10 +41,12 @@ mod error;
 mod files;
 mod handles;
 mod inodes;
+mod lease;
 #[cfg(test)]
 mod tests;
 
-pub use caller::{SignalState, is_interrupted, is_killed, supplementary_groups};
+pub use access::Intent;
+pub use caller::{Caller, SignalState, is_interrupted, is_killed, supplementary_groups};
 pub use error::{FsError, FsErrorKind};
 pub use files::{OpenInfo, OpenMode};
 pub use inodes::{DirKind, FileKind, InodeTable, Node, ROOT_INO};
@@ -107,17 +114,23 @@ impl Access {
     }
 }
 
-/// Attributes of a node. Files always have size 0: their content is made when they are opened.
+/// Attributes of a node. The entries of `messages/` and `work/` have their body's length (copy
+/// tools and archivers read as many bytes as the size says); other files have size 0, their
+/// content is made when they are opened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attr {
     pub ino: u64,
     pub is_dir: bool,
+    pub size: u64,
     pub perm: u16,
     pub uid: u32,
     pub gid: u32,
     pub time: SystemTime,
     /// The entry may vanish at any moment (a message): the kernel may cache it only briefly.
     pub volatile: bool,
+    /// Each caller gets an inode of its own (`in`, see [`inodes`]): the kernel must not cache
+    /// it at all, so that every path lookup brings each caller to its own.
+    pub per_caller: bool,
 }
 
 /// One entry of a directory listing.
@@ -172,6 +185,8 @@ pub struct QueueFs {
     stats: access::StatCache,
     /// Where each message under messages/ and work/ is, by id (see [`entries`]).
     entries: entries::EntryIndex,
+    /// The leases open files keep on their messages (see [`lease`]).
+    leases: lease::Leases,
     /// Whether the task with this pid is being interrupted (see [`caller`]); replaceable in tests.
     interrupted: Box<dyn Fn(u32) -> bool + Send + Sync>,
     /// Whether the task with this pid is being killed as it closes a file; replaceable in tests.
@@ -205,6 +220,7 @@ impl QueueFs {
             started: SystemTime::now(),
             stats: access::StatCache::default(),
             entries: entries::EntryIndex::default(),
+            leases: lease::Leases::default(),
             interrupted: Box::new(is_interrupted),
             killed: Box::new(is_killed),
         }
@@ -301,12 +317,26 @@ impl QueueFs {
 
     /// Owner, group and mode of `node`: derived from ROOT, or as the mount options say.
     fn ownership(&self, node: &Node) -> access::Ownership {
-        let derived =
-            access::derive(&self.stats, self.broker.root(), node).unwrap_or(access::Ownership {
-                uid: self.opts.uid.unwrap_or(0),
-                gid: self.opts.gid.unwrap_or(0),
-                perm: 0,
-            });
+        self.present_ownership(node)
+            .unwrap_or_else(|| self.with_overrides(node, None))
+    }
+
+    /// [`QueueFs::ownership`], or None when what `node` stands for is gone (or cannot be
+    /// seen) and no option fixes its mode.
+    fn present_ownership(&self, node: &Node) -> Option<access::Ownership> {
+        let derived = access::derive(&self.stats, self.broker.root(), node);
+        if derived.is_none() && self.opts.umask.is_none() {
+            return None;
+        }
+        Some(self.with_overrides(node, derived))
+    }
+
+    fn with_overrides(&self, node: &Node, derived: Option<access::Ownership>) -> access::Ownership {
+        let derived = derived.unwrap_or(access::Ownership {
+            uid: self.opts.uid.unwrap_or(0),
+            gid: self.opts.gid.unwrap_or(0),
+            perm: 0,
+        });
         let mut perm = match self.opts.umask {
             Some(umask) => Self::fixed_perm(node) & !umask,
             None => derived.perm,
@@ -333,11 +363,38 @@ impl QueueFs {
         }
     }
 
+    /// The owner an inode of `node` shows to `who`: `in` shows each caller as its owner (see
+    /// [`inodes`]), so that the kernel lets copy tools set its ACL; root sees it as it is.
+    fn shown_owner(node: &Node, who: Option<&Caller>) -> Option<u32> {
+        match (node, who) {
+            (Node::File(_, FileKind::In), Some(w)) if !w.is_root() => Some(w.uid),
+            _ => None,
+        }
+    }
+
+    /// Takes one kernel reference on the inode of `node` that `who` gets.
+    fn remember_for(&self, node: Node, who: Option<&Caller>) -> u64 {
+        let owner = Self::shown_owner(&node, who);
+        self.inodes.lock().unwrap().remember_as(node, owner)
+    }
+
     fn attr_of(&self, ino: u64, node: &Node) -> Attr {
-        let owner = self.ownership(node);
+        self.attr_for(ino, node, None)
+    }
+
+    /// The attributes of inode `ino` of `node`, as `who` sees them: an `in` shown as its own
+    /// has the caller's own right to publish as the owner's bits (other classes as derived).
+    fn attr_for(&self, ino: u64, node: &Node, who: Option<&Caller>) -> Attr {
+        let mut owner = self.ownership(node);
+        if let Some(uid) = self.inodes.lock().unwrap().shown_owner(ino) {
+            let may = who.is_some_and(|w| w.uid == uid && owner.permits(w, access::W));
+            owner.perm = (owner.perm & 0o077) | if may { 0o200 } else { 0 };
+            owner.uid = uid;
+        }
         Attr {
             ino,
             is_dir: node.is_dir(),
+            size: self.body_size(node),
             perm: owner.perm as u16,
             uid: owner.uid,
             gid: owner.gid,
@@ -348,6 +405,7 @@ impl QueueFs {
             }
             .unwrap_or(self.started),
             volatile: matches!(node, Node::Entry(..)),
+            per_caller: matches!(node, Node::File(_, FileKind::In)),
         }
     }
 
@@ -363,11 +421,18 @@ impl QueueFs {
 
     /// LOOKUP: finds `name` in `parent` and takes one kernel reference on it.
     pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr> {
-        self.lookup_by(parent, name, 0)
+        self.lookup_by(parent, name, 0, None)
     }
 
-    /// LOOKUP by the task `pid` (an `in` it just removed is missing for it, see [`files`]).
-    pub fn lookup_by(&self, parent: u64, name: &str, pid: u32) -> Result<Attr> {
+    /// LOOKUP by the task `pid` of `who` (an `in` it just removed is missing for it, see
+    /// [`files`]; an `in` is shown as its own, see [`inodes`]).
+    pub fn lookup_by(
+        &self,
+        parent: u64,
+        name: &str,
+        pid: u32,
+        who: Option<&Caller>,
+    ) -> Result<Attr> {
         let parent = self.node("lookup", parent)?;
         let missing = || FsError::new("lookup", child_path(&parent, name), FsErrorKind::NotFound);
         if !parent.is_dir() {
@@ -377,8 +442,8 @@ impl QueueFs {
         if self.removed_in_by(&node, pid) || !self.exists("lookup", &node)? {
             return Err(missing());
         }
-        let ino = self.inodes.lock().unwrap().remember(node.clone());
-        Ok(self.attr_of(ino, &node))
+        let ino = self.remember_for(node.clone(), who);
+        Ok(self.attr_for(ino, &node, who))
     }
 
     /// FORGET: the kernel dropped `n` references to `ino`.
@@ -387,14 +452,30 @@ impl QueueFs {
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
+        self.getattr_for(ino, None)
+    }
+
+    /// GETATTR as `who` sees the node.
+    pub fn getattr_for(&self, ino: u64, who: Option<&Caller>) -> Result<Attr> {
         let node = self.node("getattr", ino)?;
-        Ok(self.attr_of(ino, &node))
+        Ok(self.attr_for(ino, &node, who))
     }
 
     /// SETATTR: truncation of a writable file (`>` truncates to 0; an open `in` takes any size,
     /// as a file would), and touch of `work/<id>` (extends its lease). Owners and modes come from
     /// the mount options and cannot change; on `in` such a change succeeds without effect.
     pub fn setattr(&self, ino: u64, fh: Option<u64>, change: &SetAttr) -> Result<Attr> {
+        self.setattr_by(ino, fh, change, None)
+    }
+
+    /// SETATTR by `who` (its answer shows the node as `who` sees it).
+    pub fn setattr_by(
+        &self,
+        ino: u64,
+        fh: Option<u64>,
+        change: &SetAttr,
+        who: Option<&Caller>,
+    ) -> Result<Attr> {
         const OP: &str = "setattr";
         let node = self.node(OP, ino)?;
         // Copy tools (shutil.copy, cp -p, install) set the mode, owner and times of what they
@@ -446,13 +527,15 @@ impl QueueFs {
                 .touch(&name.to_string())
                 .map_err(|e| err(OP, &node, e))?
             {
-                Some(renewed) => self
-                    .entries
-                    .renamed_in_flight(node.queue().unwrap_or_default(), renewed),
+                Some(renewed) => {
+                    let q = node.queue().unwrap_or_default();
+                    self.leases.renamed(q, &renewed);
+                    self.entries.renamed_in_flight(q, renewed);
+                }
                 None => return Err(err(OP, &node, FsErrorKind::NotFound)),
             }
         }
-        Ok(self.attr_of(ino, &node))
+        Ok(self.attr_for(ino, &node, who))
     }
 
     // ------------------------------------------------------------------ directories
@@ -598,6 +681,7 @@ impl QueueFs {
         &self,
         fh: u64,
         offset: u64,
+        who: Option<&Caller>,
         mut add: impl FnMut(u64, &DirEntry, &Attr) -> bool,
     ) -> Result<()> {
         self.page("readdirplus", fh, offset, |dir, next, entry| {
@@ -611,8 +695,8 @@ impl QueueFs {
             let Some(node) = Self::child(&dir.node, &entry.name) else {
                 return false;
             };
-            let ino = self.inodes.lock().unwrap().remember(node.clone());
-            let full = add(next, entry, &self.attr_of(ino, &node));
+            let ino = self.remember_for(node.clone(), who);
+            let full = add(next, entry, &self.attr_for(ino, &node, who));
             if full {
                 self.inodes.lock().unwrap().forget(ino, 1);
             }
@@ -691,13 +775,19 @@ impl QueueFs {
                 let name = self
                     .find_in_flight(OP, &node, id)?
                     .map_or_else(|| id.clone(), |w| w.to_string());
-                match self
-                    .queue(OP, &node)?
-                    .ack(&name)
-                    .map_err(|e| err(OP, &node, e))?
-                {
-                    AckOutcome::Acked(_) => Ok(()),
-                    AckOutcome::NotFound => Err(err(OP, &node, FsErrorKind::NotFound)),
+                let queue = self.queue(OP, &node)?;
+                // Files of this mount holding it must not take this for a lost lease.
+                let settling = self.leases.settling(node.queue().unwrap_or_default(), id);
+                match queue.ack(&name) {
+                    Ok(AckOutcome::Acked(_)) => Ok(()),
+                    Ok(AckOutcome::NotFound) => {
+                        settling.failed();
+                        Err(err(OP, &node, FsErrorKind::NotFound))
+                    }
+                    Err(e) => {
+                        settling.failed();
+                        Err(err(OP, &node, e))
+                    }
                 }
             }
             Node::Queue(_) | Node::Dir(..) => Err(err(OP, &node, FsErrorKind::IsDir)),
@@ -739,11 +829,42 @@ impl QueueFs {
     pub fn shutdown(&self) {
         self.begin_shutdown();
         let files: Vec<_> = self.files.lock().unwrap().drain().collect();
-        for (_, file) in files {
+        for (fh, file) in files {
+            self.leases.release(fh);
             if let Err(e) = self.finish(&file, true) {
                 log::warn!("closing at shutdown: {e}");
             }
         }
+    }
+
+    /// The open files whose lease is due for renewal (see [`lease`]).
+    pub fn leases_due(&self) -> Vec<u64> {
+        self.leases.due()
+    }
+
+    /// Renews the lease of the open file `fh` if it is due (the adapter calls this as the
+    /// file's opener). A lease found lost is logged and shown in `status` now; the file's
+    /// close will fail.
+    pub fn renew_lease(&self, fh: u64) -> Result<()> {
+        let Some(lease) = self.leases.get(fh) else {
+            return Ok(());
+        };
+        const OP: &str = "renew lease";
+        let renewal = self
+            .broker
+            .queue(&lease.queue)
+            .and_then(|q| lease.renew(&q))
+            .map_err(|e| FsError::new(OP, lease.path.clone(), e))?;
+        match renewal {
+            lease::Renewal::Renewed(name) => self.entries.renamed_in_flight(&lease.queue, name),
+            lease::Renewal::Lost => {
+                let e = FsError::new(OP, lease.path.clone(), FsErrorKind::LeaseLost);
+                self.note_error(&lease.path, &e);
+                return Err(e);
+            }
+            lease::Renewal::Idle => {}
+        }
+        Ok(())
     }
 
     /// Housekeeping for every queue (requeues expired messages), at most once a minute per queue

@@ -37,6 +37,11 @@ pub const FS_TYPE: &str = "fuse.ddmq";
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10);
 /// After a stop signal, how long open files may keep a lazily unmounted filesystem alive.
 const STOP_GRACE: Duration = Duration::from_secs(3);
+/// How often the leases of open files are looked at (each is renewed a quarter of its lease
+/// before it ends, at most every 200 ms: see the fs layer's lease module).
+const LEASE_TICK: Duration = Duration::from_millis(100);
+/// What admits other users to a mount by an ordinary user (fusermount3 reads it).
+const FUSE_CONF: &str = "/etc/fuse.conf";
 
 /// The daemon's error: what it was doing, and on what.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +65,22 @@ pub enum MountError {
         fs_type: String,
         device: String,
     },
+    #[error("{} is not a mount point: nothing to unmount", .0.display())]
+    NotMounted(PathBuf),
+    #[error(
+        "{mountpoint} is a {fs_type} mount of {device}, not a ddmq mount: unmount it with umount(8)"
+    )]
+    NotDdmq {
+        mountpoint: String,
+        fs_type: String,
+        device: String,
+    },
+    #[error(
+        "-o {option}: a mount by a user other than root admits other users (root included) only \
+         if {FUSE_CONF} has the line user_allow_other (an administrator adds it), or if the \
+         daemon runs as root"
+    )]
+    OthersNotAllowed { option: &'static str },
     #[error("{0}")]
     Daemon(String),
 }
@@ -215,9 +236,11 @@ fn check_mountpoint(mountpoint: &Path) -> Result<(), MountError> {
 struct Readiness(Option<File>);
 
 impl Readiness {
-    fn report(&mut self, message: &str) {
-        if let Some(mut pipe) = self.0.take() {
-            let _ = pipe.write_all(message.as_bytes());
+    /// Tells the waiting parent; false when there is none (a foreground daemon) or it is gone.
+    fn report(&mut self, message: &str) -> bool {
+        match self.0.take() {
+            Some(mut pipe) => pipe.write_all(message.as_bytes()).is_ok(),
+            None => false,
         }
     }
 }
@@ -283,16 +306,31 @@ fn mount_session(
     let mut config = fuser::Config::default();
     config.acl = opts.acl();
     config.n_threads = Some(opts.threads);
+    // No default_permissions: the daemon checks every request against its caller (the
+    // kernel's check, from attributes shared by all users, refuses a group member's chmod of
+    // `in` before the daemon hears of it).
     if !sys::is_root_user() {
+        if let Some(option) = opts.admits_others()
+            && !fuse_conf_allows_others(Path::new(FUSE_CONF))
+        {
+            return Err(MountError::OthersNotAllowed { option });
+        }
         config.mount_options = vec![
             fuser::MountOption::FSName(source.to_string()),
             fuser::MountOption::Subtype("ddmq".into()),
-            fuser::MountOption::DefaultPermissions,
             fuser::MountOption::NoDev,
             fuser::MountOption::NoSuid,
         ];
         if opts.read_only {
             config.mount_options.push(fuser::MountOption::RO);
+        }
+        // fuser opens /dev/fuse itself before it turns to fusermount3: where the device is
+        // root's alone (as in many containers) nobody else can mount, fusermount3 included.
+        if let Err(e) = OpenOptions::new().read(true).write(true).open("/dev/fuse") {
+            return Err(MountError::Daemon(format!(
+                "cannot open /dev/fuse ({e}): on this system only root can make FUSE mounts; \
+                 run the daemon as root (see doc/MOUNT.md, fstab and systemd)"
+            )));
         }
         return fuser::Session::new(fuse, mountpoint, &config).map_err(io_err("mount", mountpoint));
     }
@@ -304,7 +342,7 @@ fn mount_session(
         .map_err(io_err("open", Path::new("/dev/fuse")))?;
     let (uid, gid) = sys::real_ids();
     let mut data = format!(
-        "fd={},rootmode={:o},user_id={uid},group_id={gid},default_permissions",
+        "fd={},rootmode={:o},user_id={uid},group_id={gid}",
         dev.as_raw_fd(),
         libc::S_IFDIR
     );
@@ -349,10 +387,23 @@ pub fn run_mount(args: MountArgs) -> Result<(), MountError> {
         }
     };
     let result = serve(broker, &root, &mountpoint, &opts, &mut readiness, stdio);
-    if let Err(e) = &result {
-        readiness.report(&e.to_string());
+    if let Err(e) = &result
+        && readiness.report(&e.to_string())
+    {
+        // The parent prints it: a background daemon says nothing more (it used to print it
+        // too, so every failure showed twice).
+        std::process::exit(1);
     }
     result
+}
+
+/// Whether `conf` (fuse.conf) lets ordinary users admit others; an unreadable file leaves
+/// the question to fusermount3.
+fn fuse_conf_allows_others(conf: &Path) -> bool {
+    match std::fs::read_to_string(conf) {
+        Ok(text) => text.lines().any(|l| l.trim() == "user_allow_other"),
+        Err(_) => true,
+    }
 }
 
 /// Mounts and serves until unmounted or stopped by a signal.
@@ -372,12 +423,9 @@ fn serve(
         .fsname
         .clone()
         .unwrap_or_else(|| root.to_string_lossy().replace(',', "_"));
-    let session = mount_session(
-        DdmqFuse::new(fs.clone(), sys::is_root_user()),
-        &source,
-        mountpoint,
-        opts,
-    )?;
+    let fuse = DdmqFuse::new(fs.clone(), sys::is_root_user());
+    let leases = fuse.lease_keeper();
+    let session = mount_session(fuse, &source, mountpoint, opts)?;
     let background = session
         .spawn()
         .map_err(io_err("start serving", mountpoint))?;
@@ -396,6 +444,12 @@ fn serve(
     spawn_named("ddmq-housekeeping", {
         let fs = fs.clone();
         move || housekeeping_loop(&fs)
+    })?;
+    spawn_named("ddmq-leases", move || {
+        loop {
+            std::thread::sleep(LEASE_TICK);
+            leases.renew_due();
+        }
     })?;
     spawn_named("ddmq-signals", {
         let fs = fs.clone();
@@ -448,15 +502,35 @@ fn stop_on_signal(signals: sys::StopSignals, fs: &QueueFs, mountpoint: &Path) {
     std::process::exit(0);
 }
 
-/// `ddmq umount`.
+/// `ddmq umount`: only a ddmq mount (a plain directory, or another filesystem, is named as
+/// what it is instead of the system's bare EINVAL).
 pub fn run_umount(args: UmountArgs) -> Result<(), MountError> {
     let mountpoint = absolute(&args.mountpoint);
-    unmount(&mountpoint, args.lazy)
+    match mounted_at(&mountpoint) {
+        None => Err(MountError::NotMounted(mountpoint)),
+        Some((fs_type, device)) if fs_type != FS_TYPE => Err(MountError::NotDdmq {
+            mountpoint: mountpoint.display().to_string(),
+            fs_type,
+            device,
+        }),
+        Some(_) => unmount(&mountpoint, args.lazy),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fuse_conf_must_say_user_allow_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("fuse.conf");
+        std::fs::write(&conf, "# user_allow_other\nmount_max = 1000\n").unwrap();
+        assert!(!fuse_conf_allows_others(&conf), "a comment does not count");
+        std::fs::write(&conf, "mount_max = 1000\n  user_allow_other \n").unwrap();
+        assert!(fuse_conf_allows_others(&conf));
+        assert!(fuse_conf_allows_others(&dir.path().join("missing")));
+    }
 
     #[test]
     fn mountinfo_paths_are_unescaped_and_mounts_found() {

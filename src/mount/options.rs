@@ -100,7 +100,8 @@ impl MountOptions {
                 }
                 "create" => o.create = true,
                 "fsname" => o.fsname = Some(value.ok_or_else(|| bad("needs a value"))?.to_string()),
-                // Always on: the kernel checks the modes that uid, gid and umask set.
+                // The daemon checks every request itself (see crate::fs's access module);
+                // asking the kernel to check as well would refuse copy tools' chmod of `in`.
                 "default_permissions" => {}
                 // For mount(8), systemd and fstab, not for the filesystem.
                 "_netdev" | "nofail" | "noauto" | "auto" | "user" | "users" | "nouser"
@@ -122,6 +123,17 @@ impl MountOptions {
             umask: self.umask,
             wait_limit: self.wait_limit,
             ..FsOptions::default()
+        }
+    }
+
+    /// The option that admits users other than the mount's owner, if any.
+    pub fn admits_others(&self) -> Option<&'static str> {
+        if self.allow_other {
+            Some("allow_other")
+        } else if self.allow_root {
+            Some("allow_root")
+        } else {
+            None
         }
     }
 

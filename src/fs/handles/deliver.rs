@@ -1,14 +1,16 @@
 //! `next`, `wait` and `claim` opened for reading: the claimed message, acked or given back
 //! by the rule in the module docs of [`super`].
 
-use super::{Ctx, OpenHandle, slice_at};
-use crate::engine::{self, Delivery, Queue, WorkName};
+use super::{Ctx, OpenHandle, lease_lost, slice_at};
+use crate::engine::{self, AckOutcome, Delivery, Queue};
 use crate::fs::Result;
+use crate::fs::lease::Lease;
+use std::sync::Arc;
 
-/// An open `next`, `wait` or `claim`: the claimed message and who read it to the end.
+/// An open `next`, `wait` or `claim`: the claimed message, its lease, and who read it to the end.
 pub(in crate::fs) struct DeliverHandle {
     queue: String,
-    work: WorkName,
+    lease: Arc<Lease>,
     bytes: Vec<u8>,
     /// How far the reads reached.
     handed: usize,
@@ -18,12 +20,14 @@ pub(in crate::fs) struct DeliverHandle {
     ack_when_done: bool,
     /// Acked (or, for claim, left in flight for good): nothing is left to do at release.
     settled: bool,
+    /// claim: its record can be read again (`head -1` seeks back); next and wait are streams.
+    record: bool,
 }
 
 impl DeliverHandle {
     /// A handle for a message just claimed from `queue`: `claim` reads its record as JSON and
     /// leaves it in flight; `next` and `wait` read its body and ack it once it was read whole.
-    pub fn new(queue: &Queue, delivery: Delivery, record: bool) -> DeliverHandle {
+    pub fn new(path: &str, queue: &Queue, delivery: Delivery, record: bool) -> DeliverHandle {
         let bytes = if record {
             format!("{}\n", delivery.message.to_json()).into_bytes()
         } else {
@@ -31,12 +35,13 @@ impl DeliverHandle {
         };
         DeliverHandle {
             queue: queue.name().to_string(),
-            work: delivery.work_name,
+            lease: Lease::new(path, queue.name(), delivery.work_name),
             bytes,
             handed: 0,
             finished_by: Vec::new(),
             ack_when_done: !record,
             settled: false,
+            record,
         }
     }
 
@@ -49,14 +54,21 @@ impl DeliverHandle {
         })
     }
 
+    /// Acks the message (next, wait), or checks that it is still in flight (claim, which
+    /// leaves it there). Either fails with EIO if the lease was lost.
     fn ack(&mut self, ctx: &Ctx, op: &'static str) -> Result<()> {
         self.settled = true;
-        if self.ack_when_done {
-            ctx.queue(op, &self.queue)?
-                .ack(&self.work.to_string())
-                .map_err(|e| ctx.fail(op, e))?;
+        let q = ctx.queue(op, &self.queue)?;
+        let held = if self.ack_when_done {
+            self.lease
+                .settle_with(|name| Ok(q.ack(&name.to_string())? != AckOutcome::NotFound))
+        } else {
+            self.lease.check(&q)
+        };
+        match held.map_err(|e| ctx.fail(op, e))? {
+            true => Ok(()),
+            false => Err(lease_lost(ctx, op)),
         }
-        Ok(())
     }
 }
 
@@ -78,6 +90,9 @@ impl OpenHandle for DeliverHandle {
     /// is being killed (it may not have used what it read). Closes of other holders (a child
     /// that inherited the descriptor) decide nothing.
     fn flush(&mut self, ctx: &Ctx, pid: u32) -> Result<()> {
+        if self.lease.is_lost() {
+            return Err(lease_lost(ctx, "flush"));
+        }
         if self.settled || self.finished_by.is_empty() {
             return Ok(());
         }
@@ -98,18 +113,31 @@ impl OpenHandle for DeliverHandle {
     /// Gives the message back unless someone still alive read it whole.
     fn release(mut self: Box<Self>, ctx: &Ctx, _shutting_down: bool) -> Result<()> {
         const OP: &str = "release";
-        if self.settled {
-            return Ok(());
+        if self.settled || self.lease.is_lost() {
+            return Ok(()); // done, or taken back already (a FLUSH reported that)
         }
         if !self.finished_by.is_empty() {
             return self.ack(ctx, OP);
         }
         let q = ctx.queue(OP, &self.queue)?;
-        let fail = |e: engine::Error| ctx.fail(OP, e);
-        // The lease may have been extended meanwhile: find its current name.
-        if let Some(w) = q.resolve_in_flight(&self.work.to_string()).map_err(fail)? {
-            q.give_back(&w).map_err(fail)?;
-        }
+        // Under the lease's lock, so that no renewal renames it meanwhile.
+        self.lease
+            .settle_with(|name| {
+                // The lease may have been extended by another client: find its current name.
+                if let Some(w) = q.resolve_in_flight(&name.to_string())? {
+                    q.give_back(&w)?;
+                }
+                Ok(true)
+            })
+            .map_err(|e: engine::Error| ctx.fail(OP, e))?;
         Ok(())
+    }
+
+    fn seekable(&self) -> bool {
+        self.record
+    }
+
+    fn lease(&self) -> Option<Arc<Lease>> {
+        Some(self.lease.clone())
     }
 }

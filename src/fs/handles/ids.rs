@@ -30,10 +30,19 @@ impl IdsHandle {
             return Ok(());
         }
         let q = ctx.queue(op, &self.queue)?;
+        // Files of this mount holding the message must not take this for a lost lease.
+        let settling = ctx.leases.settling(&self.queue, id);
         let found = if self.nack {
-            q.nack(id, false).map_err(|e| ctx.fail(op, e))? != RequeueOutcome::NotFound
+            q.nack(id, false).map(|o| o != RequeueOutcome::NotFound)
         } else {
-            q.ack(id).map_err(|e| ctx.fail(op, e))? != AckOutcome::NotFound
+            q.ack(id).map(|o| o != AckOutcome::NotFound)
+        };
+        let found = match found {
+            Ok(true) => true,
+            other => {
+                settling.failed();
+                other.map_err(|e| ctx.fail(op, e))?
+            }
         };
         if found {
             Ok(())

@@ -8,6 +8,7 @@
 //! | `next`, `wait`, `claim`        | [`DeliverHandle`]     |
 //! | `ddmq.yaml` opened for writing | [`ConfigHandle`]      |
 //! | `ack`, `nack`                  | [`IdsHandle`]         |
+//! | `work/<id>`                    | [`WorkEntryHandle`]   |
 //! | `status`, bodies, `ddmq.yaml` read | [`SnapshotHandle`] |
 //!
 //! # Closing is committing
@@ -43,6 +44,9 @@
 //!   it (claim leaves it in flight); if that process is being killed, it does not count as
 //!   having read it. RELEASE gives the message back unless a live reader got all of it.
 //!   FLUSHes of other holders decide nothing.
+//! - **Leases.** While `next`, `wait`, `claim` or a `work/<id>` is open, its message's lease is
+//!   renewed ([`super::lease`]). Once the lease is known lost (the ack found nothing, or the
+//!   message left `work/` through no request of this mount), every FLUSH fails with EIO.
 //!
 //! Only a FLUSH with something at stake asks /proc whether its task is dying (one read per
 //! publish or ack); comparing a closer with the opener asks /proc only when the task ids
@@ -53,22 +57,26 @@ mod config;
 mod deliver;
 mod ids;
 mod publish;
+mod work;
 
 pub(in crate::fs) use config::ConfigHandle;
 pub(in crate::fs) use deliver::DeliverHandle;
 pub(in crate::fs) use ids::IdsHandle;
 pub(in crate::fs) use publish::PublishHandle;
+pub(in crate::fs) use work::WorkEntryHandle;
 
+use super::lease::{Lease, Leases};
 use super::{FsError, FsErrorKind, Result};
 use crate::engine::{Broker, Queue};
 use std::sync::Arc;
 
-/// What a handle needs from the filesystem to act: the engine, its own path for errors, and
-/// the check for a caller being killed.
+/// What a handle needs from the filesystem to act: the engine, its own path for errors, the
+/// check for a caller being killed, and the leases of open files.
 pub(in crate::fs) struct Ctx<'a> {
     pub broker: &'a Broker,
     pub path: &'a str,
     pub killed: &'a (dyn Fn(u32) -> bool + Send + Sync),
+    pub leases: &'a Leases,
 }
 
 impl Ctx<'_> {
@@ -104,10 +112,16 @@ pub(in crate::fs) trait OpenHandle: Send {
         true
     }
 
-    /// Whether lseek may move the file position (only `in`, where holes and truncation give
-    /// what a file would hold); other files are streams.
+    /// Whether lseek may move the file position: `in` (holes and truncation give what a file
+    /// would hold) and files whose content is fixed at open (`head -1 claim` seeks back to
+    /// the end of the line it printed); `next` and `wait` are streams.
     fn seekable(&self) -> bool {
         false
+    }
+
+    /// The lease this open file keeps on its message while open, if any.
+    fn lease(&self) -> Option<Arc<Lease>> {
+        None
     }
 
     /// FLUSH: a close of a descriptor of this file by the task `pid`.
@@ -153,11 +167,24 @@ fn place(buf: &mut Vec<u8>, offset: usize, data: &[u8]) {
 /// Content fixed at open: `status`, a message body, `ddmq.yaml` opened for reading.
 pub(in crate::fs) struct SnapshotHandle {
     bytes: Vec<u8>,
+    seekable: bool,
 }
 
 impl SnapshotHandle {
+    /// A file as a file reads (a body, the settings): seekable.
     pub fn new(bytes: Vec<u8>) -> SnapshotHandle {
-        SnapshotHandle { bytes }
+        SnapshotHandle {
+            bytes,
+            seekable: true,
+        }
+    }
+
+    /// A report made at open (`status`): a stream, as it changes from one open to the next.
+    pub fn stream(bytes: Vec<u8>) -> SnapshotHandle {
+        SnapshotHandle {
+            bytes,
+            seekable: false,
+        }
     }
 }
 
@@ -169,4 +196,13 @@ impl OpenHandle for SnapshotHandle {
     fn needs_flush(&self) -> bool {
         false
     }
+
+    fn seekable(&self) -> bool {
+        self.seekable
+    }
+}
+
+/// The error of every close of a file whose lease was lost.
+fn lease_lost(ctx: &Ctx, op: &'static str) -> FsError {
+    ctx.fail(op, FsErrorKind::LeaseLost)
 }

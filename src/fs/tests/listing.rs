@@ -25,7 +25,7 @@ fn pages(fs: &QueueFs, fh: u64, room: usize, plus: bool) -> Vec<Vec<Taken>> {
             false
         };
         if plus {
-            fs.readdirplus(fh, offset, |next, e, a| take(next, e, Some(a)))
+            fs.readdirplus(fh, offset, None, |next, e, a| take(next, e, Some(a)))
         } else {
             fs.readdir(fh, offset, |next, e| take(next, e, None))
         }

@@ -617,3 +617,4 @@ fn a_writer_killed_before_it_closed_publishes_nothing_and_a_killed_reader_gives_
 mod bodies;
 mod closing;
 mod listing;
+mod teams;
