@@ -264,6 +264,29 @@ impl Queue {
     }
 }
 
+/// Files that housekeeping removes once stale: our temporary files, and the `.fuse_hidden*`
+/// copies that libfuse filesystems such as sshfs leave of files unlinked while still open
+/// through the same mount (an acked message, a replaced ddmq.yaml). NFS's `.nfs*` files are
+/// left alone: removing one breaks the client that holds it.
+fn is_leftover(name: &str) -> bool {
+    ReservedName::parse(name) == Some(ReservedName::Temp) || name.starts_with(".fuse_hidden")
+}
+
+/// Whether the file at `path` was last written more than `secs` before `now`.
+fn modified_before(path: &Path, secs: u64, now: u64) -> bool {
+    std::fs::symlink_metadata(path)
+        .map(|m| (m.mtime().max(0) as u64).saturating_add(secs) < now)
+        .unwrap_or(false)
+}
+
+/// Whether the file at `path` was last renamed (or changed: its ctime) more than `secs` before
+/// `now`. A taken message keeps the mtime of its publish; the take itself sets the ctime.
+fn renamed_before(path: &Path, secs: u64, now: u64) -> bool {
+    std::fs::symlink_metadata(path)
+        .map(|m| (m.ctime().max(0) as u64).saturating_add(secs) < now)
+        .unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use crate::engine::Broker;
@@ -294,27 +317,4 @@ mod tests {
         assert_eq!(d.message.body_text(), "first");
         assert_eq!(d.message.requeue_counter, 0, "uncounted");
     }
-}
-
-/// Files that housekeeping removes once stale: our temporary files, and the `.fuse_hidden*`
-/// copies that libfuse filesystems such as sshfs leave of files unlinked while still open
-/// through the same mount (an acked message, a replaced ddmq.yaml). NFS's `.nfs*` files are
-/// left alone: removing one breaks the client that holds it.
-fn is_leftover(name: &str) -> bool {
-    ReservedName::parse(name) == Some(ReservedName::Temp) || name.starts_with(".fuse_hidden")
-}
-
-/// Whether the file at `path` was last written more than `secs` before `now`.
-fn modified_before(path: &Path, secs: u64, now: u64) -> bool {
-    std::fs::symlink_metadata(path)
-        .map(|m| (m.mtime().max(0) as u64).saturating_add(secs) < now)
-        .unwrap_or(false)
-}
-
-/// Whether the file at `path` was last renamed (or changed: its ctime) more than `secs` before
-/// `now`. A taken message keeps the mtime of its publish; the take itself sets the ctime.
-fn renamed_before(path: &Path, secs: u64, now: u64) -> bool {
-    std::fs::symlink_metadata(path)
-        .map(|m| (m.ctime().max(0) as u64).saturating_add(secs) < now)
-        .unwrap_or(false)
 }

@@ -188,6 +188,11 @@ impl Listing {
         Ok(chosen)
     }
 
+    /// The directory's signature taken before the last listing.
+    pub(super) fn listed_signature(&self) -> Option<DirSignature> {
+        self.known
+    }
+
     /// Whether claims were lost to other consumers lately.
     pub(super) fn is_contended(&self) -> bool {
         self.contention > 0

@@ -102,6 +102,7 @@ mod listing;
 mod prepared;
 mod queue;
 mod survey;
+mod watch;
 
 pub use broker::Broker;
 pub use config::Settings;
@@ -114,3 +115,4 @@ pub use queue::{
     RequeueOutcome,
 };
 pub use survey::Survey;
+pub use watch::{DirWatch, IDLE_AFTER, IDLE_POLL};

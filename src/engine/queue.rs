@@ -12,12 +12,13 @@ use super::files::{
 };
 use super::housekeeping::CleanTimes;
 use super::inspect::StatusCounts;
-use super::listing::{DirSignature, Listing, SIGNATURE_SETTLE};
+use super::listing::Listing;
 use super::message::{Message, Requeue};
 use super::names::{
     DEAD_DIR, MessageId, WORK_DIR, WaitingName, WorkName, claim_name, is_valid_id,
     next_queue_number, take_name,
 };
+use super::watch::DirWatch;
 use serde_json::Value;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -39,12 +40,6 @@ const LAST_GOOD_GRACE: Duration = Duration::from_secs(60);
 /// An unreadable message file younger than this may still be being written by the original
 /// (which writes in place): it is given back rather than quarantined.
 const YOUNG_FILE: Duration = Duration::from_secs(2);
-
-/// A waiting consumer whose queue has not changed for this long polls at [`IDLE_POLL`] at most.
-pub const IDLE_AFTER: Duration = Duration::from_secs(10);
-/// The slowest poll of an idle waiting consumer: another host's message is still seen within
-/// this plus the client's attribute cache time.
-pub const IDLE_POLL: Duration = Duration::from_millis(500);
 
 /// Options of a publish; `None` takes the queue's setting.
 #[derive(Clone, Debug, Default)]
@@ -509,13 +504,9 @@ impl Queue {
         }
     }
 
-    /// Waits up to `limit` for a message, watching the directory with a cheap stat every
-    /// `poll` (change events do not cross NFS hosts). `give_up` is asked between polls.
-    ///
-    /// A directory whose signature stays the same is looked at once more after
-    /// [`SIGNATURE_SETTLE`] (a change in the same second as our last look may not show in it),
-    /// then only when it changes. After [`IDLE_AFTER`] without a change the stat comes every
-    /// [`IDLE_POLL`] at most, so that idle consumers cost the file server little.
+    /// Waits up to `limit` for a message, watching the directory between looks (see
+    /// [`DirWatch`]: a `stat` every `poll`, slower once the queue has been idle a while).
+    /// `give_up` is asked between polls.
     pub fn consume_wait(
         &self,
         limit: Duration,
@@ -523,35 +514,20 @@ impl Queue {
         give_up: &dyn Fn() -> bool,
     ) -> Result<Option<Delivery>> {
         let deadline = Instant::now() + limit;
-        let mut seen: Option<DirSignature> = None;
-        let mut seen_since = Instant::now();
+        let mut watch = DirWatch::default();
         loop {
-            let now_sig = DirSignature::of(&self.dir).ok();
-            if now_sig != seen {
-                seen = now_sig;
-                seen_since = Instant::now();
-            }
-            let settled_look = seen_since.elapsed() >= SIGNATURE_SETTLE;
             if let Some(d) = self.consume_one()? {
                 return Ok(Some(d));
             }
+            watch.looked(self);
             loop {
                 if Instant::now() >= deadline || give_up() {
                     return Ok(None);
                 }
-                let pause = if seen_since.elapsed() >= IDLE_AFTER {
-                    poll.max(IDLE_POLL)
-                } else {
-                    poll
-                };
+                let pause = watch.pause(poll);
                 std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
-                let now_sig = DirSignature::of(&self.dir)
-                    .map_err(|e| self.missing_queue_or("stat", &self.dir, e))?;
                 // A deferred (young, unreadable) file may be complete now, with no directory change to show it.
-                if Some(now_sig) != seen
-                    || self.deferral_ended()
-                    || (!settled_look && seen_since.elapsed() >= SIGNATURE_SETTLE)
-                {
+                if watch.worth_a_look(self) || self.deferral_ended() {
                     break;
                 }
             }

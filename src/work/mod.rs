@@ -18,7 +18,9 @@ mod task;
 
 pub use report::{Tally, format_duration};
 
-use crate::engine::{self, AckOutcome, ConsumeOptions, Delivery, Queue, RequeueOutcome};
+use crate::engine::{
+    self, AckOutcome, ConsumeOptions, Delivery, DirWatch, IDLE_AFTER, Queue, RequeueOutcome,
+};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -39,6 +41,8 @@ const STATUS_COUNT_EVERY: Duration = Duration::from_secs(1);
 const STATUS_EVERY: Duration = Duration::from_millis(250);
 /// How often an idle runner looks for expired leases in `work/` (a listing, no writes).
 const EXPIRED_LOOK_EVERY: Duration = Duration::from_secs(1);
+/// The same once the queue has been idle for [`IDLE_AFTER`].
+const EXPIRED_LOOK_IDLE: Duration = Duration::from_secs(5);
 
 /// The runner's error: the engine's, or a system call of its own, naming what it was doing.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +131,7 @@ pub fn run(queue: Arc<Queue>, root: &Path, opts: &Options) -> Result<Outcome> {
         stop: None,
         error: None,
         queue_dry: false,
+        watch: DirWatch::default(),
         next_look: now,
         idle_since: None,
         last_expired_look: None,
@@ -196,6 +201,8 @@ struct Runner<'a> {
     error: Option<Error>,
     /// The last look found nothing to take; `next_look` is when to look again.
     queue_dry: bool,
+    /// The queue directory as the last empty look saw it.
+    watch: DirWatch,
     next_look: Instant,
     /// Since when nothing runs and nothing is to be taken.
     idle_since: Option<Instant>,
@@ -245,8 +252,17 @@ impl Runner<'_> {
     /// crash finds what the dead runner held.
     fn fill_slots(&mut self) {
         let now = Instant::now();
-        if self.queue_dry && now < self.next_look {
-            return;
+        if self.queue_dry {
+            if now < self.next_look {
+                return;
+            }
+            // One stat instead of a listing while the queue directory keeps its signature;
+            // expired leases are still looked for while nothing runs.
+            let expired_due = self.tasks.is_empty() && self.expired_look_due(now);
+            if !self.watch.worth_a_look(&self.queue) && !expired_due {
+                self.next_look = now + self.watch.pause(self.opts.poll);
+                return;
+            }
         }
         while self.tasks.len() < self.opts.jobs {
             match self.queue.consume(1, &ConsumeOptions { clean: true }) {
@@ -255,11 +271,12 @@ impl Runner<'_> {
                     self.start(got.swap_remove(0));
                 }
                 Ok(_) => {
+                    self.watch.looked(&self.queue);
                     if self.tasks.is_empty() && self.requeued_expired(now) {
                         continue;
                     }
                     self.queue_dry = true;
-                    self.next_look = now + self.opts.poll;
+                    self.next_look = now + self.watch.pause(self.opts.poll);
                     if self.tasks.is_empty() && self.idle_since.is_none() {
                         self.idle_since = Some(now);
                     }
@@ -276,12 +293,22 @@ impl Runner<'_> {
         self.queue_dry = false;
     }
 
-    /// Requeues expired leases, at most once every [`EXPIRED_LOOK_EVERY`]; true if any was.
+    /// Whether it is time to look for expired leases: every [`EXPIRED_LOOK_EVERY`], or every
+    /// [`EXPIRED_LOOK_IDLE`] once the queue has been idle for a while (a listing of `work/`
+    /// each time).
+    fn expired_look_due(&self, now: Instant) -> bool {
+        let every = if self.watch.idle_for() >= IDLE_AFTER {
+            EXPIRED_LOOK_IDLE
+        } else {
+            EXPIRED_LOOK_EVERY
+        };
+        self.last_expired_look
+            .is_none_or(|t| now.duration_since(t) >= every)
+    }
+
+    /// Requeues expired leases, when [`Runner::expired_look_due`]; true if any was.
     fn requeued_expired(&mut self, now: Instant) -> bool {
-        if self
-            .last_expired_look
-            .is_some_and(|t| now.duration_since(t) < EXPIRED_LOOK_EVERY)
-        {
+        if !self.expired_look_due(now) {
             return false;
         }
         self.last_expired_look = Some(now);
