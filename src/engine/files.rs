@@ -190,17 +190,16 @@ pub(crate) fn list_names<T>(dir: &Path, parse: fn(&[u8]) -> Option<T>) -> io::Re
 /// Calls `f` with each entry name of `dir` (not `.` and `..`), borrowing it: std's ReadDir
 /// allocates a name per entry, which dominates listing a deep queue.
 pub(crate) fn for_each_entry(dir: &Path, mut f: impl FnMut(&[u8])) -> io::Result<()> {
-    use nix::fcntl::OFlag;
-    use nix::sys::stat::Mode;
-    let mut d = retry_stale(|| {
-        nix::dir::Dir::open(
-            dir,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(io::Error::from)
+    let fd = retry_stale(|| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(dir)
     })?;
-    for entry in d.iter() {
+    // getdents64 into one buffer; the descriptor closes with the File (errors ignored).
+    let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 32 * 1024];
+    let mut entries = rustix::fs::RawDir::new(&fd, &mut buf);
+    while let Some(entry) = entries.next() {
         let entry = entry.map_err(io::Error::from)?;
         let name = entry.file_name().to_bytes();
         if name != b"." && name != b".." {
