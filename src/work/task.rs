@@ -3,7 +3,9 @@
 //! holds on the message while it runs.
 
 use super::output::{LineBuffer, Output, Stream};
+use super::signals::DRAIN_SIGNAL;
 use crate::engine::{Delivery, WorkName, now_secs};
+use nix::sys::signal::{SigHandler, signal};
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::CommandExt;
@@ -130,6 +132,18 @@ impl Task {
             // Its own process group: a terminal's ^C reaches the runner alone, and the runner's
             // stop signal reaches the whole task (`sh -c` and what it started).
             .process_group(0);
+        // The drain signal ignored (an ignored signal stays so across exec, a handler the
+        // command installs overrides it): a drain Slurm sends to the whole step must not kill
+        // the tasks it lets finish.
+        // SAFETY: between fork and exec only async-signal-safe calls may be made; sigaction is
+        // one, and the closure touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                signal(DRAIN_SIGNAL, SigHandler::SigIgn)
+                    .map(drop)
+                    .map_err(io::Error::from)
+            });
+        }
         let mut child = cmd.spawn()?;
         let started = Instant::now();
         let stdout = child.stdout.take().map(|pipe| OutputPipe {
