@@ -611,14 +611,14 @@ fn a_grace_longer_than_kill_wait_is_fitted_below_it_so_everything_still_comes_ba
     job.scancel(None, &[]);
     job.wait_until_ended(LONG);
     let out = farm.read(&format!("grace-{}_4294967294.out", job.id));
+    assert!(farm.in_work().is_empty(), "given back, not left to their leases: {out}");
+    assert_eq!(farm.waiting(), before, "{out}");
+    assert!(farm.requeue_counters().iter().all(|&c| c == 0));
     assert!(
         out.contains("--grace 30.0 s is not below Slurm's KillWait (5 s), after which Slurm SIGKILLs the runner and its commands: using a grace of 3.0 s"),
         "{out}"
     );
     assert!(out.contains("SIGKILL in 3.0 s"), "{out}");
-    assert_eq!(farm.waiting(), before, "{out}");
-    assert!(farm.in_work().is_empty(), "{out}");
-    assert!(farm.requeue_counters().iter().all(|&c| c == 0));
     assert!(
         out.contains("stopped by SIGTERM: 0 done, 0 failed (0 requeued, 0 dead, 0 dropped), 2 given back"),
         "{out}"

@@ -144,6 +144,7 @@ pub fn run(queue: Arc<Queue>, root: &Path, opts: &Options) -> Result<Outcome> {
             opts.command.clone(),
             root.to_string_lossy().into_owned(),
             queue.name().to_string(),
+            slurm.is_some(),
         ),
         queue,
         opts,

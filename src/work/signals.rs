@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// The signals that stop the runner.
 pub const STOP_SIGNALS: [i32; 2] = [SIGTERM, SIGINT];
-/// The signal that drains it. The commands start with it ignored: Slurm's `--signal` and
-/// `scancel --signal` send it to every process of a step, and its default action would kill
-/// the very tasks a drain lets finish.
+/// The signal that drains it. In a Slurm job the commands start with it ignored: Slurm's
+/// `--signal` and `scancel --signal` may send it to every process of a step, and its default
+/// action would kill the very tasks a drain lets finish.
 pub const DRAIN_SIGNAL: Signal = Signal::SIGUSR1;
 
 /// Installed handlers; removed again when dropped.
