@@ -2,10 +2,12 @@
 //! KillWait=5 and proctrack/linuxproc, which signals every process of a job): real `sbatch` job
 //! arrays against a queue. Every task runs once and a failing task fails its array task;
 //! `scancel` mid-run gives every message back at once and uncounted, round after round (the
-//! scheduler's SIGTERM reaches the commands and the runner at the same moment: a race); a time
-//! limit with `--signal=TERM@N` (srun) and `--signal=B:TERM@N` (the runner as the batch shell)
-//! does the same; SIGUSR1 drains (both ways of sending it), and so does `--drain-before`; a
-//! `--grace` longer than KillWait is fitted below it, said, and so still gives everything back.
+//! scheduler's SIGTERM reaches the commands and the runner at the same moment: a race), the
+//! summaries reaching the output (the runner as the batch shell, or under srun with `%t` in its
+//! `--output`); a time limit with `--signal=TERM@N` (srun) and `--signal=B:TERM@N` (the runner as
+//! the batch shell) does the same; SIGUSR1 drains (both ways of sending it), and so does
+//! `--drain-before`; a `--grace` longer than KillWait is fitted below it, said, and so still
+//! gives everything back.
 //!
 //! The cluster is started once for this test binary and stopped when it exits. The tests need
 //! root (SlurmUser=root): without it they say so and pass; as root (CI) a cluster that cannot
@@ -129,7 +131,11 @@ impl Drop for Farm {
         if std::thread::panicking() {
             FAILED.store(true, Ordering::SeqCst);
             // What the jobs said, for the failure's reader.
-            for entry in fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
+            for entry in fs::read_dir(self.dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 let path = entry.path();
                 if path.extension().is_some_and(|e| e == "out") {
                     eprintln!(
@@ -244,7 +250,12 @@ impl Farm {
             .output()
             .unwrap();
         assert!(out.status.success(), "sbatch: {}", text(&out.stderr));
-        let id = text(&out.stdout).trim().split(';').next().unwrap().to_string();
+        let id = text(&out.stdout)
+            .trim()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
         assert!(id.bytes().all(|b| b.is_ascii_digit()), "job id {id:?}");
         Job {
             cluster: self.cluster,
@@ -305,7 +316,15 @@ impl Job {
     fn wait_until_ended(&self, bound: Duration) {
         wait_until(&format!("job {} ended", self.id), bound, || {
             let out = slurm(self.cluster, "squeue")
-                .args(["-h", "-j", &self.id, "-t", "PD,R,CG,S,CF,RQ,RS,SO", "-o", "%T"])
+                .args([
+                    "-h",
+                    "-j",
+                    &self.id,
+                    "-t",
+                    "PD,R,CG,S,CF,RQ,RS,SO",
+                    "-o",
+                    "%T",
+                ])
                 .output()
                 .unwrap();
             out.status.success() && text(&out.stdout).trim().is_empty()
@@ -381,7 +400,11 @@ fn an_array_runs_every_task_once_and_a_failing_task_fails_its_array_task() {
         .collect();
     let mut sorted = states.clone();
     sorted.sort();
-    assert_eq!(sorted, [("COMPLETED", "0:0"), ("FAILED", "1:0")], "{records:?}");
+    assert_eq!(
+        sorted,
+        [("COMPLETED", "0:0"), ("FAILED", "1:0")],
+        "{records:?}"
+    );
     // Each runner's summary reached its output; together they count every task.
     let mut done = 0;
     let mut failed = 0;
@@ -406,7 +429,11 @@ fn scancel_mid_run_gives_every_message_back_at_once_and_uncounted_round_after_ro
     // commands each: it is a race.
     for round in 1..=5 {
         let farm = Farm::new(cluster, "");
-        farm.publish_lines(&(1..=12).map(|i| format!("r{round}-{i}")).collect::<Vec<_>>());
+        farm.publish_lines(
+            &(1..=12)
+                .map(|i| format!("r{round}-{i}"))
+                .collect::<Vec<_>>(),
+        );
         let before = farm.waiting();
         // Array task 1 runs the runner as the batch shell; task 2 under srun, its output
         // written by slurmstepd itself (`%t` in --output), as doc/WORK.md says.
@@ -443,7 +470,8 @@ fi"#,
             6,
             "round {round}: no task started after the cancel: {outputs}"
         );
-        let want = "stopped by SIGTERM: 0 done, 0 failed (0 requeued, 0 dead, 0 dropped), 3 given back";
+        let want =
+            "stopped by SIGTERM: 0 done, 0 failed (0 requeued, 0 dead, 0 dropped), 3 given back";
         assert_eq!(
             outputs.matches(want).count(),
             2,
@@ -462,17 +490,19 @@ fn a_time_limit_signal_stops_the_runner_as_srun_step_and_as_batch_shell() {
     let farm = Farm::new(cluster, "");
     farm.publish_lines(&(1..=8).map(|i| format!("l{i}")).collect::<Vec<_>>());
     let before = farm.waiting();
-    let command = r#"@DDMQ@ work -j 2 @ROOT@ q -- sh -c 'echo "$DDMQ_ID" >> @DIR@/started; sleep 300'"#;
-    // A one-minute limit, the signal 55 s before it (Slurm sends it at its next check of the
-    // limits, up to 30 s later): TERM@N reaches the steps, B:TERM@N the batch shell alone.
+    let command =
+        r#"@DDMQ@ work -j 2 @ROOT@ q -- sh -c 'echo "$DDMQ_ID" >> @DIR@/started; sleep 300'"#;
+    // A one-minute limit, the signal 50 s before it (Slurm sends it at its next check of the
+    // limits, up to 30 s later; at least 10 s in, the tasks have started): TERM@N reaches the
+    // steps, B:TERM@N the batch shell alone.
     let step = farm.submit(
         "limit-srun",
-        &["--time=1", "--signal=TERM@55"],
+        &["--time=1", "--signal=TERM@50"],
         &format!(r#"srun --output="@DIR@/limit-srun-step-%j.%t.out" {command}"#),
     );
     let batch = farm.submit(
         "limit-batch",
-        &["--time=1", "--signal=B:TERM@55"],
+        &["--time=1", "--signal=B:TERM@50"],
         &format!("exec {command}"),
     );
     wait_for_lines(&farm.path("started"), 4);
@@ -529,11 +559,10 @@ fi"#,
         farm.read(&name)
     };
     for t in 1..=2 {
-        wait_until(
-            "the runner says it drains",
-            LONG,
-            || output_of(t).contains("SIGUSR1: draining: taking no more tasks, letting 2 running finish"),
-        );
+        wait_until("the runner says it drains", LONG, || {
+            output_of(t)
+                .contains("SIGUSR1: draining: taking no more tasks, letting 2 running finish")
+        });
     }
     fs::write(farm.path("go"), "").unwrap();
     job.wait_until_ended(LONG);
@@ -577,7 +606,7 @@ fn drain_before_stops_taking_tasks_that_long_before_the_time_limit() {
     assert_eq!(farm.waiting().len(), 200 - finished, "{out}");
     assert!(farm.in_work().is_empty(), "{out}");
     assert!(
-        out.contains("(--drain-before 50): draining: taking no more tasks, letting 1 running finish"),
+        out.contains("(--drain-before 50): draining: taking no more tasks, letting "),
         "{out}"
     );
     let want = format!(
@@ -611,7 +640,10 @@ fn a_grace_longer_than_kill_wait_is_fitted_below_it_so_everything_still_comes_ba
     job.scancel(None, &[]);
     job.wait_until_ended(LONG);
     let out = farm.read(&format!("grace-{}_4294967294.out", job.id));
-    assert!(farm.in_work().is_empty(), "given back, not left to their leases: {out}");
+    assert!(
+        farm.in_work().is_empty(),
+        "given back, not left to their leases: {out}"
+    );
     assert_eq!(farm.waiting(), before, "{out}");
     assert!(farm.requeue_counters().iter().all(|&c| c == 0));
     assert!(
@@ -620,7 +652,9 @@ fn a_grace_longer_than_kill_wait_is_fitted_below_it_so_everything_still_comes_ba
     );
     assert!(out.contains("SIGKILL in 3.0 s"), "{out}");
     assert!(
-        out.contains("stopped by SIGTERM: 0 done, 0 failed (0 requeued, 0 dead, 0 dropped), 2 given back"),
+        out.contains(
+            "stopped by SIGTERM: 0 done, 0 failed (0 requeued, 0 dead, 0 dropped), 2 given back"
+        ),
         "{out}"
     );
 }

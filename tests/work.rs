@@ -483,7 +483,13 @@ fn a_command_killed_by_the_stop_signal_before_the_runner_gets_its_own_is_given_b
     let runner = farm
         .work(
             &["-j", "3"],
-            &["sh", "-c", r#"echo "$$" >> "$1"; sleep 60"#, "sh", log.to_str().unwrap()],
+            &[
+                "sh",
+                "-c",
+                r#"echo "$$" >> "$1"; sleep 60"#,
+                "sh",
+                log.to_str().unwrap(),
+            ],
         )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -505,9 +511,15 @@ fn a_command_killed_by_the_stop_signal_before_the_runner_gets_its_own_is_given_b
         let m: Value = serde_json::from_slice(&fs::read(farm.q().join(name)).unwrap()).unwrap();
         assert_eq!(m["requeue_counter"], 0, "{stderr}");
     }
-    assert_eq!(lines(&log).len(), 3, "no task started after the death: {stderr}");
+    assert_eq!(
+        lines(&log).len(),
+        3,
+        "no task started after the death: {stderr}"
+    );
     assert!(
-        stderr.contains("stopped by SIGTERM: 0 done, 0 failed (0 requeued, 0 dead, 0 dropped), 3 given back"),
+        stderr.contains(
+            "stopped by SIGTERM: 0 done, 0 failed (0 requeued, 0 dead, 0 dropped), 3 given back"
+        ),
         "{stderr}"
     );
 }
@@ -522,7 +534,10 @@ fn a_command_killed_by_a_signal_with_no_stop_after_it_fails() {
         .unwrap();
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("failed (killed by SIGKILL): dropped"), "{stderr}");
+    assert!(
+        stderr.contains("failed (killed by SIGKILL): dropped"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("ddmq work: 0 done, 1 failed (0 requeued, 0 dead, 1 dropped)"),
         "{stderr}"
@@ -571,7 +586,9 @@ fn sigusr1_drains_takes_nothing_more_lets_the_running_finish_and_exits_0() {
     assert_eq!(farm.waiting().len(), 3);
     assert!(farm.in_work().is_empty());
     assert!(
-        stderr.contains("drained on SIGUSR1: 2 done, 0 failed (0 requeued, 0 dead, 0 dropped), 0 given back"),
+        stderr.contains(
+            "drained on SIGUSR1: 2 done, 0 failed (0 requeued, 0 dead, 0 dropped), 0 given back"
+        ),
         "{stderr}"
     );
 }
@@ -587,7 +604,10 @@ fn drain_before_outside_a_slurm_job_is_a_usage_error_and_takes_nothing() {
         .unwrap();
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("--drain-before needs a Slurm job"), "{stderr}");
+    assert!(
+        stderr.contains("--drain-before needs a Slurm job"),
+        "{stderr}"
+    );
     assert_eq!(farm.waiting().len(), 1);
     assert!(farm.in_work().is_empty());
 }

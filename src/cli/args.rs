@@ -243,7 +243,7 @@ pub struct WorkArgs {
     /// once the queue is empty and nothing runs, wait up to SECONDS for more messages (`inf`: serve forever)
     #[arg(long = "wait", value_name = "SECONDS|inf", value_parser = parse_wait)]
     pub wait: Option<f64>,
-    /// seconds the running commands get between the passed-on SIGTERM/SIGINT and SIGKILL
+    /// seconds the running commands get between the passed-on SIGTERM/SIGINT and SIGKILL (in a Slurm job, fitted below its KillWait)
     #[arg(long = "grace", value_name = "SECONDS", default_value_t = 10.0, value_parser = parse_seconds)]
     pub grace: f64,
     /// in a Slurm job: SECONDS before the job's time limit, take no more tasks and let the running ones finish (as SIGUSR1 does)

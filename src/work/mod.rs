@@ -207,7 +207,10 @@ fn grace_within_kill_wait(grace: Duration, job: &SlurmJob, output: &mut Output) 
             None => grace,
         },
         Ok(None) => {
-            log::debug!("in Slurm job {} but no scontrol here: KillWait unknown", job.id);
+            log::debug!(
+                "in Slurm job {} but no scontrol here: KillWait unknown",
+                job.id
+            );
             grace
         }
         Err(e) => {
@@ -328,7 +331,11 @@ impl Runner<'_> {
             self.wait_for_events(timeout)?;
             self.renew_leases();
             self.kill_when_grace_ends();
-            if self.drain_plan.as_ref().is_some_and(|p| Instant::now() >= p.at) {
+            if self
+                .drain_plan
+                .as_ref()
+                .is_some_and(|p| Instant::now() >= p.at)
+            {
                 self.plan_drain();
             }
             self.draw_status();
@@ -399,7 +406,10 @@ impl Runner<'_> {
             }
             Err(e) if was_due => {
                 self.drain_plan = None;
-                let reason = format!("the job's time limit was due in {} s when last asked, and now ({e})", before.as_secs_f64());
+                let reason = format!(
+                    "--drain-before {}: the time left could not be checked again ({e})",
+                    before.as_secs_f64()
+                );
                 self.start_drain(&reason, "before the time limit");
             }
             Err(e) => {
@@ -531,10 +541,7 @@ impl Runner<'_> {
         match &self.stop {
             Some(stop) if !stop.killed => at(stop.kill_at),
             Some(_) => {}
-            None if self.takes_tasks()
-                && self.queue_dry
-                && self.tasks.len() < self.opts.jobs =>
-            {
+            None if self.takes_tasks() && self.queue_dry && self.tasks.len() < self.opts.jobs => {
                 at(self.next_look)
             }
             None => {}

@@ -37,10 +37,12 @@ impl SlurmJob {
         let Some(text) = run_tool("scontrol", &["show", "config"])? else {
             return Ok(None);
         };
-        parse_kill_wait(&text).map(Some).ok_or_else(|| Error::Slurm {
-            op: "scontrol show config",
-            message: "no KillWait in its output".to_string(),
-        })
+        parse_kill_wait(&text)
+            .map(Some)
+            .ok_or_else(|| Error::Slurm {
+                op: "scontrol show config",
+                message: "no KillWait in its output".to_string(),
+            })
     }
 
     /// The time the job has left before its time limit; `Ok(None)` when it has no limit (or
