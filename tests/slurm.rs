@@ -9,6 +9,9 @@
 //! `--drain-before`; a `--grace` longer than KillWait is fitted below it, said, and so still
 //! gives everything back.
 //!
+//! `DDMQ_SLURM_PROCTRACK=pgid` or `=cgroup` runs the same tests under another proctrack plugin
+//! (scripts/slurm-cluster reads it); they pass under all three here.
+//!
 //! The cluster is started once for this test binary and stopped when it exits. The tests need
 //! root (SlurmUser=root): without it they say so and pass; as root (CI) a cluster that cannot
 //! start fails them.
@@ -311,23 +314,31 @@ impl Job {
         assert!(out.status.success(), "scancel {id}: {}", text(&out.stderr));
     }
 
-    /// Waits until no part of the job is pending, running or completing: its processes are
-    /// gone (a runner ended by Slurm has exited by then, or been killed).
+    /// Waits until every part of the job is in a final state (not pending, running, signaling,
+    /// completing…): its processes are gone (a runner ended by Slurm has exited, or been killed).
     fn wait_until_ended(&self, bound: Duration) {
+        const FINAL: [&str; 11] = [
+            "BOOT_FAIL",
+            "CANCELLED",
+            "COMPLETED",
+            "DEADLINE",
+            "FAILED",
+            "NODE_FAIL",
+            "OUT_OF_MEMORY",
+            "PREEMPTED",
+            "REVOKED",
+            "SPECIAL_EXIT",
+            "TIMEOUT",
+        ];
         wait_until(&format!("job {} ended", self.id), bound, || {
             let out = slurm(self.cluster, "squeue")
-                .args([
-                    "-h",
-                    "-j",
-                    &self.id,
-                    "-t",
-                    "PD,R,CG,S,CF,RQ,RS,SO",
-                    "-o",
-                    "%T",
-                ])
+                .args(["-h", "-j", &self.id, "-t", "all", "-o", "%T"])
                 .output()
                 .unwrap();
-            out.status.success() && text(&out.stdout).trim().is_empty()
+            let states = text(&out.stdout);
+            out.status.success()
+                && !states.trim().is_empty()
+                && states.lines().all(|s| FINAL.contains(&s.trim()))
         });
     }
 
