@@ -16,13 +16,16 @@
 //! root (SlurmUser=root): without it they say so and pass; as root (CI) a cluster that cannot
 //! start fails them.
 
+mod farm;
+
+use farm::{lines, text, wait_until_within};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const DDMQ: &str = env!("CARGO_BIN_EXE_ddmq");
 
@@ -102,31 +105,18 @@ fn slurm(cluster: &Cluster, program: &str) -> Command {
     c
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn lines(path: &Path) -> Vec<String> {
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-/// Waits (a generous bound, not a timing assertion) until `cond` holds.
-fn wait_until(what: &str, bound: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + bound;
-    while !cond() {
-        assert!(Instant::now() < deadline, "gave up waiting until {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A root `R` with queue `q` in a temporary directory, with job scripts and their output.
+/// A farm (tests/farm) whose jobs run on the cluster, with their scripts and output in its
+/// directory.
 struct Farm {
     cluster: &'static Cluster,
-    dir: tempfile::TempDir,
+    queue: farm::Farm,
+}
+
+impl std::ops::Deref for Farm {
+    type Target = farm::Farm;
+    fn deref(&self) -> &farm::Farm {
+        &self.queue
+    }
 }
 
 impl Drop for Farm {
@@ -154,77 +144,15 @@ impl Drop for Farm {
 
 impl Farm {
     fn new(cluster: &'static Cluster, settings: &str) -> Farm {
-        let farm = Farm {
+        Farm {
             cluster,
-            dir: tempfile::tempdir().unwrap(),
-        };
-        farm.ddmq(&["create", "-f", &farm.root(), "q"]);
-        if !settings.is_empty() {
-            fs::write(
-                farm.q().join("ddmq.yaml"),
-                format!("cleaned: 0\n{settings}"),
-            )
-            .unwrap();
+            queue: farm::Farm::new(settings),
         }
-        farm
     }
 
-    fn root(&self) -> String {
-        self.path("R")
-    }
-
-    fn q(&self) -> PathBuf {
-        self.dir.path().join("R/q")
-    }
-
+    /// `name` in the farm's directory, as the job scripts name it.
     fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).to_string_lossy().into_owned()
-    }
-
-    fn ddmq(&self, args: &[&str]) -> String {
-        let out = Command::new(DDMQ)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "ddmq {args:?}: {}", text(&out.stderr));
-        text(&out.stdout)
-    }
-
-    fn publish_lines(&self, bodies: &[String]) {
-        use std::io::Write;
-        let mut child = Command::new(DDMQ)
-            .args(["publish", "--lines", "-s", &self.root(), "q", "-"])
-            .stdin(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(bodies.join("\n").as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success());
-    }
-
-    fn waiting(&self) -> Vec<String> {
-        message_names(&self.q())
-    }
-
-    fn in_work(&self) -> Vec<String> {
-        message_names(&self.q().join("work"))
-    }
-
-    /// The requeue counters of the waiting messages.
-    fn requeue_counters(&self) -> Vec<u64> {
-        self.waiting()
-            .iter()
-            .map(|name| {
-                let m: serde_json::Value =
-                    serde_json::from_slice(&fs::read(self.q().join(name)).unwrap()).unwrap();
-                m["requeue_counter"].as_u64().unwrap()
-            })
-            .collect()
+        self.file(name).to_string_lossy().into_owned()
     }
 
     /// What a job wrote to `name` in the farm's directory.
@@ -265,18 +193,6 @@ impl Farm {
             id,
         }
     }
-}
-
-fn message_names(dir: &Path) -> Vec<String> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = entries
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".ddmq"))
-        .collect();
-    names.sort();
-    names
 }
 
 /// A submitted job (an array or not); cancelled when dropped, should a test fail before its end.
@@ -330,7 +246,7 @@ impl Job {
             "SPECIAL_EXIT",
             "TIMEOUT",
         ];
-        wait_until(&format!("job {} ended", self.id), bound, || {
+        wait_until_within(&format!("job {} ended", self.id), bound, || {
             let out = slurm(self.cluster, "squeue")
                 .args(["-h", "-j", &self.id, "-t", "all", "-o", "%T"])
                 .output()
@@ -369,7 +285,7 @@ impl Job {
 
 /// Waits until `file` has `n` lines (tasks write one as they start).
 fn wait_for_lines(file: &str, n: usize) {
-    wait_until(
+    wait_until_within(
         &format!("{n} lines in {file}"),
         Duration::from_secs(120),
         || lines(Path::new(file)).len() >= n,
@@ -385,7 +301,7 @@ fn an_array_runs_every_task_once_and_a_failing_task_fails_its_array_task() {
     let mut bodies: Vec<String> = (1..=30).map(|i| format!("t{i}")).collect();
     farm.publish_lines(&bodies);
     // Dropped on its first failure, so it fails one array task, whichever runs it.
-    farm.ddmq(&["publish", "-s", "--no-requeue", &farm.root(), "q", "bad"]);
+    farm.ok(&["publish", "-s", "--no-requeue", &farm.root(), "q", "bad"]);
     bodies.push("bad".to_string());
     let job = farm.submit(
         "array",
@@ -570,7 +486,7 @@ fi"#,
         farm.read(&name)
     };
     for t in 1..=2 {
-        wait_until("the runner says it drains", LONG, || {
+        wait_until_within("the runner says it drains", LONG, || {
             output_of(t)
                 .contains("SIGUSR1: draining: taking no more tasks, letting 2 running finish")
         });
