@@ -151,12 +151,14 @@ fn run_tool(program: &'static str, args: &[&str]) -> Result<Option<String>> {
     let out = stdout.join().unwrap_or_default();
     let errors = stderr.join().unwrap_or_default();
     if !status.success() {
-        let said = errors.trim();
-        return Err(err(if said.is_empty() {
-            format!("{status}")
-        } else {
-            said.to_string()
-        }));
+        // Its last line says why (`scontrol: fatal: …`), the ones before how it got there.
+        let said = errors.lines().rev().map(str::trim).find(|l| !l.is_empty());
+        let said = said.map(|l| {
+            l.strip_prefix(program)
+                .and_then(|r| r.strip_prefix(": "))
+                .unwrap_or(l)
+        });
+        return Err(err(said.map_or_else(|| format!("{status}"), str::to_string)));
     }
     Ok(Some(out))
 }
