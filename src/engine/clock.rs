@@ -45,7 +45,12 @@ impl Queue {
     /// Learns the offset from a file this handle has just renamed or created: its ctime is now.
     pub(super) fn learn_clock(&self, meta: &Metadata) {
         let stamped = meta.ctime() as f64 + meta.ctime_nsec() as f64 / 1e9;
-        let offset = stamped - local_now();
+        // Under a second is no skew: file times come from a coarse clock (a few ms behind) or
+        // in whole seconds (MooseFS); clocks that agree that well are taken as equal.
+        let offset = match stamped - local_now() {
+            o if o.abs() < 1.0 => 0.0,
+            o => o,
+        };
         let mut clock = self.clock.lock().unwrap();
         if clock
             .offset
