@@ -1,152 +1,19 @@
 //! `ddmq work` and `ddmq top` as real processes on temporary roots: every task exactly once
 //! with four slots and whole output lines, the body on stdin or in place of `{}`, failures
 //! requeued up to their limit then dead-lettered, a task longer than its lease run once while
-//! a cleaner and a second runner look on, stop signals giving unfinished messages back,
+//! a cleaner and a second runner look on, stop signals giving unfinished messages back (also
+//! when a command died of the stop signal before the runner got its own), SIGUSR1 draining,
 //! runners SIGKILLed at random losing nothing, and `top --once --format json` against the
 //! queue's real counts.
 
+mod farm;
+
+use farm::{Farm, lines, text, wait_output, wait_until};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-fn ddmq() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ddmq"));
-    c.env_remove("RUST_LOG");
-    c
-}
-
-/// A root `R` with queue `q` (and the settings given) in a temporary directory.
-struct Farm {
-    dir: tempfile::TempDir,
-}
-
-impl Farm {
-    fn new(settings: &str) -> Farm {
-        let dir = tempfile::tempdir().unwrap();
-        let farm = Farm { dir };
-        farm.ok(&["create", "-f", &farm.root(), "q"]);
-        if !settings.is_empty() {
-            fs::write(
-                farm.q().join("ddmq.yaml"),
-                format!("cleaned: 0\n{settings}"),
-            )
-            .unwrap();
-        }
-        farm
-    }
-
-    fn root(&self) -> String {
-        self.dir.path().join("R").to_string_lossy().into_owned()
-    }
-
-    fn q(&self) -> PathBuf {
-        self.dir.path().join("R/q")
-    }
-
-    /// A file for the tasks to write to.
-    fn file(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        ddmq().args(args).stdin(Stdio::null()).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "ddmq {args:?}: {}", text(&out.stderr));
-        text(&out.stdout)
-    }
-
-    fn publish(&self, body: &str, extra: &[&str]) {
-        let root = self.root();
-        let mut args = vec!["publish", "-s"];
-        args.extend_from_slice(extra);
-        args.extend_from_slice(&[&root, "q", body]);
-        self.ok(&args);
-    }
-
-    fn publish_lines(&self, bodies: &[String]) {
-        let mut child = ddmq()
-            .args(["publish", "--lines", "-s", &self.root(), "q", "-"])
-            .stdin(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(bodies.join("\n").as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success());
-    }
-
-    /// `ddmq work ROOT q` with `opts` before ROOT and `command` after `--`.
-    fn work(&self, opts: &[&str], command: &[&str]) -> Command {
-        let mut c = ddmq();
-        c.arg("work")
-            .args(opts)
-            .arg(self.root())
-            .arg("q")
-            .arg("--")
-            .args(command)
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn waiting(&self) -> Vec<String> {
-        message_names(&self.q())
-    }
-
-    fn in_work(&self) -> Vec<String> {
-        message_names(&self.q().join("work"))
-    }
-
-    fn dead(&self) -> Vec<String> {
-        message_names(&self.q().join("dead"))
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn message_names(dir: &Path) -> Vec<String> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = entries
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".ddmq"))
-        .collect();
-    names.sort();
-    names
-}
-
-fn lines(path: &Path) -> Vec<String> {
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-/// Waits (up to a minute: a generous bound, not a timing assertion) until `cond` holds.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cond() {
-        assert!(Instant::now() < deadline, "gave up waiting until {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn wait_output(child: Child) -> Output {
-    child.wait_with_output().unwrap()
-}
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 #[test]
 fn every_task_runs_exactly_once_with_four_slots_and_lines_never_mix() {
@@ -462,6 +329,152 @@ fn sigterm_passes_the_signal_on_and_gives_every_unfinished_message_back_at_its_p
     let (out, before) = stop_a_runner(&farm, script, "0.3");
     assert_eq!(out.status.code(), Some(128 + 15), "{}", text(&out.stderr));
     assert_eq!(farm.waiting(), before);
+    assert!(farm.in_work().is_empty());
+}
+
+fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
+}
+
+#[test]
+fn a_command_killed_by_the_stop_signal_before_the_runner_gets_its_own_is_given_back_uncounted() {
+    // What a scheduler does: SIGTERM to every process, one of the commands first. The runner
+    // must not count that death as a failure, nor start a new task in the freed slot.
+    let farm = Farm::new("");
+    for i in 1..=6 {
+        farm.publish(&format!("m{i}"), &[]);
+    }
+    let before = farm.waiting();
+    let log = farm.file("log");
+    let runner = farm
+        .work(
+            &["-j", "3"],
+            &[
+                "sh",
+                "-c",
+                r#"echo "$$" >> "$1"; sleep 60"#,
+                "sh",
+                log.to_str().unwrap(),
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("three tasks run", || lines(&log).len() == 3);
+    // Each command leads its own process group: the whole task dies, as under a scheduler.
+    let first: i32 = lines(&log)[0].parse().unwrap();
+    signal(-first, nix::sys::signal::Signal::SIGTERM);
+    // Well within the runner's wait for a stop signal (1 s), well beyond a reap of the task.
+    std::thread::sleep(Duration::from_millis(200));
+    signal(runner.id() as i32, nix::sys::signal::Signal::SIGTERM);
+    let out = wait_output(runner);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(128 + 15), "{stderr}");
+    assert_eq!(farm.waiting(), before, "{stderr}");
+    assert!(farm.in_work().is_empty());
+    for name in &before {
+        let m: Value = serde_json::from_slice(&fs::read(farm.q().join(name)).unwrap()).unwrap();
+        assert_eq!(m["requeue_counter"], 0, "{stderr}");
+    }
+    assert_eq!(
+        lines(&log).len(),
+        3,
+        "no task started after the death: {stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "stopped by SIGTERM: 0 done, 0 failed (0 requeued, 0 dead, 0 dropped), 3 given back"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_command_killed_by_a_signal_with_no_stop_after_it_fails() {
+    let farm = Farm::new("");
+    farm.publish("crash", &["--no-requeue"]);
+    let out = farm
+        .work(&[], &["sh", "-c", "kill -KILL $$"])
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("failed (killed by SIGKILL): dropped"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("ddmq work: 0 done, 1 failed (0 requeued, 0 dead, 1 dropped)"),
+        "{stderr}"
+    );
+    assert!(farm.waiting().is_empty() && farm.in_work().is_empty());
+}
+
+#[test]
+fn sigusr1_drains_takes_nothing_more_lets_the_running_finish_and_exits_0() {
+    let farm = Farm::new("");
+    for i in 1..=5 {
+        farm.publish(&format!("d{i}"), &[]);
+    }
+    let started = farm.file("started");
+    let go = farm.file("go");
+    let stderr_file = farm.file("stderr");
+    let script = r#"echo "$1" >> "$2"; while [ ! -e "$3" ]; do sleep 0.02; done"#;
+    let runner = farm
+        .work(
+            &["-j", "2"],
+            &[
+                "sh",
+                "-c",
+                script,
+                "sh",
+                "{}",
+                started.to_str().unwrap(),
+                go.to_str().unwrap(),
+            ],
+        )
+        .stderr(fs::File::create(&stderr_file).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until("two tasks run", || lines(&started).len() == 2);
+    signal(runner.id() as i32, nix::sys::signal::Signal::SIGUSR1);
+    wait_until("the runner drains", || {
+        fs::read_to_string(&stderr_file)
+            .unwrap_or_default()
+            .contains("SIGUSR1: draining: taking no more tasks, letting 2 running finish")
+    });
+    fs::write(&go, "").unwrap();
+    let out = wait_output(runner);
+    let stderr = fs::read_to_string(&stderr_file).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(lines(&started).len(), 2, "nothing taken after the drain");
+    assert_eq!(farm.waiting().len(), 3);
+    assert!(farm.in_work().is_empty());
+    assert!(
+        stderr.contains(
+            "drained on SIGUSR1: 2 done, 0 failed (0 requeued, 0 dead, 0 dropped), 0 given back"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn drain_before_outside_a_slurm_job_is_a_usage_error_and_takes_nothing() {
+    let farm = Farm::new("");
+    farm.publish("x", &[]);
+    let out = farm
+        .work(&["--drain-before", "60"], &["true"])
+        .env_remove("SLURM_JOB_ID")
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--drain-before needs a Slurm job"),
+        "{stderr}"
+    );
+    assert_eq!(farm.waiting().len(), 1);
     assert!(farm.in_work().is_empty());
 }
 

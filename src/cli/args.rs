@@ -234,7 +234,7 @@ pub struct JsonArgs {
     pub json_payload: String,
 }
 
-/// `ddmq work [-j N] [--wait SECONDS|inf] [--grace S] [--tag] [--joblog FILE] ROOT QUEUE -- COMMAND [ARG...]`
+/// `ddmq work [-j N] [--wait SECONDS|inf] [--grace S] [--drain-before S] [--tag] [--joblog FILE] ROOT QUEUE -- COMMAND [ARG...]`
 #[derive(Args, Debug, Clone)]
 pub struct WorkArgs {
     /// run N tasks at once (default: the number of CPUs this process may use, from its affinity mask)
@@ -243,9 +243,12 @@ pub struct WorkArgs {
     /// once the queue is empty and nothing runs, wait up to SECONDS for more messages (`inf`: serve forever)
     #[arg(long = "wait", value_name = "SECONDS|inf", value_parser = parse_wait)]
     pub wait: Option<f64>,
-    /// seconds the running commands get between the passed-on SIGTERM/SIGINT and SIGKILL
+    /// seconds the running commands get between the passed-on SIGTERM/SIGINT and SIGKILL (in a Slurm job, fitted below its KillWait)
     #[arg(long = "grace", value_name = "SECONDS", default_value_t = 10.0, value_parser = parse_seconds)]
     pub grace: f64,
+    /// in a Slurm job: SECONDS before the job's time limit, take no more tasks and let the running ones finish (as SIGUSR1 does)
+    #[arg(long = "drain-before", value_name = "SECONDS", value_parser = parse_seconds)]
+    pub drain_before: Option<f64>,
     /// prefix each output line with the message id and a tab
     #[arg(long = "tag")]
     pub tag: bool,

@@ -5,7 +5,8 @@
 //! 1 for errors (one message on stderr), 2 for a subcommand's usage errors (clap's message, where
 //! the original's argparse exits 2). No command, or an unknown one, prints the help and exits 1:
 //! the original's `main()` does that itself, before any argparse runs. `ddmq work` adds 1 when
-//! any task failed, 2 when its command cannot be found, and 128+N when signal N stopped it.
+//! any task failed, 2 when its command cannot be found (or `--drain-before` is given outside a
+//! Slurm job), and 128+N when signal N stopped it.
 
 use crate::engine;
 use clap::CommandFactory;
@@ -95,6 +96,8 @@ impl CliError {
             CliError::Usage(e) => e.exit_code().clamp(0, 255) as u8,
             // A command that cannot be run is a mistake in the command line, not a task's failure.
             CliError::Work(crate::work::Error::CommandNotFound(_)) => 2,
+            // So is an option that cannot apply where the runner runs.
+            CliError::Work(crate::work::Error::NotInSlurmJob) => 2,
             CliError::Stopped(signal) => (128 + signal).clamp(0, 255) as u8,
             CliError::TasksFailed(_) => 1,
             CliError::NoCommand

@@ -28,6 +28,7 @@ pub fn work(a: &WorkArgs) -> CliResult {
         command: a.command.clone(),
         poll: Duration::from_millis(a.poll_ms),
         status_line: io::stderr().is_terminal(),
+        drain_before: a.drain_before.map(Duration::from_secs_f64),
     };
     let outcome = work::run(queue, &a.root.root, &opts).map_err(CliError::Work)?;
     if let Some(signal) = outcome.stopped_by {

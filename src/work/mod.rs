@@ -8,12 +8,20 @@
 //! as the message and `requeue_limit` say, into `dead/` with `dead_letter`, dropped otherwise).
 //! On SIGTERM or SIGINT the runner takes nothing more, passes the signal on, waits the grace
 //! period, then SIGKILLs; what did not finish goes back to the queue at its place, uncounted.
-//! A runner killed outright loses nothing either: its leases run out and the messages are
-//! requeued by the next cleaner (every runner is one before it decides the queue is empty).
+//! A stop signal wins over the deaths it causes: a scheduler signals every process of a job,
+//! so a command may die of it before the runner has handled its own; a command that died of a
+//! signal is therefore settled only after [`STOP_RACE_WINDOW`], taking nothing new meanwhile,
+//! and given back uncounted if a stop signal came in that time. On SIGUSR1 (or, in a Slurm job
+//! with `--drain-before`, that long before its time limit) the runner drains: it takes nothing
+//! more and lets the running tasks finish. Under Slurm the grace period is fitted below the
+//! cluster's KillWait ([`slurm`]). A runner killed outright loses nothing either: its leases run
+//! out and the messages are requeued by the next cleaner (every runner is one before it decides
+//! the queue is empty).
 
 mod output;
 mod report;
 mod signals;
+mod slurm;
 mod task;
 
 pub use report::{Tally, format_duration};
@@ -26,7 +34,8 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use output::{Output, Stream};
 use report::{JobLog, JobRecord};
-use signals::Signals;
+use signals::{DRAIN_SIGNAL, Signals};
+use slurm::SlurmJob;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
@@ -41,8 +50,18 @@ const STATUS_COUNT_EVERY: Duration = Duration::from_secs(1);
 const STATUS_EVERY: Duration = Duration::from_millis(250);
 /// How often an idle runner looks for expired leases in `work/` (a listing, no writes).
 const EXPIRED_LOOK_EVERY: Duration = Duration::from_secs(1);
+/// Errors in a row taking a task after which the runner stops taking any (then exits 1 once the
+/// running ones end), and the first pause between tries (doubled each time, up to 64x).
+const MAX_ERRORS_IN_A_ROW: u32 = 10;
+const ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// The same once the queue has been idle for [`IDLE_AFTER`].
 const EXPIRED_LOOK_IDLE: Duration = Duration::from_secs(5);
+/// How long a command that died of a signal waits for the runner's own stop signal before it
+/// counts as failed. A scheduler signals all the processes of a job within milliseconds of each
+/// other; this is the most a crashed task's slot stays unused.
+const STOP_RACE_WINDOW: Duration = Duration::from_secs(1);
+/// After the job's time left could not be learned, when to ask again.
+const TIME_LEFT_RETRY: Duration = Duration::from_secs(60);
 
 /// The runner's error: the engine's, or a system call of its own, naming what it was doing.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +78,10 @@ pub enum Error {
     Os { op: &'static str, source: io::Error },
     #[error("command not found (or not executable): {0}")]
     CommandNotFound(String),
+    #[error("{op}: {message}")]
+    Slurm { op: &'static str, message: String },
+    #[error("--drain-before needs a Slurm job, and SLURM_JOB_ID is not set")]
+    NotInSlurmJob,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -81,6 +104,8 @@ pub struct Options {
     pub poll: Duration,
     /// Draw the live status line (stderr is a terminal).
     pub status_line: bool,
+    /// In a Slurm job: drain this long before the job's time limit.
+    pub drain_before: Option<Duration>,
 }
 
 /// How a run ended (errors aside).
@@ -107,31 +132,47 @@ pub fn default_jobs() -> usize {
 /// or a stop signal). The one-line summary goes to stderr in every case.
 pub fn run(queue: Arc<Queue>, root: &Path, opts: &Options) -> Result<Outcome> {
     check_command(&opts.command)?;
+    let slurm = SlurmJob::from_env();
+    if opts.drain_before.is_some() && slurm.is_none() {
+        return Err(Error::NotInSlurmJob);
+    }
     let signals = Signals::install().map_err(|source| Error::Os {
         op: "installing signal handlers",
         source,
     })?;
     let joblog = opts.joblog.as_deref().map(JobLog::open).transpose()?;
+    let mut output = Output::new(opts.tag, opts.status_line);
+    let grace = match &slurm {
+        Some(job) => grace_within_kill_wait(opts.grace, job, &mut output),
+        None => opts.grace,
+    };
     let now = Instant::now();
     let mut runner = Runner {
         template: CommandTemplate::new(
             opts.command.clone(),
             root.to_string_lossy().into_owned(),
             queue.name().to_string(),
+            slurm.is_some(),
         ),
         queue,
         opts,
         signals,
         joblog,
-        output: Output::new(opts.tag, opts.status_line),
+        output,
+        grace,
+        slurm,
         tasks: Vec::new(),
+        held: Vec::new(),
         tally: Tally::default(),
         seq: 0,
         started: now,
         stop: None,
+        drain: None,
+        drain_plan: None,
         error: None,
         queue_dry: false,
         watch: DirWatch::default(),
+        errors_in_a_row: 0,
         next_look: now,
         idle_since: None,
         last_expired_look: None,
@@ -139,9 +180,15 @@ pub fn run(queue: Arc<Queue>, root: &Path, opts: &Options) -> Result<Outcome> {
         waiting_count: None,
         next_count: now,
     };
+    runner.plan_drain();
     let result = runner.run_loop();
     runner.output.clear_status();
-    let summary = runner.tally.summary(runner.started.elapsed());
+    let mut summary = runner.tally.summary(runner.started.elapsed());
+    if let Some(stop) = &runner.stop {
+        summary = format!("stopped by {}: {summary}", signal_name(stop.signal));
+    } else if let Some(drain) = &runner.drain {
+        summary = format!("drained {}: {summary}", drain.label);
+    }
     runner.output.notice(&summary);
     result?;
     if let Some(e) = runner.error.take() {
@@ -151,6 +198,39 @@ pub fn run(queue: Arc<Queue>, root: &Path, opts: &Options) -> Result<Outcome> {
         tally: runner.tally,
         stopped_by: runner.stop.map(|s| s.signal),
     })
+}
+
+/// The grace period, fitted below Slurm's KillWait when it is not (saying so): past KillWait,
+/// Slurm SIGKILLs the runner with its commands, and their messages wait out their leases.
+fn grace_within_kill_wait(grace: Duration, job: &SlurmJob, output: &mut Output) -> Duration {
+    match job.kill_wait() {
+        Ok(Some(kill_wait)) => match slurm::fit_grace(grace, kill_wait) {
+            Some(fitted) => {
+                output.notice(&format!(
+                    "--grace {:.1} s is not below Slurm's KillWait ({} s), after which Slurm SIGKILLs the runner and its commands: using a grace of {:.1} s",
+                    grace.as_secs_f64(),
+                    kill_wait.as_secs(),
+                    fitted.as_secs_f64()
+                ));
+                fitted
+            }
+            None => grace,
+        },
+        Ok(None) => {
+            log::debug!(
+                "in Slurm job {} but no scontrol here: KillWait unknown",
+                job.id
+            );
+            grace
+        }
+        Err(e) => {
+            output.notice(&format!(
+                "could not learn Slurm's KillWait ({e}): keep --grace ({:.1} s) below it",
+                grace.as_secs_f64()
+            ));
+            grace
+        }
+    }
 }
 
 /// A missing command would fail every message until each reached its requeue limit: refuse
@@ -185,6 +265,25 @@ struct Stop {
     killed: bool,
 }
 
+/// Draining: nothing more is taken, the running tasks finish.
+struct Drain {
+    /// What started it, for the summary: `on SIGUSR1`, `before the time limit`.
+    label: &'static str,
+}
+
+/// When to look at the job's time left again (`--drain-before`).
+struct DrainPlan {
+    at: Instant,
+    /// The last answer put the drain at `at` (false: asking again after a failed look).
+    due: bool,
+}
+
+/// A task whose command died of a signal, waiting to see whether a stop signal follows.
+struct Held {
+    task: Task,
+    until: Instant,
+}
+
 struct Runner<'a> {
     queue: Arc<Queue>,
     opts: &'a Options,
@@ -192,17 +291,26 @@ struct Runner<'a> {
     signals: Signals,
     joblog: Option<JobLog>,
     output: Output,
+    /// `--grace`, fitted below Slurm's KillWait.
+    grace: Duration,
+    slurm: Option<SlurmJob>,
     tasks: Vec<Task>,
+    /// Ended tasks not settled yet ([`STOP_RACE_WINDOW`]); nothing is taken while there are any.
+    held: Vec<Held>,
     tally: Tally,
     seq: u64,
     started: Instant,
     stop: Option<Stop>,
+    drain: Option<Drain>,
+    drain_plan: Option<DrainPlan>,
     /// An engine error that stopped the taking of messages (returned once the tasks ended).
     error: Option<Error>,
     /// The last look found nothing to take; `next_look` is when to look again.
     queue_dry: bool,
     /// The queue directory as the last empty look saw it.
     watch: DirWatch,
+    /// Consecutive errors taking a task (see [`MAX_ERRORS_IN_A_ROW`]).
+    errors_in_a_row: u32,
     next_look: Instant,
     /// Since when nothing runs and nothing is to be taken.
     idle_since: Option<Instant>,
@@ -222,21 +330,126 @@ enum Watched {
 impl Runner<'_> {
     fn run_loop(&mut self) -> Result<()> {
         loop {
-            if self.stop.is_none() && self.error.is_none() {
+            self.settle_held();
+            if self.takes_tasks() {
                 self.fill_slots();
             }
-            if self.tasks.is_empty() && (self.stop.is_some() || self.error.is_some()) {
+            let idle = self.tasks.is_empty() && self.held.is_empty();
+            if idle && (self.stop.is_some() || self.error.is_some() || self.drain.is_some()) {
                 return Ok(());
             }
-            if self.tasks.is_empty() && self.queue_dry && !self.keeps_waiting() {
+            if idle && self.queue_dry && !self.keeps_waiting() {
                 return Ok(());
             }
             let timeout = self.next_timeout();
             self.wait_for_events(timeout)?;
             self.renew_leases();
             self.kill_when_grace_ends();
+            if self
+                .drain_plan
+                .as_ref()
+                .is_some_and(|p| Instant::now() >= p.at)
+            {
+                self.plan_drain();
+            }
             self.draw_status();
         }
+    }
+
+    /// New tasks are taken unless stopping, draining, after an error, or while a task that died
+    /// of a signal waits for the stop signal that may have caused it.
+    fn takes_tasks(&self) -> bool {
+        self.stop.is_none() && self.drain.is_none() && self.error.is_none() && self.held.is_empty()
+    }
+
+    /// Settles the held tasks whose wait is over, or that a stop signal interrupted.
+    fn settle_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let (due, kept): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| h.task.interrupted || h.until <= now);
+        self.held = kept;
+        for h in due {
+            self.finish(h.task);
+        }
+    }
+
+    /// `--drain-before`: asks Slurm for the job's time left, and drains now or plans when.
+    fn plan_drain(&mut self) {
+        let (Some(before), Some(job)) = (self.opts.drain_before, &self.slurm) else {
+            return;
+        };
+        if self.drain.is_some() || self.stop.is_some() {
+            self.drain_plan = None;
+            return;
+        }
+        let now = Instant::now();
+        let was_due = self.drain_plan.as_ref().is_some_and(|p| p.due);
+        match job.time_left() {
+            // Squeue counts whole seconds: within one of the mark is at the mark.
+            Ok(Some(left)) if left > before + Duration::from_secs(1) => {
+                log::info!(
+                    "job {}: {} s left, draining in {} s",
+                    job.id,
+                    left.as_secs(),
+                    (left - before).as_secs()
+                );
+                self.drain_plan = Some(DrainPlan {
+                    at: now + (left - before),
+                    due: true,
+                });
+            }
+            Ok(Some(left)) => {
+                self.drain_plan = None;
+                let reason = format!(
+                    "the job's time limit is {} s away (--drain-before {})",
+                    left.as_secs(),
+                    before.as_secs_f64()
+                );
+                self.start_drain(&reason, "before the time limit");
+            }
+            Ok(None) => {
+                self.drain_plan = None;
+                self.output.notice(&format!(
+                    "job {} has no time limit: --drain-before does nothing",
+                    job.id
+                ));
+            }
+            Err(e) if was_due => {
+                self.drain_plan = None;
+                let reason = format!(
+                    "--drain-before {}: the time left could not be checked again ({e})",
+                    before.as_secs_f64()
+                );
+                self.start_drain(&reason, "before the time limit");
+            }
+            Err(e) => {
+                self.output.notice(&format!(
+                    "could not learn the time left of job {} ({e}): asking again in {} s",
+                    job.id,
+                    TIME_LEFT_RETRY.as_secs()
+                ));
+                self.drain_plan = Some(DrainPlan {
+                    at: now + TIME_LEFT_RETRY,
+                    due: false,
+                });
+            }
+        }
+    }
+
+    /// Takes nothing more; the running tasks finish, then the runner ends.
+    fn start_drain(&mut self, reason: &str, label: &'static str) {
+        if self.drain.is_some() || self.stop.is_some() {
+            return;
+        }
+        let running = self.tasks.len() + self.held.len();
+        self.output.notice(&format!(
+            "{reason}: draining: taking no more tasks, letting {running} running finish"
+        ));
+        self.drain = Some(Drain { label });
     }
 
     fn keeps_waiting(&self) -> bool {
@@ -268,9 +481,11 @@ impl Runner<'_> {
             match self.queue.consume(1, &ConsumeOptions { clean: true }) {
                 Ok(mut got) if !got.is_empty() => {
                     self.idle_since = None;
+                    self.errors_in_a_row = 0;
                     self.start(got.swap_remove(0));
                 }
                 Ok(_) => {
+                    self.errors_in_a_row = 0;
                     self.watch.looked(&self.queue);
                     if self.tasks.is_empty() && self.requeued_expired(now) {
                         continue;
@@ -282,10 +497,26 @@ impl Runner<'_> {
                     }
                     return;
                 }
+                // A network filesystem's errors are often transient (EIO, ESTALE): try again
+                // with a growing pause; stop taking tasks only once they persist.
                 Err(e) => {
-                    self.output
-                        .notice(&format!("taking no more tasks after an error: {e}"));
-                    self.error = Some(e.into());
+                    self.errors_in_a_row += 1;
+                    if self.errors_in_a_row >= MAX_ERRORS_IN_A_ROW {
+                        self.output.notice(&format!(
+                            "taking no more tasks after {} errors in a row, the last: {e}",
+                            self.errors_in_a_row
+                        ));
+                        self.error = Some(e.into());
+                        return;
+                    }
+                    let pause = ERROR_PAUSE * (1 << self.errors_in_a_row.min(6));
+                    self.output.notice(&format!(
+                        "taking a task failed ({} in a row), trying again in {:.1} s: {e}",
+                        self.errors_in_a_row,
+                        pause.as_secs_f64()
+                    ));
+                    self.queue_dry = true;
+                    self.next_look = now + pause;
                     return;
                 }
             }
@@ -363,10 +594,16 @@ impl Runner<'_> {
         match &self.stop {
             Some(stop) if !stop.killed => at(stop.kill_at),
             Some(_) => {}
-            None if self.error.is_none() && self.queue_dry && self.tasks.len() < self.opts.jobs => {
+            None if self.takes_tasks() && self.queue_dry && self.tasks.len() < self.opts.jobs => {
                 at(self.next_look)
             }
             None => {}
+        }
+        for h in &self.held {
+            at(h.until);
+        }
+        if let Some(plan) = &self.drain_plan {
+            at(plan.at);
         }
         if self.opts.status_line {
             at(self.next_status);
@@ -436,15 +673,21 @@ impl Runner<'_> {
             }
         }
         if signalled {
-            if let Some(sig) = self.signals.take() {
+            let received = self.signals.take();
+            if let Some(sig) = received.stop {
                 self.on_stop_signal(sig);
+            }
+            if received.drain {
+                let name = DRAIN_SIGNAL.as_str();
+                self.start_drain(name, "on SIGUSR1");
             }
             self.reap();
         }
         Ok(())
     }
 
-    /// Finishes the tasks whose command ended.
+    /// Finishes the tasks whose command ended; holds those that died of a signal a stop signal
+    /// may be about to explain.
     fn reap(&mut self) {
         let mut i = 0;
         while i < self.tasks.len() {
@@ -454,7 +697,14 @@ impl Runner<'_> {
                     task.status = Some(status);
                     task.read_output(Stream::Stdout, &mut self.output, true);
                     task.read_output(Stream::Stderr, &mut self.output, true);
-                    self.finish(task);
+                    if self.stop.is_none() && !task.interrupted && died_of_a_signal(status) {
+                        self.held.push(Held {
+                            task,
+                            until: Instant::now() + STOP_RACE_WINDOW,
+                        });
+                    } else {
+                        self.finish(task);
+                    }
                 }
                 Ok(None) => i += 1,
                 Err(e) => {
@@ -558,37 +808,42 @@ impl Runner<'_> {
     }
 
     fn lease_lost(&mut self, id: &str) {
-        self.tally.lost_leases += 1;
-        self.output.notice(&format!(
-            "message {id}: its lease was lost while its command ran (it expired and another client requeued it): it may run again"
-        ));
+        note_lease_lost(&mut self.tally, &mut self.output, id);
     }
 
-    /// Renews the leases that are due.
+    /// Renews the leases that are due (the held tasks' too: they are not settled yet).
     fn renew_leases(&mut self) {
         let now = Instant::now();
-        for i in 0..self.tasks.len() {
-            let t = &mut self.tasks[i];
+        let Runner {
+            tasks,
+            held,
+            queue,
+            tally,
+            output,
+            ..
+        } = self;
+        for t in tasks.iter_mut().chain(held.iter_mut().map(|h| &mut h.task)) {
             if t.lease.lost || now < t.lease.next_renewal {
                 continue;
             }
-            match self.queue.touch(&t.lease.work_name.to_string()) {
+            match queue.touch(&t.lease.work_name.to_string()) {
                 Ok(Some(name)) => t.lease.renewed(name),
                 Ok(None) => {
                     t.lease.lost = true;
-                    let id = t.id.clone();
-                    self.lease_lost(&id);
+                    note_lease_lost(tally, output, &t.id);
                 }
                 Err(e) => {
                     t.lease.retry_soon();
                     let text = format!("message {}: renewing its lease failed: {e}", t.id);
-                    self.output.notice(&text);
+                    output.notice(&text);
                 }
             }
         }
     }
 
-    /// First stop signal: take nothing more and pass it on. A second: SIGKILL now.
+    /// First stop signal: take nothing more and pass it on; the held tasks (their commands
+    /// died of a signal moments ago, most likely this stop's) go back uncounted. A second:
+    /// SIGKILL now.
     fn on_stop_signal(&mut self, sig: i32) {
         let now = Instant::now();
         if let Some(stop) = &mut self.stop {
@@ -600,7 +855,7 @@ impl Runner<'_> {
             self.output.notice(&format!(
                 "{name}: taking no more tasks; passing it on to {} running, SIGKILL in {:.1} s",
                 self.tasks.len(),
-                self.opts.grace.as_secs_f64()
+                self.grace.as_secs_f64()
             ));
         }
         let signal = Signal::try_from(sig).unwrap_or(Signal::SIGTERM);
@@ -608,9 +863,13 @@ impl Runner<'_> {
             t.interrupted = true;
             let _ = killpg(Pid::from_raw(t.pid()), signal);
         }
+        for h in &mut self.held {
+            h.task.interrupted = true;
+        }
+        self.drain_plan = None;
         self.stop = Some(Stop {
             signal: sig,
-            kill_at: now + self.opts.grace,
+            kill_at: now + self.grace,
             killed: false,
         });
     }
@@ -641,6 +900,20 @@ impl Runner<'_> {
             .status(self.tasks.len(), self.waiting_count, self.started.elapsed());
         self.output.status(&text);
     }
+}
+
+/// The runner's own line about a task whose lease was lost.
+fn note_lease_lost(tally: &mut Tally, output: &mut Output, id: &str) {
+    tally.lost_leases += 1;
+    output.notice(&format!(
+        "message {id}: its lease was lost while its command ran (it expired and another client requeued it): it may run again"
+    ));
+}
+
+/// Death by a signal, as the kernel or a shell reports it (a shell whose command was killed
+/// exits 128+N): what a scheduler's signal to every process of a job does to a command.
+fn died_of_a_signal(status: std::process::ExitStatus) -> bool {
+    status.signal().is_some() || status.code().is_some_and(|c| (129..=128 + 64).contains(&c))
 }
 
 /// `SIGTERM`, or the number.

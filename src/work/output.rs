@@ -108,10 +108,12 @@ impl Output {
         }
     }
 
-    /// A line of the runner's own on stderr (`ddmq work: …`).
+    /// A line of the runner's own on stderr (`ddmq work: …`), in one write: a line cut short
+    /// by whatever ends the runner (Slurm's SIGKILL) is never half written.
     pub fn notice(&mut self, text: &str) {
         self.clear_status();
-        let _ = writeln!(io::stderr().lock(), "ddmq work: {text}");
+        let line = format!("ddmq work: {text}\n");
+        let _ = io::stderr().lock().write_all(line.as_bytes());
     }
 
     /// Draws the status line (a terminal only): it stays until the next output wipes it.
