@@ -1962,6 +1962,50 @@ fn cli_disk_full_clear_error_then_resumes() {
     );
 }
 
+/// `consume --wait` on a full disk: the housekeeping due first cannot stamp `cleaned`, and
+/// that must not stop the consume (housekeeping is best effort on every path).
+#[test]
+fn cli_consume_wait_delivers_when_housekeeping_cannot_write() {
+    let fs = SmallFs::new("256k");
+    let root = fs.path().join("root");
+    let r = root.display().to_string();
+    let broker = Broker::open_or_init(&root).unwrap();
+    broker.create_queue("q").unwrap();
+    let q = broker.queue("q").unwrap();
+    let mut published = 0;
+    for size in [4096usize, 64, 1] {
+        while q
+            .publish(
+                Value::String(make_body(&format!("k{published}"), size)),
+                &PublishOptions::default(),
+            )
+            .is_ok()
+        {
+            published += 1;
+        }
+    }
+    // The premise: housekeeping is due (never ran) and fails for want of space.
+    match q.clean() {
+        Err(e) => assert!(is_enospc(&e), "housekeeping failed otherwise: {e}"),
+        Ok(report) => panic!("housekeeping wrote its stamp on a full disk: {report:?}"),
+    }
+    let (code, out, err) = ddmq(
+        &[
+            "consume", "--wait", "5", "-n", "2", "--format", "json", &r, "q",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "consume --wait on a full disk: {err}");
+    let got = parse_consumed(out.as_bytes());
+    assert_eq!(got.len(), 2, "{out}");
+    assert!(got.iter().all(|(key, _)| key.is_some()), "{out}");
+    assert!(
+        err.contains("housekeeping of queue q failed") && err.contains("No space left"),
+        "the failed housekeeping is not reported: {err}"
+    );
+    assert_eq!(q.status(false).unwrap().in_flight, 2);
+}
+
 /// Closes `f` and returns what close() said (dropping a File ignores it).
 fn close_file(f: std::fs::File) -> std::io::Result<()> {
     use std::os::fd::IntoRawFd;

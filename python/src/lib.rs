@@ -10,7 +10,7 @@ mod errors;
 use convert::{message_dict, requeue_from_py, to_value};
 use ddmq::engine::{
     self, AckOutcome, Broker, ConsumeOptions, Delivery, Error, PublishOptions, Queue,
-    RequeueOutcome, WorkName, config, names::is_valid_id,
+    RequeueOutcome, Wait, WorkName, config, names::is_valid_id,
 };
 use errors::to_py_err;
 use pyo3::prelude::*;
@@ -23,8 +23,6 @@ use std::time::Duration;
 
 /// How often a blocking consume looks at the queue directory (one stat) while it waits.
 const WAIT_POLL: Duration = Duration::from_millis(20);
-/// Longest wait accepted (a larger or infinite `wait` is this): ten years.
-const LONGEST_WAIT: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 type EngineResult<T> = Result<T, Error>;
 
@@ -61,6 +59,15 @@ impl Native {
             self.broker.forget_queue(name);
         }
         result
+    }
+
+    /// Puts claimed messages back at their place (the caller could not hand them over). One
+    /// that cannot be given back is requeued when its lease runs out.
+    fn give_back_all(&self, queue: &str, deliveries: &[Delivery]) {
+        let Ok(q) = self.queue(queue) else { return };
+        for d in deliveries {
+            let _ = q.give_back(&d.work_name);
+        }
     }
 
     fn config_path(&self, queue: &str) -> EngineResult<PathBuf> {
@@ -170,41 +177,24 @@ impl Native {
         clean: bool,
         wait: Option<f64>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let limit = match wait {
-            Some(w) if w.is_nan() => {
-                return Err(pyo3::exceptions::PyValueError::new_err(
-                    "wait must be a number of seconds",
-                ));
-            }
-            Some(w) if w > 0.0 => Some(Duration::try_from_secs_f64(w).unwrap_or(LONGEST_WAIT)),
-            _ => None,
+        if wait.is_some_and(f64::is_nan) {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "wait must be a number of seconds",
+            ));
         }
-        .map(|d| d.min(LONGEST_WAIT));
         let (deliveries, interrupted) = py.detach(|| {
             let interrupted: RefCell<Option<PyErr>> = RefCell::new(None);
+            // Ctrl-C (in the main thread) ends the wait: signals are looked at between polls.
+            let give_up = || match Python::attach(|py| py.check_signals()) {
+                Ok(()) => false,
+                Err(e) => {
+                    *interrupted.borrow_mut() = Some(e);
+                    true
+                }
+            };
+            let wait = wait.map(|seconds| Wait::new(seconds, WAIT_POLL, &give_up));
             let result = self.with_queue(queue, |q| {
-                let opts = ConsumeOptions { clean };
-                let got = q.consume(n, &opts)?;
-                let Some(limit) = limit else { return Ok(got) };
-                if !got.is_empty() {
-                    return Ok(got);
-                }
-                // Ctrl-C (in the main thread) ends the wait: signals are looked at between polls.
-                let give_up = || match Python::attach(|py| py.check_signals()) {
-                    Ok(()) => false,
-                    Err(e) => {
-                        *interrupted.borrow_mut() = Some(e);
-                        true
-                    }
-                };
-                let Some(first) = q.consume_wait(limit, WAIT_POLL, &give_up)? else {
-                    return Ok(Vec::new());
-                };
-                let mut all = vec![first];
-                if n > 1 {
-                    all.extend(q.consume(n - 1, &ConsumeOptions { clean: false })?);
-                }
-                Ok(all)
+                q.consume_waiting(n, &ConsumeOptions { clean }, wait.as_ref())
             });
             (result, interrupted.into_inner())
         });
@@ -212,11 +202,18 @@ impl Native {
             return Err(e);
         }
         let deliveries = deliveries.map_err(to_py_err)?;
-        let list = PyList::empty(py);
-        for Delivery { message, .. } in &deliveries {
-            list.append(message_dict(py, message, None)?)?;
+        let records = deliveries
+            .iter()
+            .map(|Delivery { message, .. }| message_dict(py, message, None))
+            .collect::<PyResult<Vec<_>>>();
+        match records {
+            Ok(records) => PyList::new(py, records),
+            Err(e) => {
+                // Nobody will see these messages: put them back rather than leave them leased.
+                py.detach(|| self.give_back_all(queue, &deliveries));
+                Err(e)
+            }
         }
-        Ok(list)
     }
 
     /// Acknowledges in-flight messages: deletes them, or with `requeue` requeues them. Returns the

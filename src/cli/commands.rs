@@ -8,7 +8,7 @@ use super::error::{CliError, CliResult};
 use super::output::{self, ViewRow};
 use crate::engine::{
     AckOutcome, Broker, ConsumeOptions, Delivery, Error, PublishOptions, Queue, Requeue,
-    RequeueOutcome, WaitingName, WorkName, is_valid_queue_name, names::is_valid_id,
+    RequeueOutcome, Wait, WaitingName, WorkName, is_valid_queue_name, names::is_valid_id,
 };
 use serde_json::Value;
 use std::io::{self, BufRead, Read, Write};
@@ -412,29 +412,13 @@ pub fn consume(a: &ConsumeArgs, out: &mut dyn Write) -> CliResult {
     // No -n takes one message, and -n 0 means 1, as in the original (where both crashed after
     // taking the message, B2).
     let n = usize::try_from(a.count.max(1)).unwrap_or(usize::MAX);
-    let clean = !a.skip_cleaning.skip_cleaning;
-    let deliveries = match a.wait {
-        None => queue.consume(n, &ConsumeOptions { clean })?,
-        Some(seconds) => {
-            if clean {
-                queue.maybe_clean()?;
-            }
-            let limit = Duration::from_secs_f64(seconds);
-            match queue.consume_wait(limit, Duration::from_millis(a.poll_ms), &|| false)? {
-                None => Vec::new(),
-                Some(first) => {
-                    let mut got = vec![first];
-                    if n > 1 {
-                        match queue.consume(n - 1, &ConsumeOptions { clean: false }) {
-                            Ok(more) => got.extend(more),
-                            Err(e) => log::warn!("consumed 1 message, then: {e}"),
-                        }
-                    }
-                    got
-                }
-            }
-        }
+    let opts = ConsumeOptions {
+        clean: !a.skip_cleaning.skip_cleaning,
     };
+    let wait = a
+        .wait
+        .map(|seconds| Wait::uninterrupted(seconds, Duration::from_millis(a.poll_ms)));
+    let deliveries = queue.consume_waiting(n, &opts, wait.as_ref())?;
     if deliveries.is_empty() {
         writeln!(out, "No more messages in {}", a.queue).map_err(CliError::stdout)?;
         return Ok(());

@@ -86,6 +86,7 @@ mod listing;
 mod prepared;
 mod queue;
 mod survey;
+mod waiting;
 
 pub use broker::Broker;
 pub use config::Settings;
@@ -98,3 +99,4 @@ pub use queue::{
     RequeueOutcome,
 };
 pub use survey::Survey;
+pub use waiting::{LONGEST_WAIT, Wait};
