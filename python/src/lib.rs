@@ -10,7 +10,7 @@ mod errors;
 use convert::{message_dict, requeue_from_py, to_value};
 use ddmq::engine::{
     self, AckOutcome, Broker, ConsumeOptions, Delivery, Error, PublishOptions, Queue,
-    RequeueOutcome, Wait, WorkName, config, names::is_valid_id,
+    RequeueOutcome, Wait, WorkName, names::is_valid_id,
 };
 use errors::to_py_err;
 use pyo3::prelude::*;
@@ -69,14 +69,6 @@ impl Native {
             let _ = q.give_back(&d.work_name);
         }
     }
-
-    fn config_path(&self, queue: &str) -> EngineResult<PathBuf> {
-        if queue.is_empty() {
-            Ok(self.broker.root().join(config::CONFIG_FILE))
-        } else {
-            Ok(self.queue(queue)?.config_path())
-        }
-    }
 }
 
 /// Refuses anything that is not a `work/` file name or a message id before acting on any of
@@ -102,16 +94,6 @@ fn settings_dict<'py>(py: Python<'py>, s: &engine::Settings) -> PyResult<Bound<'
     d.set_item("durable", s.durable)?;
     d.set_item("max_message_bytes", s.max_message_bytes)?;
     Ok(d)
-}
-
-fn yaml_key(k: &serde_yaml::Value) -> String {
-    match k.as_str() {
-        Some(s) => s.to_string(),
-        None => serde_yaml::to_string(k)
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
-    }
 }
 
 #[pymethods]
@@ -356,16 +338,14 @@ impl Native {
     /// The keys written in a settings file (the root's with ""), as they are.
     fn config_file<'py>(&self, py: Python<'py>, queue: &str) -> PyResult<Bound<'py, PyDict>> {
         let map = py
-            .detach(|| {
-                let path = self.config_path(queue)?;
-                Ok::<_, Error>(config::read_mapping(&path)?.unwrap_or_default())
+            .detach(|| match queue {
+                "" => self.broker.settings_file(None),
+                name => self.with_queue(name, |_| self.broker.settings_file(Some(name))),
             })
             .map_err(to_py_err)?;
         let d = PyDict::new(py);
-        for (k, v) in map.iter() {
-            let value =
-                serde_json::to_value(v).unwrap_or_else(|_| serde_json::Value::String(yaml_key(v)));
-            d.set_item(yaml_key(k), convert::to_py(py, &value)?)?;
+        for (k, v) in &map {
+            d.set_item(k, convert::to_py(py, v)?)?;
         }
         Ok(d)
     }
@@ -381,28 +361,9 @@ impl Native {
             serde_json::Value::Object(m) => m,
             _ => unreachable!("a dict converts to an object"),
         };
-        py.detach(|| {
-            let path = self.config_path(queue)?;
-            let mut map = config::read_mapping(&path)?.unwrap_or_default();
-            for (k, v) in changes {
-                let v = serde_yaml::to_value(v).map_err(|e| Error::Config {
-                    path: path.clone(),
-                    reason: format!("{k}: {e}"),
-                })?;
-                map.insert(serde_yaml::Value::String(k), v);
-            }
-            let text = config::render(&map);
-            if queue.is_empty() {
-                config::validate(&path, text.as_bytes())?;
-                config::write_mapping(&path, &map)?;
-                // Queue handles cache settings for a second; root changes reach them at once.
-                for name in self.broker.list_queues()? {
-                    self.broker.forget_queue(&name);
-                }
-                Ok(())
-            } else {
-                self.with_queue(queue, |q| q.write_config_text(text.as_bytes()))
-            }
+        py.detach(|| match queue {
+            "" => self.broker.update_settings(None, changes),
+            name => self.with_queue(name, |_| self.broker.update_settings(Some(name), changes)),
         })
         .map_err(to_py_err)
     }

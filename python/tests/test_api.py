@@ -102,6 +102,20 @@ def test_settings_are_read_fresh(root, b):
     assert b.get_config_file("q")["priority"] == 7
 
 
+def test_settings_written_through_a_broker_reach_its_queues_at_once(root, b):
+    b.create_queue("q")
+    # No housekeeping (clean=False): it would make the queue read its settings again itself.
+    assert b.publish("q", "a", clean=False).priority == 999  # read now, and kept for a second
+    b.update_settings_file("", {"priority": 5})
+    assert b.publish("q", "b", clean=False).priority == 5
+    b.update_settings_file("q", {"priority": 6, "legacy": [1, "x"]})
+    assert b.publish("q", "c", clean=False).priority == 6
+    assert b.get_config_file("q") == {"cleaned": 0, "priority": 6, "legacy": [1, "x"]}
+    assert b.get_config_file("")["priority"] == 5
+    with open(os.path.join(root, "q", "ddmq.yaml")) as f:
+        assert f.read() == "cleaned: 0\nlegacy:\n- 1\n- x\npriority: 6\n"
+
+
 def test_ack_refuses_names_outside_the_queue(root, b):
     victim = os.path.join(root, "victim.ddmq1")
     open(victim, "w").close()

@@ -5,10 +5,11 @@ use super::config::{self, Settings};
 use super::error::{Error, Result, io_err};
 use super::names::{WORK_DIR, is_valid_queue_name, temp_name};
 use super::queue::Queue;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// A ddmq root directory: the entry point for a one-shot call or a long-lived caller.
 /// Queue handles are cached, so a daemon keeps each queue's sorted listing between calls.
@@ -76,6 +77,42 @@ impl Broker {
         let path = self.root.join(config::CONFIG_FILE);
         let map = config::read_mapping_settled(&path)?.unwrap_or_default();
         Settings::resolve(&[(&path, &map)])
+    }
+
+    /// The keys written in the settings file of queue `queue` (the root's with None), as they
+    /// are, as JSON (see [`config::read_file_as_json`]).
+    pub fn settings_file(&self, queue: Option<&str>) -> Result<serde_json::Map<String, Value>> {
+        match queue {
+            None => config::read_file_as_json(&self.root.join(config::CONFIG_FILE)),
+            Some(name) => config::read_file_as_json(&self.queue(name)?.config_path()),
+        }
+    }
+
+    /// Sets keys of the settings file of queue `queue` (the root's with None): the file as it is
+    /// with `changes` over it, checked as a whole, replaced atomically; a refused change writes
+    /// nothing. Settings this process cached and the change affects (the queue's; with the
+    /// root's, every queue's) are read again on their next use.
+    pub fn update_settings(
+        &self,
+        queue: Option<&str>,
+        changes: serde_json::Map<String, Value>,
+    ) -> Result<()> {
+        match queue {
+            None => {
+                config::update_file(&self.root.join(config::CONFIG_FILE), changes)?;
+                let queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+                for q in queues.values() {
+                    q.forget_settings();
+                }
+            }
+            Some(name) => {
+                let q = self.queue(name)?;
+                config::update_file(&q.config_path(), changes)
+                    .map_err(|e| q.no_such_queue_or(e))?;
+                q.forget_settings();
+            }
+        }
+        Ok(())
     }
 
     /// Checks settings text meant for queue `name`'s `ddmq.yaml` (syntax and types), as

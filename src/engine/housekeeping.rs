@@ -143,11 +143,7 @@ impl Queue {
         }
         // The stamp only throttles housekeeping: a file that another host keeps rewriting
         // (it reads torn) is left to that host rather than failing the clean.
-        match config::set_key(
-            &self.config_path(),
-            "cleaned",
-            serde_yaml::Value::Number(now.into()),
-        ) {
+        match config::set_key(&self.config_path(), "cleaned", now.into()) {
             Err(e @ Error::Config { .. }) => {
                 log::warn!("{e}; not stamping the clean time this round")
             }
