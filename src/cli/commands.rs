@@ -43,11 +43,7 @@ pub(super) fn queue_for(
     silent: bool,
     out: &mut dyn Write,
 ) -> CliResult<Arc<Queue>> {
-    if !is_valid_queue_name(name) {
-        return Err(CliError::failed(format!(
-            "invalid queue name ({name}): use letters, digits, '_' and '-' only (at most 255)"
-        )));
-    }
+    // An invalid name is the engine's InvalidQueueName, before anything is created.
     match broker.queue(name) {
         Ok(q) => Ok(q),
         Err(Error::NoSuchQueue(path)) if force => {

@@ -4,7 +4,6 @@
 use super::args::{TopArgs, TopFormat, WorkArgs};
 use super::commands::{open_broker, queue_for};
 use super::error::{CliError, CliResult};
-use crate::engine::is_valid_queue_name;
 use crate::top::{Dashboard, render_json, render_table};
 use crate::work;
 use std::io::{self, IsTerminal, Write};
@@ -42,11 +41,7 @@ pub fn work(a: &WorkArgs) -> CliResult {
 pub fn top(a: &TopArgs, out: &mut dyn Write) -> CliResult {
     let broker = open_broker(&a.root.root, None)?;
     for name in &a.queues {
-        if !is_valid_queue_name(name) {
-            return Err(CliError::failed(format!(
-                "invalid queue name ({name}): use letters, digits, '_' and '-' only (at most 255)"
-            )));
-        }
+        // An invalid name is the engine's InvalidQueueName.
         if !broker.queue_exists(name)? {
             eprintln!("Warning: requested queue does not exist ({name})");
         }
