@@ -90,6 +90,7 @@ mod waiting;
 
 pub use broker::Broker;
 pub use config::Settings;
+pub(crate) use error::io_err;
 pub use error::{Error, Result};
 pub use message::{Message, Requeue};
 pub use names::{WaitingName, WorkName, is_valid_queue_name, next_queue_number, now_secs};
