@@ -7,7 +7,7 @@ use super::handles::{
 use super::{
     Access, DirKind, FileKind, FsError, FsErrorKind, Node, OpenFile, QueueFs, Result, err,
 };
-use crate::engine::{Delivery, Queue};
+use crate::engine::{Delivery, Queue, now_secs};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -267,7 +267,7 @@ impl QueueFs {
     /// (`last_error:`), where a user whose shell ignored close()'s error looks next.
     fn note_error(&self, path: &str, e: &FsError) {
         if let Some((queue, _)) = path.split_once('/') {
-            let at = epoch_secs();
+            let at = now_secs();
             self.last_errors
                 .lock()
                 .unwrap()
@@ -400,12 +400,4 @@ impl QueueFs {
         }
         result
     }
-}
-
-/// Seconds since the epoch, for `last_error:` lines.
-fn epoch_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
