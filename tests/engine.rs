@@ -1632,3 +1632,53 @@ fn a_directory_or_fifo_named_like_a_message_is_set_aside() {
     );
     assert_eq!(entries(&q.dir().join("quarantine")).len(), 3);
 }
+
+#[test]
+fn consume_waiting_takes_up_to_n_once_the_first_arrives_and_gives_up_when_asked() {
+    let (d, b) = root_with_queue();
+    let q = b.queue("q").unwrap();
+    let root = d.path().to_path_buf();
+    // Three published by another handle while we wait.
+    let publisher = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        let b = Broker::open(root).unwrap();
+        let q = b.queue("q").unwrap();
+        for body in ["a", "b", "c"] {
+            publish(&q, body);
+        }
+    });
+    // An infinite wait is honoured as a very long one, not a panic.
+    let wait = Wait::uninterrupted(f64::INFINITY, Duration::from_millis(10));
+    assert_eq!(wait.limit, LONGEST_WAIT);
+    let got = q.consume_waiting(5, &no_clean(), Some(&wait)).unwrap();
+    publisher.join().unwrap();
+    // The first is claimed as soon as it shows; the others, if already there, come with it.
+    assert!(!got.is_empty() && got.len() <= 3, "{}", got.len());
+    let mut all = bodies(&got);
+    all.extend(drain(&q));
+    assert_eq!(all, ["a", "b", "c"]);
+    // Given up: nothing claimed, nothing returned.
+    let give_up = || true;
+    let wait = Wait::new(60.0, Duration::from_millis(10), &give_up);
+    assert!(q.consume_waiting(2, &no_clean(), Some(&wait)).unwrap().is_empty());
+    // No wait: what is there now.
+    publish(&q, "d");
+    let got = q.consume_waiting(2, &no_clean(), None).unwrap();
+    assert_eq!(bodies(&got), ["d"]);
+}
+
+#[test]
+fn a_queue_found_gone_is_forgotten_so_the_next_call_looks_again() {
+    let (d, b) = root_with_queue();
+    let before = b.queue("q").unwrap();
+    std::fs::remove_dir_all(d.path().join("q")).unwrap();
+    assert!(matches!(
+        b.with_queue("q", |q| q.status(false)),
+        Err(Error::NoSuchQueue(_))
+    ));
+    assert!(b.create_queue("q").unwrap());
+    publish(&b.queue("q").unwrap(), "x");
+    let after = b.queue("q").unwrap();
+    assert!(!Arc::ptr_eq(&before, &after), "the gone queue's handle was kept");
+    assert_eq!(b.with_queue("q", |q| q.status(false)).unwrap().waiting, 1);
+}

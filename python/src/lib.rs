@@ -46,25 +46,25 @@ impl Native {
         }
     }
 
-    /// Runs `op` on queue `name`; a queue deleted behind our back is forgotten, so that the next
-    /// call looks (and, with `create`, creates) again.
+    /// Runs `op` on queue `name` (created first when the broker was opened with `create`); a
+    /// queue found gone is forgotten, so that the next call looks, and creates, again.
     fn with_queue<T>(
         &self,
         name: &str,
         op: impl FnOnce(&Queue) -> EngineResult<T>,
     ) -> EngineResult<T> {
-        let q = self.queue(name)?;
-        let result = op(&q);
-        if matches!(result, Err(Error::NoSuchQueue(_))) {
-            self.broker.forget_queue(name);
+        if self.create {
+            self.queue(name)?;
         }
-        result
+        self.broker.with_queue(name, op)
     }
 
     /// Puts claimed messages back at their place (the caller could not hand them over). One
     /// that cannot be given back is requeued when its lease runs out.
     fn give_back_all(&self, queue: &str, deliveries: &[Delivery]) {
-        let Ok(q) = self.queue(queue) else { return };
+        let Ok(q) = self.broker.queue(queue) else {
+            return;
+        };
         for d in deliveries {
             let _ = q.give_back(&d.work_name);
         }

@@ -235,6 +235,20 @@ impl Broker {
         Ok(q)
     }
 
+    /// Runs `op` on queue `name`. A queue found gone (deleted behind our back, or replaced by
+    /// something that is not a queue) has its cached handle forgotten, so that the next call
+    /// looks again rather than keep a handle on a directory that is no longer the queue.
+    pub fn with_queue<T>(&self, name: &str, op: impl FnOnce(&Queue) -> Result<T>) -> Result<T> {
+        let result = self.queue(name).and_then(|q| op(&q));
+        if matches!(
+            result,
+            Err(Error::NoSuchQueue(_)) | Err(Error::NotAQueue(_))
+        ) {
+            self.forget_queue(name);
+        }
+        result
+    }
+
     /// Forgets a cached handle (after the queue was deleted, by us or behind our back).
     pub fn forget_queue(&self, name: &str) {
         self.queues.lock().unwrap().remove(name);
