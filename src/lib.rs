@@ -9,6 +9,7 @@ pub mod cli;
 pub mod engine;
 pub mod fs;
 pub mod fuse;
+pub mod human;
 pub mod mount;
 pub mod top;
 pub mod work;

@@ -16,7 +16,7 @@ mod report;
 mod signals;
 mod task;
 
-pub use report::{Tally, format_duration};
+pub use report::Tally;
 
 use crate::engine::{self, AckOutcome, ConsumeOptions, Delivery, Queue, RequeueOutcome};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
