@@ -6,7 +6,7 @@
 //! and reply from there, so the session keeps serving everybody else meanwhile.
 
 use crate::fs::{Attr, FsError, OpenInfo, OpenMode, QueueFs, SetAttr, supplementary_groups};
-use crate::mount::sys::{ActingAs, Identity};
+use crate::sys::{ActingAs, Identity};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,

@@ -5,12 +5,17 @@
 //! `fuse` (the thin FUSE adapter), `work` (the task runner) and `top` (the dashboard), and
 //! `cli` (the command line).
 
+// `unsafe` lives in `sys` alone, where each call is wrapped and justified.
+#![deny(unsafe_code)]
+
 pub mod cli;
 pub mod engine;
 pub mod fs;
 pub mod fuse;
 pub mod human;
 pub mod mount;
+#[allow(unsafe_code)]
+pub mod sys;
 pub mod top;
 pub mod work;
 

@@ -1660,7 +1660,11 @@ fn consume_waiting_takes_up_to_n_once_the_first_arrives_and_gives_up_when_asked(
     // Given up: nothing claimed, nothing returned.
     let give_up = || true;
     let wait = Wait::new(60.0, Duration::from_millis(10), &give_up);
-    assert!(q.consume_waiting(2, &no_clean(), Some(&wait)).unwrap().is_empty());
+    assert!(
+        q.consume_waiting(2, &no_clean(), Some(&wait))
+            .unwrap()
+            .is_empty()
+    );
     // No wait: what is there now.
     publish(&q, "d");
     let got = q.consume_waiting(2, &no_clean(), None).unwrap();
@@ -1679,6 +1683,9 @@ fn a_queue_found_gone_is_forgotten_so_the_next_call_looks_again() {
     assert!(b.create_queue("q").unwrap());
     publish(&b.queue("q").unwrap(), "x");
     let after = b.queue("q").unwrap();
-    assert!(!Arc::ptr_eq(&before, &after), "the gone queue's handle was kept");
+    assert!(
+        !Arc::ptr_eq(&before, &after),
+        "the gone queue's handle was kept"
+    );
     assert_eq!(b.with_queue("q", |q| q.status(false)).unwrap().waiting, 1);
 }
