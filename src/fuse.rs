@@ -6,6 +6,7 @@
 //! and reply from there, so the session keeps serving everybody else meanwhile.
 
 use crate::fs::{Attr, FsError, OpenInfo, OpenMode, QueueFs, SetAttr, supplementary_groups};
+use crate::locking::LockRecovering;
 use crate::sys::{ActingAs, Identity};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
@@ -61,7 +62,7 @@ impl DdmqFuse {
         }
         let (pid, uid, gid) = (req.pid(), req.uid(), req.gid());
         let now = Instant::now();
-        let mut cache = self.groups.lock().unwrap();
+        let mut cache = self.groups.lock_recovering();
         let groups = match cache.get(&(pid, uid, gid)) {
             Some((groups, read)) if now.duration_since(*read) < GROUPS_TTL => groups.clone(),
             _ => {
@@ -378,7 +379,7 @@ impl Filesystem for DdmqFuse {
             match fs.open(ino.0, mode, pid) {
                 Ok(fh) => {
                     if let Some(who) = caller.clone() {
-                        openers.lock().unwrap().insert(fh, who);
+                        openers.lock_recovering().insert(fh, who);
                     }
                     reply.opened(FileHandle(fh), open_flags(fs.open_info(fh)))
                 }
@@ -461,7 +462,7 @@ impl Filesystem for DdmqFuse {
     ) {
         // RELEASE may come without a caller (the kernel's own, after the last close): it is
         // carried out as whoever opened the file.
-        let opener = self.openers.lock().unwrap().remove(&fh.0);
+        let opener = self.openers.lock_recovering().remove(&fh.0);
         let _opener = match DdmqFuse::act_as(opener.as_ref()) {
             Ok(guard) => guard,
             Err(e) => return reply.error(e),

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod fs;
 pub mod fuse;
 pub mod human;
+mod locking;
 pub mod mount;
 #[allow(unsafe_code)]
 pub mod sys;

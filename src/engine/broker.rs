@@ -5,11 +5,12 @@ use super::config::{self, Settings};
 use super::error::{Error, Result, io_err};
 use super::names::{WORK_DIR, is_valid_queue_name, temp_name};
 use super::queue::Queue;
+use crate::locking::LockRecovering;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 /// A ddmq root directory: the entry point for a one-shot call or a long-lived caller.
 /// Queue handles are cached, so a daemon keeps each queue's sorted listing between calls.
@@ -100,7 +101,7 @@ impl Broker {
         match queue {
             None => {
                 config::update_file(&self.root.join(config::CONFIG_FILE), changes)?;
-                let queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+                let queues = self.queues.lock_recovering();
                 for q in queues.values() {
                     q.forget_settings();
                 }
@@ -219,7 +220,7 @@ impl Broker {
     /// A handle on an existing queue (cached: it keeps the queue's listing between calls).
     pub fn queue(&self, name: &str) -> Result<Arc<Queue>> {
         let dir = self.queue_dir(name)?;
-        let mut queues = self.queues.lock().unwrap();
+        let mut queues = self.queues.lock_recovering();
         if let Some(q) = queues.get(name) {
             return Ok(q.clone());
         }
@@ -251,7 +252,7 @@ impl Broker {
 
     /// Forgets a cached handle (after the queue was deleted, by us or behind our back).
     pub fn forget_queue(&self, name: &str) {
-        self.queues.lock().unwrap().remove(name);
+        self.queues.lock_recovering().remove(name);
     }
 
     /// Deletes a queue. With `only_if_empty`, refuses while it holds messages. Files ddmq did not

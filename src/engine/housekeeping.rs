@@ -6,6 +6,7 @@ use super::error::{Error, Result, io_err};
 use super::files::is_not_found;
 use super::names::{CLAIM_PREFIX, QUARANTINE_DIR, ReservedName, WorkName, claim_name, now_secs};
 use super::queue::{Queue, RequeueOutcome, SETTINGS_TTL};
+use crate::locking::LockRecovering;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -51,7 +52,7 @@ impl Queue {
     /// settings (read fresh) and by this process's own last run.
     pub fn maybe_clean(&self) -> Result<Option<CleanReport>> {
         {
-            let mut times = self.clean_times.lock().unwrap();
+            let mut times = self.clean_times.lock_recovering();
             if times
                 .considered_at
                 .map(|t| t.elapsed() < SETTINGS_TTL)
@@ -150,7 +151,7 @@ impl Queue {
             other => other?,
         }
         self.forget_settings();
-        self.clean_times.lock().unwrap().ran_at = Some(Instant::now());
+        self.clean_times.lock_recovering().ran_at = Some(Instant::now());
         if report != CleanReport::default() {
             log::info!("cleaned queue {}: {report:?}", self.name);
         }

@@ -8,6 +8,7 @@ use super::message::Message;
 use super::names::{ReservedName, WaitingName, WorkName, original_sees_as_message, temp_name};
 use super::queue::Queue;
 use super::survey::LongestWaiting;
+use crate::locking::LockRecovering;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -82,7 +83,7 @@ impl Queue {
             DirSignature::of(&self.work)
                 .map_err(|e| self.missing_queue_or("stat", &self.work, e))?,
         );
-        let cached = self.counted.lock().unwrap().take();
+        let cached = self.counted.lock_recovering().take();
         let counts = match cached {
             Some(counts) if counts.signatures == signatures => counts,
             _ => self.count(signatures)?,
@@ -104,7 +105,7 @@ impl Queue {
         };
         let now = SystemTime::now();
         if signatures.0.settled(now) && signatures.1.settled(now) {
-            *self.counted.lock().unwrap() = Some(counts);
+            *self.counted.lock_recovering() = Some(counts);
         }
         Ok(status)
     }
@@ -170,7 +171,7 @@ impl Queue {
         };
         let waiting = remove_all(&self.dir)?;
         let work = remove_all(&self.work)?;
-        let mut listing = self.listing.lock().unwrap();
+        let mut listing = self.listing.lock_recovering();
         *listing = Listing::default();
         Ok((waiting, work))
     }
@@ -246,13 +247,13 @@ mod tests {
         q.publish(serde_json::Value::from("m"), &Default::default())
             .unwrap();
         assert_eq!(q.status(false).unwrap().waiting, 1);
-        assert!(q.counted.lock().unwrap().is_none(), "changed just now");
+        assert!(q.counted.lock_recovering().is_none(), "changed just now");
 
         age_dir(q.dir());
         age_dir(&q.dir().join("work"));
         assert_eq!(q.status(false).unwrap().waiting, 1);
         // Mark the kept counts: a status that reuses them answers the mark.
-        q.counted.lock().unwrap().as_mut().expect("kept").waiting = 7;
+        q.counted.lock_recovering().as_mut().expect("kept").waiting = 7;
         assert_eq!(q.status(false).unwrap().waiting, 7, "reused, not counted");
     }
 }

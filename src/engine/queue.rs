@@ -14,6 +14,7 @@ use super::names::{
     DEAD_DIR, MessageId, WORK_DIR, WaitingName, WorkName, claim_name, is_valid_id,
     next_queue_number, now_secs,
 };
+use crate::locking::LockRecovering;
 use serde_json::Value;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -157,7 +158,7 @@ impl Queue {
     /// up to [`LAST_GOOD_GRACE`] after they were last read. A file broken from the start, or for
     /// longer, is an error naming it.
     pub fn settings(&self) -> Result<Settings> {
-        let mut cached = self.settings.lock().unwrap();
+        let mut cached = self.settings.lock_recovering();
         if let Some(c) = cached.as_ref()
             && c.read_at.is_some_and(|t| t.elapsed() < SETTINGS_TTL)
         {
@@ -201,7 +202,7 @@ impl Queue {
     /// Makes the next [`Queue::settings`] read the files again, keeping what it read last as the
     /// last good settings.
     pub(super) fn forget_settings(&self) {
-        if let Some(c) = self.settings.lock().unwrap().as_mut() {
+        if let Some(c) = self.settings.lock_recovering().as_mut() {
             c.read_at = None;
         }
     }
@@ -316,7 +317,7 @@ impl Queue {
         let target = self.dir.join(name.to_string());
         write_atomically(&target, msg.to_json().as_bytes(), durable)
             .map_err(|e| self.no_such_queue_or(e))?;
-        self.listing.lock().unwrap().add_own(name, &self.dir);
+        self.listing.lock_recovering().add_own(name, &self.dir);
         Ok(())
     }
 
@@ -336,8 +337,7 @@ impl Queue {
     fn next_candidate(&self, fresh_listing: &mut bool) -> Result<Option<WaitingName>> {
         let fail = |op, e| self.missing_queue_or(op, &self.dir, e);
         self.listing
-            .lock()
-            .unwrap()
+            .lock_recovering()
             .next_candidate(&self.dir, fresh_listing, &fail)
     }
 
@@ -383,7 +383,7 @@ impl Queue {
             let to = self.work.join(work_name.to_string());
             // Under contention most candidates are gone already: a lookup is much cheaper than a
             // rename, which takes the filesystem-wide rename lock even when it fails.
-            let contended = self.listing.lock().unwrap().is_contended();
+            let contended = self.listing.lock_recovering().is_contended();
             let claimed = if contended
                 && matches!(std::fs::symlink_metadata(&from), Err(e) if is_not_found(&e))
             {
@@ -392,12 +392,12 @@ impl Queue {
                 std::fs::rename(&from, &to)
             };
             match claimed {
-                Ok(()) => self.listing.lock().unwrap().claim_won(&self.dir),
+                Ok(()) => self.listing.lock_recovering().claim_won(&self.dir),
                 Err(e) if is_not_found(&e) => {
                     if !self.dir.is_dir() {
                         return Err(Error::NoSuchQueue(self.dir.clone()));
                     }
-                    self.listing.lock().unwrap().claim_lost();
+                    self.listing.lock_recovering().claim_lost();
                     continue; // another consumer was first
                 }
                 Err(e) => return Err(io_err("claim", &from, e)),
@@ -434,8 +434,7 @@ impl Queue {
                     let back = self.dir.join(work_name.waiting.to_string());
                     if std::fs::rename(path, &back).is_ok() {
                         self.listing
-                            .lock()
-                            .unwrap()
+                            .lock_recovering()
                             .defer(&work_name.waiting, Instant::now() + YOUNG_FILE);
                     }
                 } else {
@@ -492,7 +491,7 @@ impl Queue {
     }
 
     fn deferral_ended(&self) -> bool {
-        self.listing.lock().unwrap().deferral_ended()
+        self.listing.lock_recovering().deferral_ended()
     }
 
     // ---------------------------------------------------------------- ack, nack, touch
@@ -555,7 +554,9 @@ impl Queue {
         let to = self.dir.join(w.waiting.to_string());
         match std::fs::rename(&from, &to) {
             Ok(()) => {
-                self.listing.lock().unwrap().add_own(&w.waiting, &self.dir);
+                self.listing
+                    .lock_recovering()
+                    .add_own(&w.waiting, &self.dir);
                 Ok(true)
             }
             Err(e) if is_not_found(&e) => Ok(false),

@@ -12,6 +12,7 @@
 use super::{QueueFs, Result, err, inodes::Node};
 use crate::engine::names::MessageId;
 use crate::engine::{WaitingName, WorkName};
+use crate::locking::LockRecovering;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,7 +49,7 @@ impl EntryIndex {
     /// Keeps a fresh listing of `queue`'s waiting messages.
     pub fn record_waiting(&self, queue: &str, names: &[WaitingName]) {
         self.listings.fetch_add(1, Ordering::Relaxed);
-        self.waiting.lock().unwrap().insert(
+        self.waiting.lock_recovering().insert(
             queue.to_string(),
             Listed::new(names.to_vec(), |w: &WaitingName| &w.id),
         );
@@ -57,7 +58,7 @@ impl EntryIndex {
     /// Keeps a fresh listing of `queue`'s in-flight messages.
     pub fn record_in_flight(&self, queue: &str, names: &[WorkName]) {
         self.listings.fetch_add(1, Ordering::Relaxed);
-        self.in_flight.lock().unwrap().insert(
+        self.in_flight.lock_recovering().insert(
             queue.to_string(),
             Listed::new(names.to_vec(), |w: &WorkName| &w.waiting.id),
         );
@@ -69,7 +70,7 @@ impl EntryIndex {
     }
 
     fn waiting(&self, queue: &str, id: &MessageId) -> (Option<WaitingName>, bool) {
-        let lists = self.waiting.lock().unwrap();
+        let lists = self.waiting.lock_recovering();
         match lists.get(queue) {
             Some(l) => (l.by_id.get(id).cloned(), l.made.elapsed() < RELIST_AFTER),
             None => (None, false),
@@ -77,7 +78,7 @@ impl EntryIndex {
     }
 
     fn in_flight(&self, queue: &str, id: &MessageId) -> (Option<WorkName>, bool) {
-        let lists = self.in_flight.lock().unwrap();
+        let lists = self.in_flight.lock_recovering();
         match lists.get(queue) {
             Some(l) => (l.by_id.get(id).cloned(), l.made.elapsed() < RELIST_AFTER),
             None => (None, false),
@@ -86,7 +87,7 @@ impl EntryIndex {
 
     /// Notes the new name of an in-flight message (after its lease was extended).
     pub fn renamed_in_flight(&self, queue: &str, name: WorkName) {
-        if let Some(l) = self.in_flight.lock().unwrap().get_mut(queue) {
+        if let Some(l) = self.in_flight.lock_recovering().get_mut(queue) {
             l.by_id.insert(name.waiting.id.clone(), name);
         }
     }

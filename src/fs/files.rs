@@ -8,6 +8,7 @@ use super::{
     Access, DirKind, FileKind, FsError, FsErrorKind, Node, OpenFile, QueueFs, Result, err,
 };
 use crate::engine::{Delivery, Queue, now_secs};
+use crate::locking::LockRecovering;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -68,7 +69,7 @@ impl QueueFs {
         if pid == 0 {
             return;
         }
-        let mut removed = self.removed_in.lock().unwrap();
+        let mut removed = self.removed_in.lock_recovering();
         removed.retain(|r| r.at.elapsed() < REMOVED_IN_FOR);
         removed.push(RemovedIn {
             node: node.clone(),
@@ -82,7 +83,7 @@ impl QueueFs {
         if pid == 0 || !matches!(node, Node::File(_, FileKind::In)) {
             return false;
         }
-        let removed = self.removed_in.lock().unwrap();
+        let removed = self.removed_in.lock_recovering();
         removed
             .iter()
             .any(|r| r.pid == pid && r.node == *node && r.at.elapsed() < REMOVED_IN_FOR)
@@ -94,15 +95,14 @@ impl QueueFs {
     /// the pages of an `ls -l`) are not held up behind them, nor they behind those.
     pub fn open_may_block(&self, ino: u64) -> bool {
         matches!(
-            self.inodes.lock().unwrap().node(ino),
+            self.inodes.lock_recovering().node(ino),
             Some(Node::File(_, FileKind::Wait | FileKind::Status))
         )
     }
 
     fn file_by_handle(&self, op: &'static str, fh: u64) -> Result<Arc<Mutex<OpenFile>>> {
         self.files
-            .lock()
-            .unwrap()
+            .lock_recovering()
             .get(&fh)
             .cloned()
             .ok_or_else(|| FsError::new(op, format!("handle {fh}"), FsErrorKind::BadHandle))
@@ -123,8 +123,7 @@ impl QueueFs {
             return Err(self.refuse("create", parent, name));
         }
         self.removed_in
-            .lock()
-            .unwrap()
+            .lock_recovering()
             .retain(|r| r.pid != pid || r.at.elapsed() >= REMOVED_IN_FOR);
         let attr = self.lookup(parent, name)?;
         match self.open(attr.ino, mode, pid) {
@@ -253,7 +252,7 @@ impl QueueFs {
 
     fn insert_open_file(&self, path: String, handle: Box<dyn OpenHandle>) -> Result<u64> {
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.files.lock().unwrap().insert(
+        self.files.lock_recovering().insert(
             fh,
             Arc::new(Mutex::new(OpenFile {
                 path,
@@ -269,14 +268,13 @@ impl QueueFs {
         if let Some((queue, _)) = path.split_once('/') {
             let at = now_secs();
             self.last_errors
-                .lock()
-                .unwrap()
+                .lock_recovering()
                 .insert(queue.to_string(), format!("{at} {e}"));
         }
     }
 
     fn last_error(&self, queue: &str) -> Option<String> {
-        self.last_errors.lock().unwrap().get(queue).cloned()
+        self.last_errors.lock_recovering().get(queue).cloned()
     }
 
     /// Claims a message for an open of next, wait or claim.
@@ -313,7 +311,7 @@ impl QueueFs {
         f: impl FnOnce(&mut dyn OpenHandle, &Ctx) -> Result<T>,
     ) -> Result<T> {
         let file = self.file_by_handle(op, fh)?;
-        let mut file = file.lock().unwrap();
+        let mut file = file.lock_recovering();
         let OpenFile { path, handle } = &mut *file;
         let result = match handle {
             Some(h) => f(h.as_mut(), &self.ctx(path)),
@@ -354,8 +352,8 @@ impl QueueFs {
 
     /// How the kernel should treat the open file `fh` (see [`OpenInfo`]).
     pub fn open_info(&self, fh: u64) -> OpenInfo {
-        let files = self.files.lock().unwrap();
-        let file = files.get(&fh).map(|f| f.lock().unwrap());
+        let files = self.files.lock_recovering();
+        let file = files.get(&fh).map(|f| f.lock_recovering());
         match file.as_ref().and_then(|f| f.handle.as_ref()) {
             Some(h) => OpenInfo {
                 needs_flush: h.needs_flush(),
@@ -376,7 +374,7 @@ impl QueueFs {
 
     /// RELEASE (the last close of the open file).
     pub fn release(&self, fh: u64) -> Result<()> {
-        let file = self.files.lock().unwrap().remove(&fh);
+        let file = self.files.lock_recovering().remove(&fh);
         let Some(file) = file else {
             return Err(FsError::new(
                 "release",
@@ -389,7 +387,7 @@ impl QueueFs {
 
     /// Releases an open file, after any READ or WRITE still running on it.
     pub(super) fn finish(&self, file: &Mutex<OpenFile>, shutting_down: bool) -> Result<()> {
-        let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
+        let mut file = file.lock_recovering();
         let OpenFile { path, handle } = &mut *file;
         let result = match handle.take() {
             Some(h) => h.release(&self.ctx(path), shutting_down),

@@ -45,6 +45,7 @@ pub use files::{OpenInfo, OpenMode};
 pub use inodes::{DirKind, FileKind, InodeTable, Node, ROOT_INO};
 
 use crate::engine::{self, AckOutcome, Broker, Queue, names::is_valid_id};
+use crate::locking::LockRecovering;
 use handles::OpenHandle;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -238,20 +239,19 @@ impl QueueFs {
 
     /// Number of inodes the kernel holds (the root included).
     pub fn inode_count(&self) -> usize {
-        self.inodes.lock().unwrap().len()
+        self.inodes.lock_recovering().len()
     }
 
     /// Number of open files.
     pub fn open_file_count(&self) -> usize {
-        self.files.lock().unwrap().len()
+        self.files.lock_recovering().len()
     }
 
     // ------------------------------------------------------------------ nodes
 
     fn node(&self, op: &'static str, ino: u64) -> Result<Node> {
         self.inodes
-            .lock()
-            .unwrap()
+            .lock_recovering()
             .node(ino)
             .ok_or_else(|| FsError::new(op, format!("inode {ino}"), FsErrorKind::NotFound))
     }
@@ -377,13 +377,13 @@ impl QueueFs {
         if self.removed_in_by(&node, pid) || !self.exists("lookup", &node)? {
             return Err(missing());
         }
-        let ino = self.inodes.lock().unwrap().remember(node.clone());
+        let ino = self.inodes.lock_recovering().remember(node.clone());
         Ok(self.attr_of(ino, &node))
     }
 
     /// FORGET: the kernel dropped `n` references to `ino`.
     pub fn forget(&self, ino: u64, n: u64) {
-        self.inodes.lock().unwrap().forget(ino, n);
+        self.inodes.lock_recovering().forget(ino, n);
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
@@ -518,7 +518,7 @@ impl QueueFs {
         let children = self.list(&node)?;
         let parent = node.parent();
         let entries = {
-            let inodes = self.inodes.lock().unwrap();
+            let inodes = self.inodes.lock_recovering();
             let dots = [
                 DirEntry {
                     ino,
@@ -545,7 +545,7 @@ impl QueueFs {
             parent,
             entries,
         };
-        self.dirs.lock().unwrap().insert(fh, Arc::new(dir));
+        self.dirs.lock_recovering().insert(fh, Arc::new(dir));
         Ok(fh)
     }
 
@@ -563,8 +563,7 @@ impl QueueFs {
     ) -> Result<()> {
         let dir = self
             .dirs
-            .lock()
-            .unwrap()
+            .lock_recovering()
             .get(&fh)
             .cloned()
             .ok_or_else(|| FsError::new(op, format!("handle {fh}"), FsErrorKind::BadHandle))?;
@@ -611,17 +610,17 @@ impl QueueFs {
             let Some(node) = Self::child(&dir.node, &entry.name) else {
                 return false;
             };
-            let ino = self.inodes.lock().unwrap().remember(node.clone());
+            let ino = self.inodes.lock_recovering().remember(node.clone());
             let full = add(next, entry, &self.attr_of(ino, &node));
             if full {
-                self.inodes.lock().unwrap().forget(ino, 1);
+                self.inodes.lock_recovering().forget(ino, 1);
             }
             full
         })
     }
 
     pub fn releasedir(&self, fh: u64) {
-        self.dirs.lock().unwrap().remove(&fh);
+        self.dirs.lock_recovering().remove(&fh);
     }
 
     /// MKDIR in the root creates a queue.
@@ -644,7 +643,7 @@ impl QueueFs {
         {
             return Err(err(OP, &node, FsErrorKind::Exists));
         }
-        let ino = self.inodes.lock().unwrap().remember(node.clone());
+        let ino = self.inodes.lock_recovering().remember(node.clone());
         Ok(self.attr_of(ino, &node))
     }
 
@@ -738,7 +737,7 @@ impl QueueFs {
     /// back to their queue at once; half-written bodies are not published.
     pub fn shutdown(&self) {
         self.begin_shutdown();
-        let files: Vec<_> = self.files.lock().unwrap().drain().collect();
+        let files: Vec<_> = self.files.lock_recovering().drain().collect();
         for (_, file) in files {
             if let Err(e) = self.finish(&file, true) {
                 log::warn!("closing at shutdown: {e}");
