@@ -2,8 +2,9 @@
 //! turns its answers into replies, and maps its errors to errno in one place ([`fail`]), where
 //! each failed request is logged once with its operation and errno.
 //!
-//! Opens of `wait` can block for as long as the wait limit: they run on a thread of their own
-//! and reply from there, so the session keeps serving everybody else meanwhile.
+//! Opens that may take long run on a thread of their own and reply from there, so the session
+//! keeps serving everybody else meanwhile: `wait` (as long as the wait limit) and `status` (a
+//! count of the queue's directories); see [`QueueFs::open_may_block`].
 
 use crate::fs::{Attr, FsError, OpenInfo, OpenMode, QueueFs, SetAttr, supplementary_groups};
 use crate::locking::LockRecovering;

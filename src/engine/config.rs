@@ -340,7 +340,7 @@ pub fn set_key(path: &Path, key: &str, value: serde_json::Value) -> Result<()> {
 }
 
 /// Sets keys of a settings file: the file as it reads now (stably, see
-/// [`read_mapping_stable`]) with `changes` over it, checked as a whole as [`validate`] does,
+/// `read_mapping_stable`) with `changes` over it, checked as a whole as [`validate`] does,
 /// then replaced atomically. A refused change writes nothing.
 pub fn update_file(path: &Path, changes: serde_json::Map<String, serde_json::Value>) -> Result<()> {
     let mut map = read_mapping_stable(path)?.unwrap_or_default();

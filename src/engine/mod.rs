@@ -26,11 +26,14 @@
 //!
 //! # Where each part lives
 //!
-//! [`names`] the names on disk; [`config`] `ddmq.yaml`; [`message`] the JSON record; `broker` the
-//! root and its queues; `queue` publish, consume, ack, nack, touch, requeue; `prepared` a publish
-//! whose body arrives in pieces; `listing` the sorted
-//! listing consume works from; `housekeeping` clean, quarantine; `inspect` views, deletion;
-//! `files` raw file operations; `error` the one error type.
+//! [`names`] the names on disk; [`config`] `ddmq.yaml` (the only user of serde_yaml);
+//! [`message`] the JSON record; `broker` the root, its queues and settings writes; `queue`
+//! publish, consume, ack, nack, touch, requeue; `waiting` a consume that waits for its first
+//! message; `prepared` a publish whose body arrives in pieces; `listing` the sorted listing
+//! consume works from; `lease` requeueing expired leases for a long-running consumer;
+//! `housekeeping` clean, quarantine; `inspect` views, status, deletion; `survey` a queue as
+//! `ddmq top` sees it, from listings only; `files` raw file operations; `error` the one error
+//! type.
 //!
 //! # State changes, each one atomic filesystem call
 //!

@@ -22,11 +22,19 @@
 //! returns their outcome; who publishes and acks when an open file is shared by several
 //! processes is the rule in [`handles`].
 //!
-//! Nothing about the queues is cached here: every call goes through the engine, so other
-//! clients of the same root (the CLI, the Python original, other mounts) are seen as they act,
-//! and entries that vanish behind our back answer ENOENT. The only state is the kernel's: the
-//! inodes it holds ([`inodes`]) and its open files ([`files`] opens them; each is a handle of
-//! [`handles`], with the message a reader claimed or the bytes a writer sent).
+//! The queues' state is the engine's: every change goes through it, so other clients of the
+//! same root (the CLI, the Python original, other mounts) are seen as they act, and entries
+//! that vanish behind our back answer ENOENT. What is kept here, and for how long:
+//! - the kernel's state: the inodes it holds ([`inodes`]), its open files ([`files`] opens
+//!   them; each is a handle of [`handles`], with the message a reader claimed or the bytes a
+//!   writer sent) and open directories (the listing made at OPENDIR, paged by READDIR);
+//! - a stat cache of ROOT's directories for owners and modes, trusted for a second ([`access`]);
+//! - an id index of `messages/` and `work/` from their latest listing, each name checked on disk
+//!   before it is used ([`entries`]);
+//! - each queue's last write or close failure, shown by its `status` (`last_error:`), and who
+//!   removed which `in` lately ([`files`]).
+//!
+//! The engine's queue handles add their own sorted listing and settings cached for a second.
 
 mod access;
 mod body;
