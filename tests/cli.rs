@@ -720,6 +720,22 @@ fn consume_every_format() {
 }
 
 #[test]
+fn a_missing_queue_is_advised_force_only_by_commands_that_have_it() {
+    let s = Sandbox::with_queue();
+    let root = s.root();
+    for (args, advises) in [
+        (vec!["consume", &root, "nope"], true),
+        (vec!["publish", &root, "nope", "x"], true),
+        (vec!["ack", &root, "nope", "x"], false),
+        (vec!["del_msg", &root, "nope", "x"], false),
+    ] {
+        let e = s.run(&args).code(1);
+        assert!(e.stderr.contains("does not exist"), "{args:?}: {}", e.stderr);
+        assert_eq!(e.stderr.contains("(-f)"), advises, "{args:?}: {}", e.stderr);
+    }
+}
+
+#[test]
 fn consume_from_an_empty_queue_is_a_soft_outcome() {
     let s = Sandbox::with_queue();
     assert_eq!(

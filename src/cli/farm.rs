@@ -2,7 +2,7 @@
 //! dashboard ([`crate::top`]).
 
 use super::args::{TopArgs, TopFormat, WorkArgs};
-use super::commands::{open_broker, queue_for};
+use super::commands::{IfMissing, open_broker, queue_for};
 use super::error::{CliError, CliResult};
 use crate::top::{Dashboard, render_json, render_table};
 use crate::work;
@@ -10,8 +10,8 @@ use std::io::{self, IsTerminal, Write};
 use std::time::Duration;
 
 pub fn work(a: &WorkArgs) -> CliResult {
-    let broker = open_broker(&a.root.root, None)?;
-    let queue = queue_for(&broker, &a.queue, false, true, &mut io::sink())?;
+    let broker = open_broker(&a.root.root, IfMissing::Fail)?;
+    let queue = queue_for(&broker, &a.queue, IfMissing::Fail, None)?;
     let opts = work::Options {
         jobs: a.jobs.map_or_else(work::default_jobs, |j| j as usize),
         wait: a.wait.map(|s| {
@@ -39,7 +39,7 @@ pub fn work(a: &WorkArgs) -> CliResult {
 }
 
 pub fn top(a: &TopArgs, out: &mut dyn Write) -> CliResult {
-    let broker = open_broker(&a.root.root, None)?;
+    let broker = open_broker(&a.root.root, IfMissing::Fail)?;
     for name in &a.queues {
         // An invalid name is the engine's InvalidQueueName.
         if !broker.queue_exists(name)? {
