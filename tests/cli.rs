@@ -730,7 +730,11 @@ fn a_missing_queue_is_advised_force_only_by_commands_that_have_it() {
         (vec!["del_msg", &root, "nope", "x"], false),
     ] {
         let e = s.run(&args).code(1);
-        assert!(e.stderr.contains("does not exist"), "{args:?}: {}", e.stderr);
+        assert!(
+            e.stderr.contains("does not exist"),
+            "{args:?}: {}",
+            e.stderr
+        );
         assert_eq!(e.stderr.contains("(-f)"), advises, "{args:?}: {}", e.stderr);
     }
 }
