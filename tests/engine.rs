@@ -1695,3 +1695,97 @@ fn a_queue_found_gone_is_forgotten_so_the_next_call_looks_again() {
     );
     assert_eq!(b.with_queue("q", |q| q.status(false)).unwrap().waiting, 1);
 }
+
+/// R6: a requeue is a claim (rename into a private name in work/), a publish of the copy, then
+/// the claim's removal. A client that dies after the claim leaves the message in its claim,
+/// which a cleaner recovers once it is stale: no loss. One that dies after the publish leaves
+/// the copy and the claim: the recovery requeues it again, one duplicate at most.
+#[test]
+fn r6_a_crash_in_a_requeue_leaves_at_most_one_duplicate_and_never_a_loss() {
+    let (_d, b) = root_with_queue();
+    let q = b.queue("q").unwrap();
+    let requeue = PublishOptions {
+        requeue: Some(Requeue::QueuePriority),
+        ..Default::default()
+    };
+    let lost_one = publish_with(&q, "died after the claim", requeue.clone());
+    let doubled = publish_with(&q, "died after the publish", requeue);
+    let got = q.consume(2, &no_clean()).unwrap();
+    let work = q.dir().join("work");
+    let stale = now_secs() - 3600;
+    for d in &got {
+        let claim = work.join(names::claim_name(stale));
+        std::fs::rename(work.join(d.work_name.to_string()), &claim).unwrap();
+        if d.message.id == doubled.id {
+            // The copy the dying client had published before it could remove its claim.
+            let copy = WaitingName {
+                priority: d.work_name.waiting.priority,
+                queue_number: next_queue_number(),
+                id: d.work_name.waiting.id.clone(),
+            };
+            std::fs::copy(&claim, q.dir().join(copy.to_string())).unwrap();
+        }
+    }
+    let report = q.clean().unwrap();
+    assert_eq!(report.recovered_claims, 2, "{report:?}");
+    assert!(
+        entries(&work).is_empty(),
+        "claims left: {:?}",
+        entries(&work)
+    );
+    let mut ids: Vec<String> = q
+        .waiting()
+        .unwrap()
+        .iter()
+        .map(|w| w.id.to_string())
+        .collect();
+    ids.sort();
+    let mut want = vec![lost_one.id.clone(), doubled.id.clone(), doubled.id.clone()];
+    want.sort();
+    assert_eq!(
+        ids, want,
+        "each message back, the one published twice once more"
+    );
+    // A claim that is not stale may belong to a client still requeueing it: left alone.
+    let d = q.consume_one().unwrap().unwrap();
+    std::fs::rename(
+        work.join(d.work_name.to_string()),
+        work.join(names::claim_name(now_secs())),
+    )
+    .unwrap();
+    assert_eq!(q.clean().unwrap().recovered_claims, 0);
+    assert_eq!(entries(&work).len(), 1);
+}
+
+/// S3: settings are data. A YAML tag (the original's PyYAML would construct Python objects
+/// from `!!python/...`) is never looked through: a tagged value of a setting is refused,
+/// naming the key, and so is a tagged document (YAML's own `!!int`, `!!bool`… are plain
+/// values); files over 1 MiB are refused unread.
+#[test]
+fn s3_settings_are_data_tags_are_refused_and_size_is_bounded() {
+    let (d, b) = root_with_queue();
+    let q = b.queue("q").unwrap();
+    let pwned = d.path().join("pwned");
+    let payload = format!(
+        "!!python/object/apply:os.system [\"touch {}\"]",
+        pwned.display()
+    );
+    for (text, named) in [
+        (format!("message_timeout: {payload}\n"), "message_timeout"),
+        (format!("priority: !custom 5\n"), "priority"),
+        (format!("{payload}\n"), "mapping"),
+        (format!("pad: \"{}\"\n", "x".repeat(1 << 20)), "larger than"),
+    ] {
+        let e = q
+            .write_config_text(text.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(named) && e.contains("ddmq.yaml"), "{e}");
+        // Written behind the engine's back, the file fails every read of the settings.
+        std::fs::write(q.config_path(), &text).unwrap();
+        b.forget_queue("q");
+        let e = b.queue("q").unwrap().settings().unwrap_err().to_string();
+        assert!(e.contains(named), "{e}");
+    }
+    assert!(!pwned.exists());
+}
