@@ -1772,7 +1772,7 @@ fn s3_settings_are_data_tags_are_refused_and_size_is_bounded() {
     );
     for (text, named) in [
         (format!("message_timeout: {payload}\n"), "message_timeout"),
-        (format!("priority: !custom 5\n"), "priority"),
+        ("priority: !custom 5\n".to_string(), "priority"),
         (format!("{payload}\n"), "mapping"),
         (format!("pad: \"{}\"\n", "x".repeat(1 << 20)), "larger than"),
     ] {

@@ -596,11 +596,7 @@ fn a_killed_daemon_loses_nothing_and_its_mountpoint_can_be_mounted_again() {
     bodies.sort();
     assert_eq!(bodies, ["held", "waiting"]);
 
-    let out = Command::new(DDMQ)
-        .arg("umount")
-        .arg(&m.mnt)
-        .output()
-        .unwrap();
+    let out = ddmq_umount(&m.mnt);
     assert!(out.status.success(), "{out:?}");
     assert!(!is_mounted(&m.mnt));
 }
@@ -611,12 +607,8 @@ fn sigterm_unmounts_and_gives_back_what_readers_held() {
     std::fs::write(m.path("q/in"), "held by a reader").unwrap();
     let held = std::fs::File::open(m.path("q/next")).unwrap();
     m.expect_counts("q", (0, 1), "");
-    let mut daemon = m.daemon.take().unwrap();
-    signal(daemon.id(), libc::SIGTERM);
-    wait_until("the daemon to exit", Duration::from_secs(15), || {
-        daemon.try_wait().unwrap().is_some()
-    });
-    assert!(daemon.wait().unwrap().success());
+    signal(m.daemon.as_ref().unwrap().id(), libc::SIGTERM);
+    assert!(m.daemon_exit("the daemon to exit").success());
     assert!(!is_mounted(&m.mnt));
     m.expect_counts_now("q", (1, 0), "given back before the daemon ended");
     drop(held);
@@ -1052,7 +1044,21 @@ fn settings_append_and_each_failure_is_logged_once() {
 
 // ------------------------------------------------------------------ promises of doc/MOUNT.md
 
+/// `ddmq umount MNT`.
+fn ddmq_umount(mnt: &Path) -> Output {
+    Command::new(DDMQ).arg("umount").arg(mnt).output().unwrap()
+}
+
 impl Mounted {
+    /// Waits (a generous bound) for the daemon to end by itself; its exit status.
+    fn daemon_exit(&mut self, why: &str) -> std::process::ExitStatus {
+        let mut daemon = self.daemon.take().expect("a daemon");
+        wait_until(why, Duration::from_secs(15), || {
+            daemon.try_wait().unwrap().is_some()
+        });
+        daemon.wait().unwrap()
+    }
+
     /// The counts a direct client sees, now: for what is done before the call that did it
     /// returned (a write, an unlink, a close's FLUSH, the daemon's exit), no waiting allowed.
     fn expect_counts_now(&self, queue: &str, expected: (usize, usize), why: &str) {
@@ -1265,11 +1271,7 @@ fn ddmq_umount_and_umount_end_the_daemon_and_lose_nothing() {
     std::fs::write(m.path("q/in"), "held").unwrap();
     let held = std::fs::File::open(m.path("q/next")).unwrap();
     m.expect_counts_now("q", (0, 1), "claimed at the open");
-    let out = Command::new(DDMQ)
-        .arg("umount")
-        .arg(&m.mnt)
-        .output()
-        .unwrap();
+    let out = ddmq_umount(&m.mnt);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("busy"),
@@ -1278,19 +1280,9 @@ fn ddmq_umount_and_umount_end_the_daemon_and_lose_nothing() {
     assert!(is_mounted(&m.mnt));
     drop(held);
     m.expect_counts("q", (1, 0), "given back at its RELEASE");
-    let out = Command::new(DDMQ)
-        .arg("umount")
-        .arg(&m.mnt)
-        .output()
-        .unwrap();
+    let out = ddmq_umount(&m.mnt);
     assert!(out.status.success(), "{out:?}");
-    let mut daemon = m.daemon.take().unwrap();
-    wait_until(
-        "the daemon to exit after umount",
-        Duration::from_secs(15),
-        || daemon.try_wait().unwrap().is_some(),
-    );
-    assert!(daemon.wait().unwrap().success());
+    assert!(m.daemon_exit("the daemon to exit after umount").success());
     assert!(!is_mounted(&m.mnt));
     m.expect_counts_now("q", (1, 0), "nothing lost");
 
@@ -1304,19 +1296,16 @@ fn ddmq_umount_and_umount_end_the_daemon_and_lose_nothing() {
         .unwrap();
     assert!(st.success());
     assert!(!is_mounted(&m.mnt), "detached at once");
-    let mut daemon = m.daemon.take().unwrap();
     assert!(
-        daemon.try_wait().unwrap().is_none(),
+        m.daemon.as_mut().unwrap().try_wait().unwrap().is_none(),
         "serving the open file"
     );
     m.expect_counts_now("q", (0, 1), "the open file still holds its message");
     drop(held);
-    wait_until(
-        "the daemon to exit after the last close",
-        Duration::from_secs(15),
-        || daemon.try_wait().unwrap().is_some(),
+    assert!(
+        m.daemon_exit("the daemon to exit after the last close")
+            .success()
     );
-    assert!(daemon.wait().unwrap().success());
     m.expect_counts_now("q", (1, 0), "given back before the daemon ended");
 }
 
@@ -1356,7 +1345,7 @@ fn the_binary_as_mount_fuse_ddmq_mounts_as_mount8_runs_it() {
     std::fs::write(mnt.join("tasks/in"), "through fstab").unwrap();
     let q = Broker::open(&root).unwrap().queue("tasks").unwrap();
     assert_eq!(q.status(false).unwrap().waiting, 1);
-    let out = Command::new(DDMQ).arg("umount").arg(&mnt).output().unwrap();
+    let out = ddmq_umount(&mnt);
     assert!(out.status.success(), "{out:?}");
     assert!(!is_mounted(&mnt));
 }
