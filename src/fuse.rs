@@ -7,13 +7,15 @@
 //! when the daemon runs as root. Requests that come without a caller (RELEASE) and the
 //! renewals of leases are carried out as whoever opened the file.
 //!
-//! Opens of `wait` can block for as long as the wait limit: they run on a thread of their own
-//! and reply from there, so the session keeps serving everybody else meanwhile.
+//! Opens that may take long run on a thread of their own and reply from there, so the session
+//! keeps serving everybody else meanwhile: `wait` (as long as the wait limit) and `status` (a
+//! count of the queue's directories); see [`QueueFs::open_may_block`].
 
 use crate::fs::{
     Attr, Caller, FsError, Intent, OpenInfo, OpenMode, QueueFs, SetAttr, supplementary_groups,
 };
-use crate::mount::sys::{ActingAs, Identity};
+use crate::locking::LockRecovering;
+use crate::sys::{ActingAs, Identity};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
@@ -68,7 +70,7 @@ impl DdmqFuse {
             return Caller::root();
         }
         let now = Instant::now();
-        let mut cache = self.groups.lock().unwrap();
+        let mut cache = self.groups.lock_recovering();
         let groups = match cache.get(&(pid, uid, gid)) {
             Some((groups, read)) if now.duration_since(*read) < GROUPS_TTL => groups.clone(),
             _ => {
@@ -126,7 +128,7 @@ impl LeaseKeeper {
     /// Renews every lease that is due.
     pub fn renew_due(&self) {
         for fh in self.fs.leases_due() {
-            let opener = self.openers.lock().unwrap().get(&fh).cloned();
+            let opener = self.openers.lock_recovering().get(&fh).cloned();
             let Ok(_opener) = DdmqFuse::act_as(opener.as_ref()) else {
                 continue;
             };
@@ -407,7 +409,7 @@ impl Filesystem for DdmqFuse {
         {
             Ok((a, fh)) => {
                 if let Some(who) = identity {
-                    self.openers.lock().unwrap().insert(fh, who);
+                    self.openers.lock_recovering().insert(fh, who);
                 }
                 reply.created(
                     &ttl(&a),
@@ -504,7 +506,7 @@ impl Filesystem for DdmqFuse {
             match fs.open(ino.0, mode, pid) {
                 Ok(fh) => {
                     if let Some(who) = caller.clone() {
-                        openers.lock().unwrap().insert(fh, who);
+                        openers.lock_recovering().insert(fh, who);
                     }
                     reply.opened(FileHandle(fh), open_flags(fs.open_info(fh)))
                 }
@@ -587,7 +589,7 @@ impl Filesystem for DdmqFuse {
     ) {
         // RELEASE may come without a caller (the kernel's own, after the last close): it is
         // carried out as whoever opened the file.
-        let opener = self.openers.lock().unwrap().remove(&fh.0);
+        let opener = self.openers.lock_recovering().remove(&fh.0);
         let _opener = match DdmqFuse::act_as(opener.as_ref()) {
             Ok(guard) => guard,
             Err(e) => return reply.error(e),

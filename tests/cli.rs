@@ -720,6 +720,26 @@ fn consume_every_format() {
 }
 
 #[test]
+fn a_missing_queue_is_advised_force_only_by_commands_that_have_it() {
+    let s = Sandbox::with_queue();
+    let root = s.root();
+    for (args, advises) in [
+        (vec!["consume", &root, "nope"], true),
+        (vec!["publish", &root, "nope", "x"], true),
+        (vec!["ack", &root, "nope", "x"], false),
+        (vec!["del_msg", &root, "nope", "x"], false),
+    ] {
+        let e = s.run(&args).code(1);
+        assert!(
+            e.stderr.contains("does not exist"),
+            "{args:?}: {}",
+            e.stderr
+        );
+        assert_eq!(e.stderr.contains("(-f)"), advises, "{args:?}: {}", e.stderr);
+    }
+}
+
+#[test]
 fn consume_from_an_empty_queue_is_a_soft_outcome() {
     let s = Sandbox::with_queue();
     assert_eq!(
@@ -1561,4 +1581,90 @@ fn message_files_keep_the_original_format() {
     );
     assert!(!text.ends_with('\n'));
     assert_eq!(read_json(&s.q().join(name))["filename"], name.as_str());
+}
+
+// ------------------------------------------------------------------------------------ promises of doc/CLI.md
+
+#[test]
+fn publish_lines_stops_at_a_line_over_max_message_bytes_and_reads_no_further() {
+    let s = Sandbox::with_queue();
+    fs::write(
+        s.q().join("ddmq.yaml"),
+        "cleaned: 0\nmax_message_bytes: 8\n",
+    )
+    .unwrap();
+    let e = s
+        .run_stdin(
+            &["publish", "--lines", &s.root(), "q", "-"],
+            b"short\nfits too\nthis line is too long\nafter\n",
+        )
+        .code(1);
+    assert!(
+        e.stderr
+            .starts_with("Error: stopped after publishing 2 messages: message of 21 bytes is larger than max_message_bytes (8)"),
+        "{}",
+        e.stderr
+    );
+    let bodies: Vec<Value> = s.consume(10).iter().map(|m| m["message"].clone()).collect();
+    assert_eq!(
+        bodies,
+        ["short", "fits too"],
+        "the lines before it, and nothing after"
+    );
+}
+
+#[test]
+fn consume_with_force_creates_the_root_and_the_queue() {
+    let s = Sandbox::new();
+    let out = s.run(&["consume", "-f", &s.root(), "fresh"]).ok();
+    assert_eq!(out.stdout, "No more messages in fresh\n");
+    assert!(
+        s.path().join("R/ddmq.yaml").is_file(),
+        "the root is initialised"
+    );
+    assert!(
+        s.path().join("R/fresh/work").is_dir(),
+        "the queue is created"
+    );
+    // Without -f, a missing queue is an error and nothing is created.
+    s.run(&["consume", &s.root(), "other"]).code(1);
+    assert!(!s.path().join("R/other").exists());
+}
+
+/// `durable: true` makes publish fsync: with every fsync failing (libfiu), a durable publish
+/// fails naming the fsync and leaves nothing, and a publish without it still succeeds.
+#[test]
+fn durable_publishes_fsync_and_fail_when_fsync_fails() {
+    let s = Sandbox::with_queue();
+    let publish_with_failing_fsync = |body: &str| {
+        let mut cmd = Command::new("fiu-run");
+        cmd.args(["-x", "-c", "enable name=posix/io/sync/*,failinfo=5"])
+            .arg(env!("CARGO_BIN_EXE_ddmq"))
+            .args(["publish", "-s", &s.root(), "q", body])
+            .env_remove("RUST_LOG")
+            .current_dir(s.path().join("cwd"));
+        cmd.output()
+            .expect("fiu-run, which scripts/test installs (Debian package fiu-utils)")
+    };
+    let out = publish_with_failing_fsync("not durable");
+    assert!(out.status.success(), "{out:?}");
+    fs::write(s.q().join("ddmq.yaml"), "cleaned: 0\ndurable: true\n").unwrap();
+    let out = publish_with_failing_fsync("durable");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stderr.contains("Error: fsync") && stderr.contains("Input/output error"),
+        "{stderr}"
+    );
+    let bodies: Vec<Value> = s.consume(10).iter().map(|m| m["message"].clone()).collect();
+    assert_eq!(bodies, ["not durable"]);
+    assert!(
+        names_in(&s.q()).is_empty()
+            && !fs::read_dir(s.q()).unwrap().any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".tmp-")),
+        "the failed durable publish left a file"
+    );
 }

@@ -1348,7 +1348,13 @@ fn r4_r5_concurrent_cleaners_requeue_each_message_exactly_once() {
         entries(&q.dir().join("work"))
     );
     assert!(q.read_config_text().unwrap().contains("cleaned:"));
-    assert!(!q.dir().join("ddmq.yaml.intermediate").exists());
+    // Each cleaner wrote its `cleaned` stamp through a temporary name of its own, renamed over
+    // ddmq.yaml (0.9.10 shared one name between writers, R4): none is left behind.
+    let left: Vec<String> = entries(q.dir())
+        .into_iter()
+        .filter(|n| n.starts_with(".tmp-"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
 }
 
 #[test]
@@ -1634,4 +1640,155 @@ fn a_directory_or_fifo_named_like_a_message_is_set_aside() {
         }
     );
     assert_eq!(entries(&q.dir().join("quarantine")).len(), 3);
+}
+
+#[test]
+fn consume_waiting_takes_up_to_n_once_the_first_arrives_and_gives_up_when_asked() {
+    let (d, b) = root_with_queue();
+    let q = b.queue("q").unwrap();
+    let root = d.path().to_path_buf();
+    // Three published by another handle while we wait.
+    let publisher = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        let b = Broker::open(root).unwrap();
+        let q = b.queue("q").unwrap();
+        for body in ["a", "b", "c"] {
+            publish(&q, body);
+        }
+    });
+    // An infinite wait is honoured as a very long one, not a panic.
+    let wait = Wait::uninterrupted(f64::INFINITY, Duration::from_millis(10));
+    assert_eq!(wait.limit, LONGEST_WAIT);
+    let got = q.consume_waiting(5, &no_clean(), Some(&wait)).unwrap();
+    publisher.join().unwrap();
+    // The first is claimed as soon as it shows; the others, if already there, come with it.
+    assert!(!got.is_empty() && got.len() <= 3, "{}", got.len());
+    let mut all = bodies(&got);
+    all.extend(drain(&q));
+    assert_eq!(all, ["a", "b", "c"]);
+    // Given up: nothing claimed, nothing returned.
+    let give_up = || true;
+    let wait = Wait::new(60.0, Duration::from_millis(10), &give_up);
+    assert!(
+        q.consume_waiting(2, &no_clean(), Some(&wait))
+            .unwrap()
+            .is_empty()
+    );
+    // No wait: what is there now.
+    publish(&q, "d");
+    let got = q.consume_waiting(2, &no_clean(), None).unwrap();
+    assert_eq!(bodies(&got), ["d"]);
+}
+
+#[test]
+fn a_queue_found_gone_is_forgotten_so_the_next_call_looks_again() {
+    let (d, b) = root_with_queue();
+    let before = b.queue("q").unwrap();
+    std::fs::remove_dir_all(d.path().join("q")).unwrap();
+    assert!(matches!(
+        b.with_queue("q", |q| q.status(false)),
+        Err(Error::NoSuchQueue(_))
+    ));
+    assert!(b.create_queue("q").unwrap());
+    publish(&b.queue("q").unwrap(), "x");
+    let after = b.queue("q").unwrap();
+    assert!(
+        !Arc::ptr_eq(&before, &after),
+        "the gone queue's handle was kept"
+    );
+    assert_eq!(b.with_queue("q", |q| q.status(false)).unwrap().waiting, 1);
+}
+
+/// R6: a requeue is a claim (rename into a private name in work/), a publish of the copy, then
+/// the claim's removal. A client that dies after the claim leaves the message in its claim,
+/// which a cleaner recovers once it is stale: no loss. One that dies after the publish leaves
+/// the copy and the claim: the recovery requeues it again, one duplicate at most.
+#[test]
+fn r6_a_crash_in_a_requeue_leaves_at_most_one_duplicate_and_never_a_loss() {
+    let (_d, b) = root_with_queue();
+    let q = b.queue("q").unwrap();
+    let requeue = PublishOptions {
+        requeue: Some(Requeue::QueuePriority),
+        ..Default::default()
+    };
+    let lost_one = publish_with(&q, "died after the claim", requeue.clone());
+    let doubled = publish_with(&q, "died after the publish", requeue);
+    let got = q.consume(2, &no_clean()).unwrap();
+    let work = q.dir().join("work");
+    let stale = now_secs() - 3600;
+    for d in &got {
+        let claim = work.join(names::claim_name(stale));
+        std::fs::rename(work.join(d.work_name.to_string()), &claim).unwrap();
+        if d.message.id == doubled.id {
+            // The copy the dying client had published before it could remove its claim.
+            let copy = WaitingName {
+                priority: d.work_name.waiting.priority,
+                queue_number: next_queue_number(),
+                id: d.work_name.waiting.id.clone(),
+            };
+            std::fs::copy(&claim, q.dir().join(copy.to_string())).unwrap();
+        }
+    }
+    let report = q.clean().unwrap();
+    assert_eq!(report.recovered_claims, 2, "{report:?}");
+    assert!(
+        entries(&work).is_empty(),
+        "claims left: {:?}",
+        entries(&work)
+    );
+    let mut ids: Vec<String> = q
+        .waiting()
+        .unwrap()
+        .iter()
+        .map(|w| w.id.to_string())
+        .collect();
+    ids.sort();
+    let mut want = vec![lost_one.id.clone(), doubled.id.clone(), doubled.id.clone()];
+    want.sort();
+    assert_eq!(
+        ids, want,
+        "each message back, the one published twice once more"
+    );
+    // A claim that is not stale may belong to a client still requeueing it: left alone.
+    let d = q.consume_one().unwrap().unwrap();
+    std::fs::rename(
+        work.join(d.work_name.to_string()),
+        work.join(names::claim_name(now_secs())),
+    )
+    .unwrap();
+    assert_eq!(q.clean().unwrap().recovered_claims, 0);
+    assert_eq!(entries(&work).len(), 1);
+}
+
+/// S3: settings are data. A YAML tag (the original's PyYAML would construct Python objects
+/// from `!!python/...`) is never looked through: a tagged value of a setting is refused,
+/// naming the key, and so is a tagged document (YAML's own `!!int`, `!!bool`… are plain
+/// values); files over 1 MiB are refused unread.
+#[test]
+fn s3_settings_are_data_tags_are_refused_and_size_is_bounded() {
+    let (d, b) = root_with_queue();
+    let q = b.queue("q").unwrap();
+    let pwned = d.path().join("pwned");
+    let payload = format!(
+        "!!python/object/apply:os.system [\"touch {}\"]",
+        pwned.display()
+    );
+    for (text, named) in [
+        (format!("message_timeout: {payload}\n"), "message_timeout"),
+        ("priority: !custom 5\n".to_string(), "priority"),
+        (format!("{payload}\n"), "mapping"),
+        (format!("pad: \"{}\"\n", "x".repeat(1 << 20)), "larger than"),
+    ] {
+        let e = q
+            .write_config_text(text.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(named) && e.contains("ddmq.yaml"), "{e}");
+        // Written behind the engine's back, the file fails every read of the settings.
+        std::fs::write(q.config_path(), &text).unwrap();
+        b.forget_queue("q");
+        let e = b.queue("q").unwrap().settings().unwrap_err().to_string();
+        assert!(e.contains(named), "{e}");
+    }
+    assert!(!pwned.exists());
 }

@@ -1152,6 +1152,8 @@ fn mount_write_worker(mnt: &Path, queue: &str, wid: &str, log_dir: &Path) {
                 continue;
             }
         };
+        // Between this line and the key's line in `log`, a kill lands mid-publish.
+        append_line(&log_dir.join(format!("started-{wid}")), &key);
         let mut ok = true;
         for (i, chunk) in body.as_bytes().chunks(700).enumerate() {
             if i > 0 && pause > Duration::ZERO {
@@ -1271,8 +1273,14 @@ struct Killable {
 }
 
 impl Killable {
-    /// Runs `cmd` to its end, killable meanwhile; returns (exit status, stdout).
-    fn run(&self, cmd: &mut std::process::Command) -> (std::process::ExitStatus, Vec<u8>) {
+    /// Runs `cmd` to its end, killable meanwhile; returns (exit status, stdout). A command that
+    /// fails on its own (not SIGKILLed by [`Killable::kill_one`]) is a problem logged in
+    /// `problems`, with its stderr: under kills, a failure is only ever the kill's.
+    fn run(
+        &self,
+        cmd: &mut std::process::Command,
+        problems: &Path,
+    ) -> (std::process::ExitStatus, Vec<u8>) {
         use std::io::Read;
         use std::os::unix::process::ExitStatusExt;
         let mut child = cmd
@@ -1314,6 +1322,15 @@ impl Killable {
             "ddmq panicked: {}",
             String::from_utf8_lossy(&stderr)
         );
+        if !status.success() && status.signal() != Some(libc::SIGKILL) {
+            append_line(
+                problems,
+                &format!(
+                    "{cmd:?} failed ({status}): {}",
+                    String::from_utf8_lossy(&stderr).trim()
+                ),
+            );
+        }
         (status, reader.join().unwrap())
     }
 
@@ -1394,6 +1411,7 @@ fn chaos_sigkill_cli_processes_and_mount_readers() {
                         .arg(&root)
                         .arg("chaos")
                         .arg(&body),
+                    &log_dir.join(format!("problems-cli-publish{t}")),
                 );
                 if st.success() {
                     append_line(&log_dir.join(format!("published-cli{t}")), &key);
@@ -1415,6 +1433,7 @@ fn chaos_sigkill_cli_processes_and_mount_readers() {
                         .args(["consume", "--format", "json", "-n", "3"])
                         .arg(&root)
                         .arg("chaos"),
+                    &log_dir.join(format!("problems-cli{t}")),
                 );
                 let got = parse_consumed(&out);
                 if got.is_empty() && st.success() {
@@ -1438,6 +1457,7 @@ fn chaos_sigkill_cli_processes_and_mount_readers() {
                             .arg(&root)
                             .arg("chaos")
                             .arg(files.join(",")),
+                        &log_dir.join(format!("problems-cli{t}")),
                     );
                     // An ack after the lease ran out finds the message requeued (a duplicate
                     // that no kill caused): the CLI says "failed ack <path>" for each.
@@ -1510,6 +1530,19 @@ fn chaos_sigkill_cli_processes_and_mount_readers() {
             .any(|k| k == "TORN"),
         "a torn message was published"
     );
+    // Every kind of client did its part: a run where every publish (or every consume) failed
+    // would otherwise prove nothing.
+    for (log, what) in [
+        ("published-cli", "ddmq publish"),
+        ("published-m", "writers through the mount"),
+        ("delivered-cli", "ddmq consume"),
+        ("delivered-m", "readers through the mount"),
+    ] {
+        assert!(
+            !read_all_lines(&log_dir, log).is_empty(),
+            "{what} moved no message"
+        );
+    }
     assert_nothing_left(q.dir());
     eprintln!(
         "chaos (CLI and mount): {kills} kills ({worker_kills} mount readers and writers), {published} published, {delivered} delivered, {duplicates} duplicates, {late} acks perhaps after lease expiry, {claims} claims and {temps} temporary files recovered, 0 torn, 0 lost"
@@ -1962,6 +1995,50 @@ fn cli_disk_full_clear_error_then_resumes() {
     );
 }
 
+/// `consume --wait` on a full disk: the housekeeping due first cannot stamp `cleaned`, and
+/// that must not stop the consume (housekeeping is best effort on every path).
+#[test]
+fn cli_consume_wait_delivers_when_housekeeping_cannot_write() {
+    let fs = SmallFs::new("256k");
+    let root = fs.path().join("root");
+    let r = root.display().to_string();
+    let broker = Broker::open_or_init(&root).unwrap();
+    broker.create_queue("q").unwrap();
+    let q = broker.queue("q").unwrap();
+    let mut published = 0;
+    for size in [4096usize, 64, 1] {
+        while q
+            .publish(
+                Value::String(make_body(&format!("k{published}"), size)),
+                &PublishOptions::default(),
+            )
+            .is_ok()
+        {
+            published += 1;
+        }
+    }
+    // The premise: housekeeping is due (never ran) and fails for want of space.
+    match q.clean() {
+        Err(e) => assert!(is_enospc(&e), "housekeeping failed otherwise: {e}"),
+        Ok(report) => panic!("housekeeping wrote its stamp on a full disk: {report:?}"),
+    }
+    let (code, out, err) = ddmq(
+        &[
+            "consume", "--wait", "5", "-n", "2", "--format", "json", &r, "q",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "consume --wait on a full disk: {err}");
+    let got = parse_consumed(out.as_bytes());
+    assert_eq!(got.len(), 2, "{out}");
+    assert!(got.iter().all(|(key, _)| key.is_some()), "{out}");
+    assert!(
+        err.contains("housekeeping of queue q failed") && err.contains("No space left"),
+        "the failed housekeeping is not reported: {err}"
+    );
+    assert_eq!(q.status(false).unwrap().in_flight, 2);
+}
+
 /// Closes `f` and returns what close() said (dropping a File ignores it).
 fn close_file(f: std::fs::File) -> std::io::Result<()> {
     use std::os::fd::IntoRawFd;
@@ -2177,22 +2254,56 @@ fn killed_mount_writer_never_publishes_a_torn_body() {
             ("QUEUE", "mw".to_string()),
             ("WID", wid),
             ("LOG_DIR", log_dir.display().to_string()),
+            // Bodies written in pieces with pauses between, so that kills land mid-body.
+            ("DDMQ_REL_WRITE_PAUSE_MS", "3".to_string()),
         ]
     };
+    let mut killed_mid_body = 0;
     for i in 0..30 {
-        let mut w = spawn_worker("mount-write", &envs(format!("w{i}")));
+        let wid = format!("w{i}");
+        let mut w = spawn_worker("mount-write", &envs(wid.clone()));
         std::thread::sleep(Duration::from_millis(20 + rng.below(80)));
         sigkill(&mut w);
+        let started = read_lines(&log_dir.join(format!("started-{wid}")));
+        let published = read_lines(&log_dir.join(format!("published-{wid}")));
+        // The last body started and not published (close() did not return 0) was cut by the kill.
+        killed_mid_body += (started.len() > published.len()) as usize;
     }
+    let problems = read_all_lines(&log_dir, "problems-");
+    assert!(
+        problems.is_empty(),
+        "writers failed on their own: {problems:#?}"
+    );
+    let published = read_all_lines(&log_dir, "published-");
+    assert!(!published.is_empty(), "30 writers published nothing");
+    assert!(killed_mid_body > 0, "no kill landed mid-body");
     let mut torn = 0;
+    let mut delivered = std::collections::HashSet::new();
     for d in q
         .consume(usize::MAX, &ConsumeOptions { clean: false })
         .unwrap()
     {
-        torn += check_body(&d.message.body_text()).is_none() as usize;
+        match check_body(&d.message.body_text()) {
+            Some(key) => {
+                delivered.insert(key.to_string());
+            }
+            None => torn += 1,
+        }
     }
     assert_eq!(
         torn, 0,
         "{torn} truncated bodies published by 30 killed writers"
+    );
+    let lost: Vec<_> = published
+        .iter()
+        .filter(|k| !delivered.contains(*k))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "closed with 0 and not in the queue: {lost:?}"
+    );
+    eprintln!(
+        "killed mount writers: {} published, {killed_mid_body} of 30 kills mid-body, 0 torn",
+        published.len()
     );
 }

@@ -12,8 +12,9 @@ use farm::{Farm, lines, text, wait_output, wait_until};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 #[test]
 fn every_task_runs_exactly_once_with_four_slots_and_lines_never_mix() {
@@ -591,4 +592,319 @@ fn top_once_json_agrees_with_the_queues_real_counts() {
     ]);
     let report: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(report["queues"].as_array().unwrap().len(), 1);
+}
+
+// ------------------------------------------------------------------ promises of doc/WORK.md
+
+/// Whether process `pid` is gone (or a zombie, which runs nothing).
+fn is_gone(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state is the field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+/// Sends `sig` to `pid`, if it is still there.
+fn signal_if_alive(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
+/// A runner whose stderr goes to a file the test reads as it goes. If the test ends first
+/// (a failure), the runner and the process group of each of its tasks are SIGKILLed, so that
+/// nothing it started outlives the test.
+struct Runner {
+    child: Option<Child>,
+    stderr: PathBuf,
+}
+
+impl Runner {
+    fn spawn(farm: &Farm, opts: &[&str], command: &[&str]) -> Runner {
+        let stderr = farm.file("runner-stderr");
+        let child = farm
+            .work(opts, command)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        Runner {
+            child: Some(child),
+            stderr,
+        }
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        signal_if_alive(self.child.as_ref().unwrap().id(), sig);
+    }
+
+    fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn has_ended(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_some()
+    }
+
+    /// Waits for the runner to end; its exit code (None: killed by a signal).
+    fn exit_code(mut self) -> Option<i32> {
+        self.child.take().unwrap().wait().unwrap().code()
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = child.id();
+        let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"));
+        for task in children.unwrap_or_default().split_whitespace() {
+            // Each task leads its own process group.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(task.parse().unwrap()),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+#[test]
+fn a_stop_signal_reaches_every_process_of_each_command_group() {
+    let farm = Farm::new("");
+    for i in 1..=2 {
+        farm.publish(&format!("m{i}"), &[]);
+    }
+    let pids = farm.file("pids");
+    // sh itself dies of the TERM; only a signal to the whole group reaches the sleep it
+    // started in the background (a signal to sh alone leaves the sleep running).
+    let script = r#"sleep 1000 & echo $! >> "$1"; wait"#;
+    let runner = Runner::spawn(
+        &farm,
+        &["-j", "2", "--grace", "30"],
+        &["sh", "-c", script, "sh", pids.to_str().unwrap()],
+    );
+    wait_until("both tasks started their sleep", || lines(&pids).len() == 2);
+    runner.signal(nix::sys::signal::Signal::SIGTERM);
+    let stderr = runner.stderr.clone();
+    let code = runner.exit_code();
+    let grandchildren: Vec<i32> = lines(&pids).iter().map(|l| l.parse().unwrap()).collect();
+    let gone = {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let all_gone = grandchildren.iter().all(|&p| is_gone(p));
+            if all_gone || Instant::now() > deadline {
+                break all_gone;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    for &p in &grandchildren {
+        signal_if_alive(p as u32, nix::sys::signal::Signal::SIGKILL);
+    }
+    assert!(
+        gone,
+        "a command's background process outlived the stop signal"
+    );
+    assert_eq!(
+        code,
+        Some(128 + 15),
+        "{}",
+        fs::read_to_string(stderr).unwrap()
+    );
+    assert_eq!(farm.waiting().len(), 2, "both given back");
+}
+
+#[test]
+fn a_second_stop_signal_skips_the_rest_of_the_grace_period() {
+    let farm = Farm::new("");
+    farm.publish("stubborn", &[]);
+    let log = farm.file("log");
+    let script = r#"trap '' TERM; echo started >> "$1"; while :; do sleep 1; done"#;
+    let mut runner = Runner::spawn(
+        &farm,
+        &["--grace", "3600"],
+        &["sh", "-c", script, "sh", log.to_str().unwrap()],
+    );
+    wait_until("the task started", || lines(&log).len() == 1);
+    runner.signal(nix::sys::signal::Signal::SIGTERM);
+    // The second signal must come after the runner took the first (two at once are one).
+    wait_until("the runner took the first signal", || {
+        runner.stderr().contains("taking no more tasks")
+    });
+    runner.signal(nix::sys::signal::Signal::SIGTERM);
+    // An hour of grace: only the second signal can end the runner within the minute.
+    wait_until("the runner ended after the second signal", || {
+        runner.has_ended()
+    });
+    assert_eq!(runner.exit_code(), Some(128 + 15));
+    assert_eq!(farm.waiting().len(), 1, "given back");
+    assert!(farm.in_work().is_empty());
+}
+
+#[test]
+fn sigint_stops_the_runner_with_exit_status_130_and_gives_the_messages_back() {
+    let farm = Farm::new("");
+    farm.publish("m1", &[]);
+    let before = farm.waiting();
+    let log = farm.file("log");
+    let runner = Runner::spawn(
+        &farm,
+        &["--grace", "30"],
+        &[
+            "sh",
+            "-c",
+            r#"echo started >> "$1"; exec sleep 1000"#,
+            "sh",
+            log.to_str().unwrap(),
+        ],
+    );
+    wait_until("the task started", || lines(&log).len() == 1);
+    runner.signal(nix::sys::signal::Signal::SIGINT);
+    let stderr = runner.stderr.clone();
+    let code = runner.exit_code();
+    let stderr = fs::read_to_string(stderr).unwrap();
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(stderr.contains("SIGINT: taking no more tasks"), "{stderr}");
+    assert_eq!(farm.waiting(), before, "given back at its place");
+}
+
+#[test]
+fn wait_inf_serves_messages_published_later_until_stopped() {
+    let farm = Farm::new("");
+    let done = farm.file("done");
+    let mut runner = Runner::spawn(
+        &farm,
+        &["--wait", "inf", "--poll-ms", "10"],
+        &[
+            "sh",
+            "-c",
+            r#"echo "$1" >> "$2""#,
+            "sh",
+            "{}",
+            done.to_str().unwrap(),
+        ],
+    );
+    for (i, body) in ["later", "much later"].iter().enumerate() {
+        farm.publish(body, &[]);
+        wait_until("the task ran", || lines(&done).len() == i + 1);
+        assert!(
+            !runner.has_ended(),
+            "the runner stopped with an empty queue: {}",
+            runner.stderr()
+        );
+    }
+    runner.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(runner.exit_code(), Some(128 + 15));
+    assert_eq!(lines(&done), ["later", "much later"]);
+}
+
+#[test]
+fn each_failure_is_one_line_saying_what_became_of_the_message() {
+    let farm = Farm::new("dead_letter: true\n");
+    farm.publish("fails", &["-l", "1"]);
+    farm.publish("killed", &["--no-requeue"]);
+    let script = r#"if [ "$1" = killed ]; then kill -9 $$; fi; exit 3"#;
+    let out = farm
+        .work(&["-j", "1"], &["sh", "-c", script, "sh", "{}"])
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let failures: Vec<String> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("ddmq work: message "))
+        .map(|l| {
+            // The id is 32 hex digits; the rest is what the doc shows.
+            let (id, rest) = l.split_once(' ').unwrap();
+            assert!(
+                id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{l}"
+            );
+            rest.to_string()
+        })
+        .collect();
+    let mut want = vec![
+        "failed (exit status 3): requeued".to_string(),
+        "failed (exit status 3): requeue limit reached: moved to dead/".to_string(),
+        "failed (killed by SIGKILL): dropped (published without requeue)".to_string(),
+    ];
+    let mut got = failures.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "{stderr}");
+    assert_eq!(farm.dead().len(), 1);
+}
+
+#[test]
+fn a_lease_lost_while_the_runner_was_stopped_is_reported() {
+    let farm = Farm::new("message_timeout: 1\n");
+    farm.publish("slow", &[]);
+    let go = farm.file("go");
+    let log = farm.file("log");
+    let script = r#"echo started >> "$2"; while [ ! -e "$1" ]; do sleep 0.05; done"#;
+    let mut runner = Runner::spawn(
+        &farm,
+        &["-j", "1"],
+        &[
+            "sh",
+            "-c",
+            script,
+            "sh",
+            go.to_str().unwrap(),
+            log.to_str().unwrap(),
+        ],
+    );
+    wait_until("the task started", || lines(&log).len() == 1);
+    // Stopped (as a suspended job or a frozen VM), the runner cannot renew the lease.
+    runner.signal(nix::sys::signal::Signal::SIGSTOP);
+    let root = farm.root();
+    wait_until("another client requeued the expired message", || {
+        farm.ok(&["clean", "-s", &root, "q"]);
+        farm.waiting().len() == 1
+    });
+    runner.signal(nix::sys::signal::Signal::SIGCONT);
+    wait_until("the runner noticed", || {
+        runner.stderr().contains("its lease was lost")
+    });
+    fs::write(&go, "").unwrap();
+    wait_until("the runner ended", || runner.has_ended());
+    let stderr = runner.stderr();
+    assert_eq!(runner.exit_code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("it may run again") && stderr.contains("1 lost leases"),
+        "{stderr}"
+    );
+    // The requeued copy ran too (at least once), and nothing is left.
+    assert!(lines(&log).len() >= 2);
+    assert!(farm.waiting().is_empty() && farm.in_work().is_empty());
+}
+
+#[test]
+fn the_joblog_header_is_written_only_to_a_new_or_empty_file() {
+    let farm = Farm::new("");
+    let joblog = farm.file("joblog");
+    let empty = farm.file("empty-joblog");
+    fs::write(&empty, "").unwrap();
+    for path in [&joblog, &joblog, &empty] {
+        farm.publish("x", &[]);
+        let out = farm
+            .work(&["--joblog", path.to_str().unwrap()], &["true"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let is_header = |l: &String| l.starts_with("Seq\tHost\t");
+    let rows = lines(&joblog);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(
+        is_header(&rows[0]) && !rows[1..].iter().any(is_header),
+        "{rows:?}"
+    );
+    let rows = lines(&empty);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(is_header(&rows[0]), "{rows:?}");
 }

@@ -2,6 +2,7 @@
 //! directory itself, interleaved round by round, and how quickly the mount answers others (a
 //! read of `status`, a publish through `in`) while its listing runs.
 
+use crate::Bench;
 use crate::contenders::{self, Contender, Place, Tools};
 use crate::progress;
 use crate::report::{Target, median};
@@ -198,4 +199,24 @@ pub fn run(
         },
     ];
     Ok(DeepLsReport { markdown, targets })
+}
+
+impl Bench {
+    /// `ls -l` of a deep queue through the tmpfs mount against the queue directory itself.
+    pub(crate) fn deep_ls(&mut self) -> io::Result<String> {
+        const DEPTH: usize = 100_000;
+        let Some(m) = self.mounts.get("tmpfs") else {
+            self.targets.push(Target {
+                what: format!(
+                    "`ls -l MNT/q/messages` within 3× `ls -l ROOT/q` ({DEPTH} waiting, tmpfs)"
+                ),
+                measured: format!("not run: {}", self.mount_error.clone().unwrap_or_default()),
+                pass: None,
+            });
+            return Ok(String::new());
+        };
+        let report = run(&self.tools, &m.root, &m.mnt, DEPTH, self.plan.rounds)?;
+        self.targets.extend(report.targets);
+        Ok(report.markdown)
+    }
 }

@@ -10,7 +10,7 @@ mod errors;
 use convert::{message_dict, requeue_from_py, to_value};
 use ddmq::engine::{
     self, AckOutcome, Broker, ConsumeOptions, Delivery, Error, PublishOptions, Queue,
-    RequeueOutcome, WorkName, config, names::is_valid_id,
+    RequeueOutcome, Wait, WorkName, names::is_valid_id,
 };
 use errors::to_py_err;
 use pyo3::prelude::*;
@@ -23,8 +23,6 @@ use std::time::Duration;
 
 /// How often a blocking consume looks at the queue directory (one stat) while it waits.
 const WAIT_POLL: Duration = Duration::from_millis(20);
-/// Longest wait accepted (a larger or infinite `wait` is this): ten years.
-const LONGEST_WAIT: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 type EngineResult<T> = Result<T, Error>;
 
@@ -48,26 +46,27 @@ impl Native {
         }
     }
 
-    /// Runs `op` on queue `name`; a queue deleted behind our back is forgotten, so that the next
-    /// call looks (and, with `create`, creates) again.
+    /// Runs `op` on queue `name` (created first when the broker was opened with `create`); a
+    /// queue found gone is forgotten, so that the next call looks, and creates, again.
     fn with_queue<T>(
         &self,
         name: &str,
         op: impl FnOnce(&Queue) -> EngineResult<T>,
     ) -> EngineResult<T> {
-        let q = self.queue(name)?;
-        let result = op(&q);
-        if matches!(result, Err(Error::NoSuchQueue(_))) {
-            self.broker.forget_queue(name);
+        if self.create {
+            self.queue(name)?;
         }
-        result
+        self.broker.with_queue(name, op)
     }
 
-    fn config_path(&self, queue: &str) -> EngineResult<PathBuf> {
-        if queue.is_empty() {
-            Ok(self.broker.root().join(config::CONFIG_FILE))
-        } else {
-            Ok(self.queue(queue)?.config_path())
+    /// Puts claimed messages back at their place (the caller could not hand them over). One
+    /// that cannot be given back is requeued when its lease runs out.
+    fn give_back_all(&self, queue: &str, deliveries: &[Delivery]) {
+        let Ok(q) = self.broker.queue(queue) else {
+            return;
+        };
+        for d in deliveries {
+            let _ = q.give_back(&d.work_name);
         }
     }
 }
@@ -95,16 +94,6 @@ fn settings_dict<'py>(py: Python<'py>, s: &engine::Settings) -> PyResult<Bound<'
     d.set_item("durable", s.durable)?;
     d.set_item("max_message_bytes", s.max_message_bytes)?;
     Ok(d)
-}
-
-fn yaml_key(k: &serde_yaml::Value) -> String {
-    match k.as_str() {
-        Some(s) => s.to_string(),
-        None => serde_yaml::to_string(k)
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
-    }
 }
 
 #[pymethods]
@@ -170,41 +159,24 @@ impl Native {
         clean: bool,
         wait: Option<f64>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let limit = match wait {
-            Some(w) if w.is_nan() => {
-                return Err(pyo3::exceptions::PyValueError::new_err(
-                    "wait must be a number of seconds",
-                ));
-            }
-            Some(w) if w > 0.0 => Some(Duration::try_from_secs_f64(w).unwrap_or(LONGEST_WAIT)),
-            _ => None,
+        if wait.is_some_and(f64::is_nan) {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "wait must be a number of seconds",
+            ));
         }
-        .map(|d| d.min(LONGEST_WAIT));
         let (deliveries, interrupted) = py.detach(|| {
             let interrupted: RefCell<Option<PyErr>> = RefCell::new(None);
+            // Ctrl-C (in the main thread) ends the wait: signals are looked at between polls.
+            let give_up = || match Python::attach(|py| py.check_signals()) {
+                Ok(()) => false,
+                Err(e) => {
+                    *interrupted.borrow_mut() = Some(e);
+                    true
+                }
+            };
+            let wait = wait.map(|seconds| Wait::new(seconds, WAIT_POLL, &give_up));
             let result = self.with_queue(queue, |q| {
-                let opts = ConsumeOptions { clean };
-                let got = q.consume(n, &opts)?;
-                let Some(limit) = limit else { return Ok(got) };
-                if !got.is_empty() {
-                    return Ok(got);
-                }
-                // Ctrl-C (in the main thread) ends the wait: signals are looked at between polls.
-                let give_up = || match Python::attach(|py| py.check_signals()) {
-                    Ok(()) => false,
-                    Err(e) => {
-                        *interrupted.borrow_mut() = Some(e);
-                        true
-                    }
-                };
-                let Some(first) = q.consume_wait(limit, WAIT_POLL, &give_up)? else {
-                    return Ok(Vec::new());
-                };
-                let mut all = vec![first];
-                if n > 1 {
-                    all.extend(q.consume(n - 1, &ConsumeOptions { clean: false })?);
-                }
-                Ok(all)
+                q.consume_waiting(n, &ConsumeOptions { clean }, wait.as_ref())
             });
             (result, interrupted.into_inner())
         });
@@ -212,11 +184,18 @@ impl Native {
             return Err(e);
         }
         let deliveries = deliveries.map_err(to_py_err)?;
-        let list = PyList::empty(py);
-        for Delivery { message, .. } in &deliveries {
-            list.append(message_dict(py, message, None)?)?;
+        let records = deliveries
+            .iter()
+            .map(|Delivery { message, .. }| message_dict(py, message, None))
+            .collect::<PyResult<Vec<_>>>();
+        match records {
+            Ok(records) => PyList::new(py, records),
+            Err(e) => {
+                // Nobody will see these messages: put them back rather than leave them leased.
+                py.detach(|| self.give_back_all(queue, &deliveries));
+                Err(e)
+            }
         }
-        Ok(list)
     }
 
     /// Acknowledges in-flight messages: deletes them, or with `requeue` requeues them. Returns the
@@ -359,16 +338,14 @@ impl Native {
     /// The keys written in a settings file (the root's with ""), as they are.
     fn config_file<'py>(&self, py: Python<'py>, queue: &str) -> PyResult<Bound<'py, PyDict>> {
         let map = py
-            .detach(|| {
-                let path = self.config_path(queue)?;
-                Ok::<_, Error>(config::read_mapping(&path)?.unwrap_or_default())
+            .detach(|| match queue {
+                "" => self.broker.settings_file(None),
+                name => self.with_queue(name, |_| self.broker.settings_file(Some(name))),
             })
             .map_err(to_py_err)?;
         let d = PyDict::new(py);
-        for (k, v) in map.iter() {
-            let value =
-                serde_json::to_value(v).unwrap_or_else(|_| serde_json::Value::String(yaml_key(v)));
-            d.set_item(yaml_key(k), convert::to_py(py, &value)?)?;
+        for (k, v) in &map {
+            d.set_item(k, convert::to_py(py, v)?)?;
         }
         Ok(d)
     }
@@ -384,28 +361,9 @@ impl Native {
             serde_json::Value::Object(m) => m,
             _ => unreachable!("a dict converts to an object"),
         };
-        py.detach(|| {
-            let path = self.config_path(queue)?;
-            let mut map = config::read_mapping(&path)?.unwrap_or_default();
-            for (k, v) in changes {
-                let v = serde_yaml::to_value(v).map_err(|e| Error::Config {
-                    path: path.clone(),
-                    reason: format!("{k}: {e}"),
-                })?;
-                map.insert(serde_yaml::Value::String(k), v);
-            }
-            let text = config::render(&map);
-            if queue.is_empty() {
-                config::validate(&path, text.as_bytes())?;
-                config::write_mapping(&path, &map)?;
-                // Queue handles cache settings for a second; root changes reach them at once.
-                for name in self.broker.list_queues()? {
-                    self.broker.forget_queue(&name);
-                }
-                Ok(())
-            } else {
-                self.with_queue(queue, |q| q.write_config_text(text.as_bytes()))
-            }
+        py.detach(|| match queue {
+            "" => self.broker.update_settings(None, changes),
+            name => self.with_queue(name, |_| self.broker.update_settings(Some(name), changes)),
         })
         .map_err(to_py_err)
     }

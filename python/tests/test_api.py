@@ -1,10 +1,15 @@
 """The module's behaviour: the engine's, with 0.9.10's bugs fixed as the CLI fixes them, the
 errors, and the additions (wait, messages(), msg.ack/nack/extend)."""
 
+import errno
 import os
 import pickle
+import pwd
+import shutil
 import subprocess
+import tempfile
 import time
+import uuid
 
 import pytest
 
@@ -48,17 +53,112 @@ def test_errors_say_what_and_where(root):
         b.create_queue("q")
 
 
-def test_permission_error_where_python_expects_one(root):
-    if os.geteuid() == 0:
-        pytest.skip("root ignores file permissions")
+def _permission_error_case(root):
+    """What an unprivileged user sees publishing to a queue it may not write to; returns the
+    exception raised, as text."""
     b = ddmq.broker(root, create=True)
     b.create_queue("q")
     os.chmod(os.path.join(root, "q"), 0o500)
     try:
-        with pytest.raises(PermissionError):
-            b.publish("q", "x")
+        b.publish("q", "x")
+    except PermissionError as e:
+        assert isinstance(e, ddmq.PermissionDeniedError) and e.error == "io", repr(e)
+        assert e.errno == errno.EACCES and str(e.filename).startswith(str(root)), repr(e)
+        return "PermissionError"
     finally:
         os.chmod(os.path.join(root, "q"), 0o700)
+    return "no error"
+
+
+def test_permission_error_where_python_expects_one(root):
+    if os.geteuid() != 0:
+        assert _permission_error_case(root) == "PermissionError"
+        return
+    # Root ignores file permissions: the case runs in a child that becomes a user made for it.
+    name = "ddmqt{}{}".format(os.getpid(), uuid.uuid4().hex[:8])
+    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                   check=True, capture_output=True)
+    try:
+        user = pwd.getpwnam(name)
+        base = tempfile.mkdtemp(prefix="ddmq-perm-")
+        os.chmod(base, 0o755)
+        os.chown(base, user.pw_uid, user.pw_gid)
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(read_end)
+                os.setgroups([])
+                os.setgid(user.pw_gid)
+                os.setuid(user.pw_uid)
+                outcome = _permission_error_case(os.path.join(base, "root"))
+            except BaseException as e:  # noqa: BLE001 (reported to the parent)
+                outcome = "failed: {!r}".format(e)
+            os.write(write_end, outcome.encode())
+            os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end) as f:
+            outcome = f.read()
+        os.waitpid(pid, 0)
+        shutil.rmtree(base)
+    finally:
+        subprocess.run(["userdel", name], check=True, capture_output=True)
+    assert outcome == "PermissionError"
+
+
+def test_each_error_class_where_the_documentation_says(root, b):
+    def raised(call):
+        try:
+            call()
+        except ddmq.DdmqError as e:
+            return e
+        raise AssertionError("no error from {}".format(call))
+
+    b.create_queue("q")
+    cases = [
+        (lambda: b.create_queue("q"), ddmq.QueueExistsError, FileExistsError, "exists"),
+        (lambda: b.create_queue("../x"), ddmq.InvalidNameError, ValueError, "invalid_queue_name"),
+        (lambda: b.update_settings_file("q", {"priority": "high"}), ddmq.ConfigError, ValueError,
+         "config"),
+        (lambda: b.delete_message(os.path.join(root, "q", "999.1.ddmq0123456789abcdef")),
+         ddmq.MessageNotFoundError, FileNotFoundError, "message_not_found"),
+        (lambda: b.get_message(os.path.join(root, "q", "999.2.ddmq0123456789abcdef")),
+         ddmq.NotFoundError, FileNotFoundError, "io"),
+        (lambda: b.get_message(os.path.join(root, "q")), ddmq.DdmqOSError, OSError, "io"),
+    ]
+    os.mkdir(os.path.join(root, "plain"))
+    cases.append((lambda: b.publish("plain", "x"), ddmq.NotAQueueError, None, "not_a_queue"))
+    corrupt = os.path.join(root, "q", "999.3.ddmq0123456789abcdef")
+    with open(corrupt, "w") as f:
+        f.write("{not json")
+    cases.append((lambda: b.get_message(corrupt), ddmq.CorruptMessageError, ValueError, "corrupt"))
+    for call, cls, builtin, code in cases:
+        e = raised(call)
+        assert type(e) is cls and e.error == code, repr(e)
+        assert builtin is None or isinstance(e, builtin), repr(e)
+    os.remove(corrupt)
+    b.update_settings_file("q", {"max_message_bytes": 4})
+    e = raised(lambda: b.publish("q", "too long"))
+    assert type(e) is ddmq.MessageTooLargeError and isinstance(e, ValueError), repr(e)
+    with open(os.path.join(root, "q", "notes.txt"), "w") as f:
+        f.write("not ddmq's")
+    e = raised(lambda: b.delete_queue("q"))
+    assert type(e) is ddmq.ForeignFilesError and isinstance(e, OSError), repr(e)
+    assert e.path == os.path.join(root, "q") and "notes.txt" in str(e)
+
+
+def test_messages_as_a_context_manager_gives_back_the_message_in_hand(b):
+    b.publish("q", "kept")
+    b.publish("q", "next")
+    with b.messages("q") as it:
+        first = next(it)
+        assert first.message == "kept"
+        assert len(b.get_message_list("q")[1]) == 1
+    # `it` is still referenced: only the with statement can have given it back.
+    assert b.get_message_list("q")[1] == []
+    with pytest.raises(StopIteration):
+        next(it)
+    assert [m.message for m in b.messages("q")] == ["kept", "next"]
 
 
 def test_numeric_order_and_priority_zero(b):
@@ -100,6 +200,20 @@ def test_settings_are_read_fresh(root, b):
     with pytest.raises(ddmq.ConfigError):
         b.update_settings_file("q", {"priority": "high"})
     assert b.get_config_file("q")["priority"] == 7
+
+
+def test_settings_written_through_a_broker_reach_its_queues_at_once(root, b):
+    b.create_queue("q")
+    # No housekeeping (clean=False): it would make the queue read its settings again itself.
+    assert b.publish("q", "a", clean=False).priority == 999  # read now, and kept for a second
+    b.update_settings_file("", {"priority": 5})
+    assert b.publish("q", "b", clean=False).priority == 5
+    b.update_settings_file("q", {"priority": 6, "legacy": [1, "x"]})
+    assert b.publish("q", "c", clean=False).priority == 6
+    assert b.get_config_file("q") == {"cleaned": 0, "priority": 6, "legacy": [1, "x"]}
+    assert b.get_config_file("")["priority"] == 5
+    with open(os.path.join(root, "q", "ddmq.yaml")) as f:
+        assert f.read() == "cleaned: 0\nlegacy:\n- 1\n- x\npriority: 6\n"
 
 
 def test_ack_refuses_names_outside_the_queue(root, b):

@@ -2,13 +2,14 @@
 //! and the (buffered) stdout; errors go back as [`CliError`], soft outcomes are printed lines.
 
 use super::args::{
-    AckArgs, ConsumeArgs, DelMsgArgs, Format, PublishArgs, QueuesArgs, ViewArgs, split_list,
+    AckArgs, ConsumeArgs, DelMsgArgs, ForceQueueFlag, ForceRootFlag, Format, PublishArgs,
+    QueuesArgs, SkipCleaningFlag, ViewArgs, split_list,
 };
 use super::error::{CliError, CliResult};
 use super::output::{self, ViewRow};
 use crate::engine::{
     AckOutcome, Broker, ConsumeOptions, Delivery, Error, PublishOptions, Queue, Requeue,
-    RequeueOutcome, WaitingName, WorkName, is_valid_queue_name, names::is_valid_id,
+    RequeueOutcome, Wait, WaitingName, WorkName, is_valid_queue_name, names::is_valid_id,
 };
 use serde_json::Value;
 use std::io::{self, BufRead, Read, Write};
@@ -25,34 +26,70 @@ macro_rules! say {
     };
 }
 
-/// Opens ROOT. `force`: `Some(true)` creates it if needed; `None` for commands without `-f`,
-/// whose error then carries no advice to use it (0.9.10 printed a traceback instead, B9).
-pub(super) fn open_broker(root: &Path, force: Option<bool>) -> CliResult<Broker> {
-    if force == Some(true) {
-        return Ok(Broker::open_or_init(root)?);
-    }
-    Broker::open(root).map_err(|e| CliError::opening_root(e, force.map(|_| "-f")))
+/// What a command does when ROOT or its queue is missing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum IfMissing {
+    /// Creates it (`-f` was given).
+    Create,
+    /// Fails, advising `-f` (the command has it; it was not given).
+    AdviseForce,
+    /// Fails (the command has no `-f`).
+    Fail,
 }
 
-/// A handle on queue `name`; with `force`, the queue is created first if missing (after the
-/// name is validated; 0.9.10 created any name, B17), and `Created new queue: …` is printed unless `silent`.
+impl IfMissing {
+    fn by_force(force: bool) -> IfMissing {
+        if force {
+            IfMissing::Create
+        } else {
+            IfMissing::AdviseForce
+        }
+    }
+}
+
+impl From<&ForceQueueFlag> for IfMissing {
+    fn from(flag: &ForceQueueFlag) -> IfMissing {
+        IfMissing::by_force(flag.force)
+    }
+}
+
+impl From<&ForceRootFlag> for IfMissing {
+    fn from(flag: &ForceRootFlag) -> IfMissing {
+        IfMissing::by_force(flag.force)
+    }
+}
+
+/// Opens ROOT, creating and initialising it with [`IfMissing::Create`]. A command without `-f`
+/// fails with no advice to use it (0.9.10 printed a traceback instead, B9).
+pub(super) fn open_broker(root: &Path, if_missing: IfMissing) -> CliResult<Broker> {
+    match if_missing {
+        IfMissing::Create => Ok(Broker::open_or_init(root)?),
+        IfMissing::AdviseForce => {
+            Broker::open(root).map_err(|e| CliError::opening_root(e, Some("-f")))
+        }
+        IfMissing::Fail => Broker::open(root).map_err(|e| CliError::opening_root(e, None)),
+    }
+}
+
+/// A handle on queue `name`. With [`IfMissing::Create`] a missing queue is created first (after
+/// the name is validated; 0.9.10 created any name, B17), and `Created new queue: …` is said on
+/// `announce` if given.
 pub(super) fn queue_for(
     broker: &Broker,
     name: &str,
-    force: bool,
-    silent: bool,
-    out: &mut dyn Write,
+    if_missing: IfMissing,
+    announce: Option<&mut dyn Write>,
 ) -> CliResult<Arc<Queue>> {
-    if !is_valid_queue_name(name) {
-        return Err(CliError::failed(format!(
-            "invalid queue name ({name}): use letters, digits, '_' and '-' only (at most 255)"
-        )));
-    }
+    // An invalid name is the engine's InvalidQueueName, before anything is created.
     match broker.queue(name) {
         Ok(q) => Ok(q),
-        Err(Error::NoSuchQueue(path)) if force => {
+        Err(Error::NoSuchQueue(path)) if if_missing == IfMissing::Create => {
             match broker.create_queue(name) {
-                Ok(true) => say!(out, silent, "Created new queue: {name}"),
+                Ok(true) => {
+                    if let Some(out) = announce {
+                        writeln!(out, "Created new queue: {name}").map_err(CliError::stdout)?;
+                    }
+                }
                 Ok(false) => {}
                 Err(Error::NotAQueue(p)) => return Err(not_a_queue(&p)),
                 Err(e) => return Err(e.into()),
@@ -65,8 +102,14 @@ pub(super) fn queue_for(
                 other => other.into(),
             })
         }
+        Err(Error::NoSuchQueue(path)) if if_missing == IfMissing::AdviseForce => {
+            Err(CliError::failed(format!(
+                "The specified queue ({}) does not exist. Please run the same command with the (-f) force flag to create it.",
+                path.display()
+            )))
+        }
         Err(Error::NoSuchQueue(path)) => Err(CliError::failed(format!(
-            "The specified queue ({}) does not exist. Please run the same command with the (-f) force flag to create it.",
+            "The specified queue ({}) does not exist.",
             path.display()
         ))),
         Err(Error::NotAQueue(path)) => Err(not_a_queue(&path)),
@@ -82,8 +125,8 @@ fn not_a_queue(path: &Path) -> CliError {
 }
 
 /// Housekeeping after ack, nack and del_msg (unless -C): throttled to once a minute per queue.
-fn clean_after(queue: &Queue, skip: bool) {
-    if skip {
+fn clean_after(queue: &Queue, flag: &SkipCleaningFlag) {
+    if flag.skip_cleaning {
         return;
     }
     if let Err(e) = queue.maybe_clean() {
@@ -108,7 +151,7 @@ fn finish(what: &'static str, failed: usize, total: usize) -> CliResult {
 // ------------------------------------------------------------------------------------ view
 
 pub fn view(a: &ViewArgs, out: &mut dyn Write) -> CliResult {
-    let broker = open_broker(&a.root.root, Some(a.force.force))?;
+    let broker = open_broker(&a.root.root, IfMissing::from(&a.force))?;
     let all = broker.list_queues()?;
     let mut selected: Vec<String> = match &a.queues {
         None => all,
@@ -173,7 +216,7 @@ fn for_each_queue(
     total: fn(usize) -> String,
     op: impl Fn(&Broker, &str) -> Result<QueueOutcome, Error>,
 ) -> CliResult {
-    let broker = open_broker(&a.root.root, Some(a.force.force))?;
+    let broker = open_broker(&a.root.root, IfMissing::from(&a.force))?;
     let silent = a.silent.silent;
     let names = split_list(&a.queues);
     let (mut done, mut failed) = (0, 0);
@@ -310,8 +353,13 @@ pub fn publish(a: &PublishArgs, out: &mut dyn Write) -> CliResult {
             "--lines reads the messages from stdin: give `-` as MESSAGE",
         ));
     }
-    let broker = open_broker(&a.root.root, Some(a.force.force))?;
-    let queue = queue_for(&broker, &a.queue, a.force.force, a.silent.silent, out)?;
+    let broker = open_broker(&a.root.root, IfMissing::from(&a.force))?;
+    let queue = queue_for(
+        &broker,
+        &a.queue,
+        IfMissing::from(&a.force),
+        (!a.silent.silent).then_some(&mut *out),
+    )?;
     let mut opts = PublishOptions {
         priority: a.priority,
         timeout: a.timeout,
@@ -407,34 +455,18 @@ fn publish_lines(
 // ------------------------------------------------------------------------------------ consume
 
 pub fn consume(a: &ConsumeArgs, out: &mut dyn Write) -> CliResult {
-    let broker = open_broker(&a.root.root, Some(a.force.force))?;
-    let queue = queue_for(&broker, &a.queue, a.force.force, true, out)?;
+    let broker = open_broker(&a.root.root, IfMissing::from(&a.force))?;
+    let queue = queue_for(&broker, &a.queue, IfMissing::from(&a.force), None)?;
     // No -n takes one message, and -n 0 means 1, as in the original (where both crashed after
     // taking the message, B2).
     let n = usize::try_from(a.count.max(1)).unwrap_or(usize::MAX);
-    let clean = !a.skip_cleaning.skip_cleaning;
-    let deliveries = match a.wait {
-        None => queue.consume(n, &ConsumeOptions { clean })?,
-        Some(seconds) => {
-            if clean {
-                queue.maybe_clean()?;
-            }
-            let limit = Duration::from_secs_f64(seconds);
-            match queue.consume_wait(limit, Duration::from_millis(a.poll_ms), &|| false)? {
-                None => Vec::new(),
-                Some(first) => {
-                    let mut got = vec![first];
-                    if n > 1 {
-                        match queue.consume(n - 1, &ConsumeOptions { clean: false }) {
-                            Ok(more) => got.extend(more),
-                            Err(e) => log::warn!("consumed 1 message, then: {e}"),
-                        }
-                    }
-                    got
-                }
-            }
-        }
+    let opts = ConsumeOptions {
+        clean: !a.skip_cleaning.skip_cleaning,
     };
+    let wait = a
+        .wait
+        .map(|seconds| Wait::uninterrupted(seconds, Duration::from_millis(a.poll_ms)));
+    let deliveries = queue.consume_waiting(n, &opts, wait.as_ref())?;
     if deliveries.is_empty() {
         writeln!(out, "No more messages in {}", a.queue).map_err(CliError::stdout)?;
         return Ok(());
@@ -518,14 +550,22 @@ fn report_invalid_name(name: &str) {
     );
 }
 
-/// `ack` (`nack` = false) and `nack` (true). ack deletes (0.9.10 requeued messages flagged
+/// Which of the two commands [`ack_or_nack`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settle {
+    Ack,
+    Nack,
+}
+
+/// `ack` and `nack`. ack deletes (0.9.10 requeued messages flagged
 /// `requeue`, B1) unless -r, which requeues; nack honours the message's requeue flag and limit
 /// (0.9.10's nack ignored them, B6), -r forces a requeue.
-pub fn ack_or_nack(a: &AckArgs, nack: bool, out: &mut dyn Write) -> CliResult {
+pub fn ack_or_nack(a: &AckArgs, settle: Settle, out: &mut dyn Write) -> CliResult {
+    let nack = settle == Settle::Nack;
     let verb = if nack { "nack" } else { "ack" };
     let root = &a.root.root;
-    let broker = open_broker(root, None)?;
-    let queue = queue_for(&broker, &a.queue, false, true, out)?;
+    let broker = open_broker(root, IfMissing::Fail)?;
+    let queue = queue_for(&broker, &a.queue, IfMissing::Fail, None)?;
     let names = split_list(&a.files);
     let (mut done, mut missed, mut errors) = (Vec::new(), Vec::new(), 0);
     for name in &names {
@@ -567,15 +607,15 @@ pub fn ack_or_nack(a: &AckArgs, nack: bool, out: &mut dyn Write) -> CliResult {
     for path in &missed {
         writeln!(out, "failed {verb} {path}").map_err(CliError::stdout)?;
     }
-    clean_after(&queue, a.skip_cleaning.skip_cleaning);
+    clean_after(&queue, &a.skip_cleaning);
     finish(if nack { "nacks" } else { "acks" }, errors, names.len())
 }
 
 pub fn del_msg(a: &DelMsgArgs, out: &mut dyn Write) -> CliResult {
     let root = &a.root.root;
     let silent = a.silent.silent;
-    let broker = open_broker(root, None)?;
-    let queue = queue_for(&broker, &a.queue, false, true, out)?;
+    let broker = open_broker(root, IfMissing::Fail)?;
+    let queue = queue_for(&broker, &a.queue, IfMissing::Fail, None)?;
     let names = split_list(&a.files);
     let path_of = |name: &str| {
         if WorkName::parse(name).is_some() {
@@ -629,7 +669,7 @@ pub fn del_msg(a: &DelMsgArgs, out: &mut dyn Write) -> CliResult {
     if deleted > 1 {
         say!(out, silent, "Deleted {deleted} messages");
     }
-    clean_after(&queue, a.skip_cleaning.skip_cleaning);
+    clean_after(&queue, &a.skip_cleaning);
     finish("deletions", errors, names.len())
 }
 

@@ -2,17 +2,16 @@
 //! dashboard ([`crate::top`]).
 
 use super::args::{TopArgs, TopFormat, WorkArgs};
-use super::commands::{open_broker, queue_for};
+use super::commands::{IfMissing, open_broker, queue_for};
 use super::error::{CliError, CliResult};
-use crate::engine::is_valid_queue_name;
 use crate::top::{Dashboard, render_json, render_table};
 use crate::work;
 use std::io::{self, IsTerminal, Write};
 use std::time::Duration;
 
 pub fn work(a: &WorkArgs) -> CliResult {
-    let broker = open_broker(&a.root.root, None)?;
-    let queue = queue_for(&broker, &a.queue, false, true, &mut io::sink())?;
+    let broker = open_broker(&a.root.root, IfMissing::Fail)?;
+    let queue = queue_for(&broker, &a.queue, IfMissing::Fail, None)?;
     let opts = work::Options {
         jobs: a.jobs.map_or_else(work::default_jobs, |j| j as usize),
         wait: a.wait.map(|s| {
@@ -41,13 +40,9 @@ pub fn work(a: &WorkArgs) -> CliResult {
 }
 
 pub fn top(a: &TopArgs, out: &mut dyn Write) -> CliResult {
-    let broker = open_broker(&a.root.root, None)?;
+    let broker = open_broker(&a.root.root, IfMissing::Fail)?;
     for name in &a.queues {
-        if !is_valid_queue_name(name) {
-            return Err(CliError::failed(format!(
-                "invalid queue name ({name}): use letters, digits, '_' and '-' only (at most 255)"
-            )));
-        }
+        // An invalid name is the engine's InvalidQueueName.
         if !broker.queue_exists(name)? {
             eprintln!("Warning: requested queue does not exist ({name})");
         }

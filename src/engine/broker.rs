@@ -5,6 +5,8 @@ use super::config::{self, Settings};
 use super::error::{Error, Result, io_err};
 use super::names::{WORK_DIR, is_valid_queue_name, temp_name};
 use super::queue::Queue;
+use crate::locking::LockRecovering;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -76,6 +78,42 @@ impl Broker {
         let path = self.root.join(config::CONFIG_FILE);
         let map = config::read_mapping_settled(&path)?.unwrap_or_default();
         Settings::resolve(&[(&path, &map)])
+    }
+
+    /// The keys written in the settings file of queue `queue` (the root's with None), as they
+    /// are, as JSON (see [`config::read_file_as_json`]).
+    pub fn settings_file(&self, queue: Option<&str>) -> Result<serde_json::Map<String, Value>> {
+        match queue {
+            None => config::read_file_as_json(&self.root.join(config::CONFIG_FILE)),
+            Some(name) => config::read_file_as_json(&self.queue(name)?.config_path()),
+        }
+    }
+
+    /// Sets keys of the settings file of queue `queue` (the root's with None): the file as it is
+    /// with `changes` over it, checked as a whole, replaced atomically; a refused change writes
+    /// nothing. Settings this process cached and the change affects (the queue's; with the
+    /// root's, every queue's) are read again on their next use.
+    pub fn update_settings(
+        &self,
+        queue: Option<&str>,
+        changes: serde_json::Map<String, Value>,
+    ) -> Result<()> {
+        match queue {
+            None => {
+                config::update_file(&self.root.join(config::CONFIG_FILE), changes)?;
+                let queues = self.queues.lock_recovering();
+                for q in queues.values() {
+                    q.forget_settings();
+                }
+            }
+            Some(name) => {
+                let q = self.queue(name)?;
+                config::update_file(&q.config_path(), changes)
+                    .map_err(|e| q.no_such_queue_or(e))?;
+                q.forget_settings();
+            }
+        }
+        Ok(())
     }
 
     /// Checks settings text meant for queue `name`'s `ddmq.yaml` (syntax and types), as
@@ -182,7 +220,7 @@ impl Broker {
     /// A handle on an existing queue (cached: it keeps the queue's listing between calls).
     pub fn queue(&self, name: &str) -> Result<Arc<Queue>> {
         let dir = self.queue_dir(name)?;
-        let mut queues = self.queues.lock().unwrap();
+        let mut queues = self.queues.lock_recovering();
         if let Some(q) = queues.get(name) {
             return Ok(q.clone());
         }
@@ -198,9 +236,23 @@ impl Broker {
         Ok(q)
     }
 
+    /// Runs `op` on queue `name`. A queue found gone (deleted behind our back, or replaced by
+    /// something that is not a queue) has its cached handle forgotten, so that the next call
+    /// looks again rather than keep a handle on a directory that is no longer the queue.
+    pub fn with_queue<T>(&self, name: &str, op: impl FnOnce(&Queue) -> Result<T>) -> Result<T> {
+        let result = self.queue(name).and_then(|q| op(&q));
+        if matches!(
+            result,
+            Err(Error::NoSuchQueue(_)) | Err(Error::NotAQueue(_))
+        ) {
+            self.forget_queue(name);
+        }
+        result
+    }
+
     /// Forgets a cached handle (after the queue was deleted, by us or behind our back).
     pub fn forget_queue(&self, name: &str) {
-        self.queues.lock().unwrap().remove(name);
+        self.queues.lock_recovering().remove(name);
     }
 
     /// Deletes a queue. With `only_if_empty`, refuses while it holds messages. Files ddmq did not

@@ -8,6 +8,7 @@
 use super::error::{Result, io_err};
 use super::names::temp_name;
 use super::queue::Queue;
+use crate::locking::LockRecovering;
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -34,8 +35,7 @@ impl Queue {
     pub fn fs_now_secs(&self) -> u64 {
         let offset = self
             .clock
-            .lock()
-            .unwrap()
+            .lock_recovering()
             .offset
             .map(|(o, _)| o)
             .unwrap_or(0.0);
@@ -51,7 +51,7 @@ impl Queue {
             o if o.abs() < 1.0 => 0.0,
             o => o,
         };
-        let mut clock = self.clock.lock().unwrap();
+        let mut clock = self.clock.lock_recovering();
         if clock
             .offset
             .is_none_or(|(old, _)| (old - offset).abs() >= 2.0)
@@ -71,8 +71,7 @@ impl Queue {
     pub(super) fn refresh_clock(&self) -> Result<()> {
         if self
             .clock
-            .lock()
-            .unwrap()
+            .lock_recovering()
             .offset
             .is_some_and(|(_, at)| at.elapsed() < OFFSET_TTL)
         {

@@ -334,10 +334,57 @@ pub fn write_mapping(path: &Path, map: &Mapping) -> Result<()> {
 }
 
 /// Sets one key of a settings file (read, update, atomic replace).
-pub fn set_key(path: &Path, key: &str, value: Value) -> Result<()> {
+pub fn set_key(path: &Path, key: &str, value: serde_json::Value) -> Result<()> {
+    let changes = serde_json::Map::from_iter([(key.to_string(), value)]);
     let mut map = read_mapping_stable(path)?.unwrap_or_default();
-    map.insert(Value::String(key.to_string()), value);
+    merge(path, &mut map, changes)?;
     write_mapping(path, &map)
+}
+
+/// Sets keys of a settings file: the file as it reads now (stably, see
+/// `read_mapping_stable`) with `changes` over it, checked as a whole as [`validate`] does,
+/// then replaced atomically. A refused change writes nothing.
+pub fn update_file(path: &Path, changes: serde_json::Map<String, serde_json::Value>) -> Result<()> {
+    let mut map = read_mapping_stable(path)?.unwrap_or_default();
+    merge(path, &mut map, changes)?;
+    validate(path, render(&map).as_bytes())?;
+    write_mapping(path, &map)
+}
+
+fn merge(
+    path: &Path,
+    map: &mut Mapping,
+    changes: serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
+    for (key, value) in changes {
+        let value = serde_yaml::to_value(value).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            reason: format!("{key}: {e}"),
+        })?;
+        map.insert(Value::String(key), value);
+    }
+    Ok(())
+}
+
+/// The keys written in a settings file, as JSON: a key that is not a string is written as its
+/// YAML text, as is a value JSON cannot hold (a tagged value). A missing file is empty.
+pub fn read_file_as_json(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let map = read_mapping(path)?.unwrap_or_default();
+    let text_of = |v: &Value| match v.as_str() {
+        Some(s) => s.to_string(),
+        None => serde_yaml::to_string(v)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    };
+    Ok(map
+        .iter()
+        .map(|(k, v)| {
+            let value =
+                serde_json::to_value(v).unwrap_or_else(|_| serde_json::Value::String(text_of(v)));
+            (text_of(k), value)
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -406,6 +453,46 @@ mod tests {
         assert_eq!(text, "a:\n- 5\n- 0\nb: null\nm: 'hello: world'\n");
         let back: serde_json::Value = serde_yaml::from_str(&text).unwrap();
         assert_eq!(back, v);
+    }
+
+    #[test]
+    fn update_file_merges_checks_and_keeps_other_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(CONFIG_FILE);
+        std::fs::write(&p, "legacy: [1, 2]\npriority: 4\n").unwrap();
+        let changes = |v: serde_json::Value| v.as_object().unwrap().clone();
+        update_file(
+            &p,
+            changes(serde_json::json!({"priority": 7, "durable": true})),
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "durable: true\nlegacy:\n- 1\n- 2\npriority: 7\n"
+        );
+        // A value of the wrong type is refused as a whole, naming the key; nothing is written.
+        let e = update_file(
+            &p,
+            changes(serde_json::json!({"priority": "high", "requeue": false})),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("priority") && e.contains(&p.display().to_string()),
+            "{e}"
+        );
+        let back = read_file_as_json(&p).unwrap();
+        assert_eq!(
+            serde_json::Value::Object(back),
+            serde_json::json!({"durable": true, "legacy": [1, 2], "priority": 7})
+        );
+        set_key(&p, "cleaned", 12.into()).unwrap();
+        assert_eq!(read_file_as_json(&p).unwrap()["cleaned"], 12);
+        assert!(
+            read_file_as_json(&dir.path().join("none"))
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use super::names::{
     CLAIM_PREFIX, QUARANTINE_DIR, ReservedName, WorkName, claim_name, parse_take_name,
 };
 use super::queue::{Queue, RequeueOutcome, SETTINGS_TTL};
+use crate::locking::LockRecovering;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -59,7 +60,7 @@ impl Queue {
     /// settings (read fresh) and by this process's own last run.
     pub fn maybe_clean(&self) -> Result<Option<CleanReport>> {
         {
-            let mut times = self.clean_times.lock().unwrap();
+            let mut times = self.clean_times.lock_recovering();
             if times
                 .considered_at
                 .map(|t| t.elapsed() < SETTINGS_TTL)
@@ -177,18 +178,14 @@ impl Queue {
         }
         // The stamp only throttles housekeeping: a file that another host keeps rewriting
         // (it reads torn) is left to that host rather than failing the clean.
-        match config::set_key(
-            &self.config_path(),
-            "cleaned",
-            serde_yaml::Value::Number(now.into()),
-        ) {
+        match config::set_key(&self.config_path(), "cleaned", now.into()) {
             Err(e @ Error::Config { .. }) => {
                 log::warn!("{e}; not stamping the clean time this round")
             }
             other => other?,
         }
         self.forget_settings();
-        self.clean_times.lock().unwrap().ran_at = Some(Instant::now());
+        self.clean_times.lock_recovering().ran_at = Some(Instant::now());
         if report != CleanReport::default() {
             log::info!("cleaned queue {}: {report:?}", self.name);
         }

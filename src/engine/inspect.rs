@@ -8,6 +8,7 @@ use super::message::Message;
 use super::names::{ReservedName, WaitingName, WorkName, original_sees_as_message, temp_name};
 use super::queue::Queue;
 use super::survey::LongestWaiting;
+use crate::locking::LockRecovering;
 use std::path::Path;
 use std::time::{Instant, SystemTime};
 
@@ -87,7 +88,7 @@ impl Queue {
             DirSignature::of(&self.work)
                 .map_err(|e| self.missing_queue_or("stat", &self.work, e))?,
         );
-        let cached = self.counted.lock().unwrap().take();
+        let cached = self.counted.lock_recovering().take();
         let counts = match cached {
             Some(counts)
                 if counts.signatures == signatures
@@ -116,7 +117,7 @@ impl Queue {
             in_flight: counts.in_flight,
             oldest_waiting_age,
         };
-        *self.counted.lock().unwrap() = Some(counts);
+        *self.counted.lock_recovering() = Some(counts);
         Ok(status)
     }
 
@@ -187,7 +188,7 @@ impl Queue {
         };
         let waiting = remove_all(&self.dir)?;
         let work = remove_all(&self.work)?;
-        let mut listing = self.listing.lock().unwrap();
+        let mut listing = self.listing.lock_recovering();
         *listing = Listing::default();
         Ok((waiting, work))
     }
@@ -258,7 +259,7 @@ mod tests {
             .unwrap();
         assert_eq!(q.status(false).unwrap().waiting, 1);
         // Mark the kept counts: a status that reuses them answers the mark.
-        let mark = |n| q.counted.lock().unwrap().as_mut().expect("kept").waiting = n;
+        let mark = |n| q.counted.lock_recovering().as_mut().expect("kept").waiting = n;
         mark(7);
         assert_eq!(
             q.status(false).unwrap().waiting,
@@ -266,7 +267,11 @@ mod tests {
             "seen just now: counted"
         );
         // Seen long enough ago: the count made now stands until a signature changes.
-        q.counted.lock().unwrap().as_mut().unwrap().signatures_since -= SIGNATURE_SETTLE;
+        q.counted
+            .lock_recovering()
+            .as_mut()
+            .unwrap()
+            .signatures_since -= SIGNATURE_SETTLE;
         assert_eq!(q.status(false).unwrap().waiting, 1);
         mark(7);
         assert_eq!(q.status(false).unwrap().waiting, 7, "reused, not counted");

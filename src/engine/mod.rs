@@ -28,11 +28,14 @@
 //!
 //! # Where each part lives
 //!
-//! [`names`] the names on disk; [`config`] `ddmq.yaml`; [`message`] the JSON record; `broker` the
-//! root and its queues; `queue` publish, consume, ack, nack, touch, requeue; `prepared` a publish
-//! whose body arrives in pieces; `listing` the sorted
-//! listing consume works from; `housekeeping` clean, quarantine; `inspect` views, deletion;
-//! `files` raw file operations; `error` the one error type.
+//! [`names`] the names on disk; [`config`] `ddmq.yaml` (the only user of serde_yaml);
+//! [`message`] the JSON record; `broker` the root, its queues and settings writes; `queue`
+//! publish, consume, ack, nack, touch, requeue; `waiting` a consume that waits for its first
+//! message; `prepared` a publish whose body arrives in pieces; `listing` the sorted listing
+//! consume works from; `lease` requeueing expired leases for a long-running consumer;
+//! `housekeeping` clean, quarantine; `inspect` views, status, deletion; `survey` a queue as
+//! `ddmq top` sees it, from listings only; `files` raw file operations; `error` the one error
+//! type.
 //!
 //! # State changes, each one atomic filesystem call
 //!
@@ -102,10 +105,12 @@ mod listing;
 mod prepared;
 mod queue;
 mod survey;
+mod waiting;
 mod watch;
 
 pub use broker::Broker;
 pub use config::Settings;
+pub(crate) use error::io_err;
 pub use error::{Error, Result};
 pub use message::{Message, Requeue};
 pub use names::{WaitingName, WorkName, is_valid_queue_name, next_queue_number, now_secs};
@@ -115,4 +120,5 @@ pub use queue::{
     RequeueOutcome,
 };
 pub use survey::Survey;
+pub use waiting::{LONGEST_WAIT, Wait};
 pub use watch::{DirWatch, IDLE_AFTER, IDLE_POLL};

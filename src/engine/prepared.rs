@@ -19,6 +19,7 @@ use super::files::{copy_atomically, flush_checked, is_not_found, sync_dir};
 use super::message::{MESSAGE_HEAD, escape_str_into, unescape_into};
 use super::names::{WaitingName, temp_name};
 use super::queue::{PublishOptions, Queue};
+use crate::locking::LockRecovering;
 use nix::fcntl::{OFlag, open, openat};
 use nix::sys::stat::Mode;
 use nix::unistd::{UnlinkatFlags, unlinkat};
@@ -294,7 +295,7 @@ impl PreparedMessage {
         if settings.durable {
             sync_dir(&queue.dir)?;
         }
-        queue.listing.lock().unwrap().add_own(&name);
+        queue.listing.lock_recovering().add_own(&name);
         Ok(name)
     }
 }

@@ -19,6 +19,7 @@ use super::names::{
     next_queue_number, take_name,
 };
 use super::watch::DirWatch;
+use crate::locking::LockRecovering;
 use serde_json::Value;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -166,7 +167,7 @@ impl Queue {
     /// up to [`LAST_GOOD_GRACE`] after they were last read. A file broken from the start, or for
     /// longer, is an error naming it.
     pub fn settings(&self) -> Result<Settings> {
-        let mut cached = self.settings.lock().unwrap();
+        let mut cached = self.settings.lock_recovering();
         if let Some(c) = cached.as_ref()
             && c.read_at.is_some_and(|t| t.elapsed() < SETTINGS_TTL)
         {
@@ -210,7 +211,7 @@ impl Queue {
     /// Makes the next [`Queue::settings`] read the files again, keeping what it read last as the
     /// last good settings.
     pub(super) fn forget_settings(&self) {
-        if let Some(c) = self.settings.lock().unwrap().as_mut() {
+        if let Some(c) = self.settings.lock_recovering().as_mut() {
             c.read_at = None;
         }
     }
@@ -325,7 +326,7 @@ impl Queue {
         let target = self.dir.join(name.to_string());
         write_atomically(&target, msg.to_json().as_bytes(), durable)
             .map_err(|e| self.no_such_queue_or(e))?;
-        self.listing.lock().unwrap().add_own(name);
+        self.listing.lock_recovering().add_own(name);
         Ok(())
     }
 
@@ -345,8 +346,7 @@ impl Queue {
     fn next_candidate(&self, fresh_listing: &mut bool) -> Result<Option<WaitingName>> {
         let fail = |op, e| self.missing_queue_or(op, &self.dir, e);
         self.listing
-            .lock()
-            .unwrap()
+            .lock_recovering()
             .next_candidate(&self.dir, fresh_listing, &fail)
     }
 
@@ -393,7 +393,7 @@ impl Queue {
             let taken = self.work.join(take_name(&candidate));
             // Under contention most candidates are gone already: a lookup is much cheaper than a
             // rename, which takes the filesystem-wide rename lock even when it fails.
-            let contended = self.listing.lock().unwrap().is_contended();
+            let contended = self.listing.lock_recovering().is_contended();
             let claimed = if contended
                 && matches!(std::fs::symlink_metadata(&from), Err(e) if is_not_found(&e))
             {
@@ -402,13 +402,13 @@ impl Queue {
                 std::fs::rename(&from, &taken)
             };
             match claimed {
-                Ok(()) => self.listing.lock().unwrap().claim_won(&candidate),
+                Ok(()) => self.listing.lock_recovering().claim_won(&candidate),
                 // ESTALE: our cached entry names a file another host moved: it was taken.
                 Err(e) if is_not_found(&e) || is_stale_handle(&e) => {
                     if !self.dir.is_dir() {
                         return Err(Error::NoSuchQueue(self.dir.clone()));
                     }
-                    self.listing.lock().unwrap().claim_lost(&candidate);
+                    self.listing.lock_recovering().claim_lost(&candidate);
                     continue; // another consumer was first
                 }
                 Err(e) => return Err(io_err("claim", &from, e)),
@@ -453,8 +453,7 @@ impl Queue {
                     // Probably the original still writing it in place: give it back, retry later.
                     if self.give_back_taken(taken, &waiting) {
                         self.listing
-                            .lock()
-                            .unwrap()
+                            .lock_recovering()
                             .defer(&waiting, Instant::now() + YOUNG_FILE);
                     }
                 } else {
@@ -488,7 +487,7 @@ impl Queue {
         let back = self.dir.join(waiting.to_string());
         match retry_stale(|| std::fs::rename(taken, &back)) {
             Ok(()) => {
-                self.listing.lock().unwrap().add_own(waiting);
+                self.listing.lock_recovering().add_own(waiting);
                 true
             }
             Err(e) => {
@@ -535,7 +534,7 @@ impl Queue {
     }
 
     fn deferral_ended(&self) -> bool {
-        self.listing.lock().unwrap().deferral_ended()
+        self.listing.lock_recovering().deferral_ended()
     }
 
     // ---------------------------------------------------------------- ack, nack, touch
@@ -598,7 +597,7 @@ impl Queue {
         let to = self.dir.join(w.waiting.to_string());
         match retry_stale(|| std::fs::rename(&from, &to)) {
             Ok(()) => {
-                self.listing.lock().unwrap().add_own(&w.waiting);
+                self.listing.lock_recovering().add_own(&w.waiting);
                 Ok(true)
             }
             Err(e) if is_not_found(&e) => Ok(false),

@@ -8,6 +8,7 @@
 
 use super::listing::{DirSignature, SIGNATURE_SETTLE};
 use super::queue::Queue;
+use crate::locking::LockRecovering;
 use std::time::{Duration, Instant};
 
 /// A waiting consumer whose queue has not changed for this long polls at [`IDLE_POLL`] at most.
@@ -39,7 +40,7 @@ impl Default for DirWatch {
 impl DirWatch {
     /// Records a look that found nothing: the signature its listing was made under.
     pub fn looked(&mut self, queue: &Queue) {
-        let listed = queue.listing.lock().unwrap().listed_signature();
+        let listed = queue.listing.lock_recovering().listed_signature();
         let now = Instant::now();
         if listed != self.seen || listed.is_none() {
             self.seen = listed;

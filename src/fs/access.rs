@@ -27,6 +27,7 @@
 //! backing filesystem's check (the daemon acts as its caller, see the daemon's docs) has the last
 //! word. The `uid=`, `gid=` and `umask=` mount options override what is derived here.
 
+use crate::locking::LockRecovering;
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -50,13 +51,13 @@ pub struct StatCache(Mutex<HashMap<PathBuf, (std::fs::Metadata, Instant)>>);
 impl StatCache {
     fn stat(&self, path: &Path) -> Option<std::fs::Metadata> {
         let now = Instant::now();
-        if let Some((meta, read)) = self.0.lock().unwrap().get(path)
+        if let Some((meta, read)) = self.0.lock_recovering().get(path)
             && now.duration_since(*read) < STAT_TTL
         {
             return Some(meta.clone());
         }
         let meta = std::fs::metadata(path).ok()?;
-        let mut cache = self.0.lock().unwrap();
+        let mut cache = self.0.lock_recovering();
         if cache.len() >= 4096 {
             cache.retain(|_, (_, read)| now.duration_since(*read) < STAT_TTL);
         }

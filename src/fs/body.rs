@@ -15,10 +15,9 @@
 //!   message file at close, a chunk at a time. A body already being escaped that goes out of
 //!   order is decoded into such a file first.
 
-use crate::engine::{self, PreparedMessage, PublishOptions, Queue};
+use crate::engine::{self, PreparedMessage, PublishOptions, Queue, io_err};
 use serde_json::Value;
 use std::fs::File;
-use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -92,14 +91,6 @@ enum Stage {
 impl Default for Stage {
     fn default() -> Stage {
         Stage::Memory(Vec::new())
-    }
-}
-
-fn io_err(op: &'static str, dir: &Path, source: io::Error) -> engine::Error {
-    engine::Error::Io {
-        op,
-        path: dir.to_path_buf(),
-        source,
     }
 }
 

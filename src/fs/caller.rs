@@ -253,8 +253,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let t = std::thread::spawn(move || {
-            // SAFETY: gettid has no preconditions.
-            tx.send(unsafe { libc::gettid() } as u32).unwrap();
+            tx.send(nix::unistd::gettid().as_raw() as u32).unwrap();
             done_rx.recv().unwrap();
         });
         let live = rx.recv().unwrap();

@@ -16,6 +16,7 @@
 use super::{QueueFs, Result, err, inodes::DirKind, inodes::Node};
 use crate::engine::names::MessageId;
 use crate::engine::{WaitingName, WorkName};
+use crate::locking::LockRecovering;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,7 +63,7 @@ impl EntryIndex {
     /// Keeps a fresh listing of `queue`'s waiting messages.
     pub fn record_waiting(&self, queue: &str, names: &[WaitingName]) {
         self.listings.fetch_add(1, Ordering::Relaxed);
-        let mut lists = self.waiting.lock().unwrap();
+        let mut lists = self.waiting.lock_recovering();
         let before = lists.remove(queue);
         let listed = Listed::new(names.to_vec(), |w: &WaitingName| &w.id, before);
         lists.insert(queue.to_string(), listed);
@@ -71,7 +72,7 @@ impl EntryIndex {
     /// Keeps a fresh listing of `queue`'s in-flight messages.
     pub fn record_in_flight(&self, queue: &str, names: &[WorkName]) {
         self.listings.fetch_add(1, Ordering::Relaxed);
-        let mut lists = self.in_flight.lock().unwrap();
+        let mut lists = self.in_flight.lock_recovering();
         let before = lists.remove(queue);
         let listed = Listed::new(names.to_vec(), |w: &WorkName| &w.waiting.id, before);
         lists.insert(queue.to_string(), listed);
@@ -82,16 +83,14 @@ impl EntryIndex {
         match dir {
             DirKind::Messages => self
                 .waiting
-                .lock()
-                .unwrap()
+                .lock_recovering()
                 .get(queue)?
                 .sizes
                 .get(id)
                 .copied(),
             DirKind::Work => self
                 .in_flight
-                .lock()
-                .unwrap()
+                .lock_recovering()
                 .get(queue)?
                 .sizes
                 .get(id)
@@ -109,8 +108,8 @@ impl EntryIndex {
             }
         }
         match dir {
-            DirKind::Messages => keep(&mut self.waiting.lock().unwrap(), queue, id, size),
-            DirKind::Work => keep(&mut self.in_flight.lock().unwrap(), queue, id, size),
+            DirKind::Messages => keep(&mut self.waiting.lock_recovering(), queue, id, size),
+            DirKind::Work => keep(&mut self.in_flight.lock_recovering(), queue, id, size),
         }
     }
 
@@ -120,7 +119,7 @@ impl EntryIndex {
     }
 
     fn waiting(&self, queue: &str, id: &MessageId) -> (Option<WaitingName>, bool) {
-        let lists = self.waiting.lock().unwrap();
+        let lists = self.waiting.lock_recovering();
         match lists.get(queue) {
             Some(l) => (l.by_id.get(id).cloned(), l.made.elapsed() < RELIST_AFTER),
             None => (None, false),
@@ -128,7 +127,7 @@ impl EntryIndex {
     }
 
     fn in_flight(&self, queue: &str, id: &MessageId) -> (Option<WorkName>, bool) {
-        let lists = self.in_flight.lock().unwrap();
+        let lists = self.in_flight.lock_recovering();
         match lists.get(queue) {
             Some(l) => (l.by_id.get(id).cloned(), l.made.elapsed() < RELIST_AFTER),
             None => (None, false),
@@ -137,7 +136,7 @@ impl EntryIndex {
 
     /// Notes the new name of an in-flight message (after its lease was extended).
     pub fn renamed_in_flight(&self, queue: &str, name: WorkName) {
-        if let Some(l) = self.in_flight.lock().unwrap().get_mut(queue) {
+        if let Some(l) = self.in_flight.lock_recovering().get_mut(queue) {
             l.by_id.insert(name.waiting.id.clone(), name);
         }
     }

@@ -9,7 +9,8 @@ use super::lease::Lease;
 use super::{
     Access, DirKind, FileKind, FsError, FsErrorKind, Node, OpenFile, QueueFs, Result, err,
 };
-use crate::engine::{Delivery, Queue};
+use crate::engine::{Delivery, Queue, now_secs};
+use crate::locking::LockRecovering;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -70,7 +71,7 @@ impl QueueFs {
         if pid == 0 {
             return;
         }
-        let mut removed = self.removed_in.lock().unwrap();
+        let mut removed = self.removed_in.lock_recovering();
         removed.retain(|r| r.at.elapsed() < REMOVED_IN_FOR);
         removed.push(RemovedIn {
             node: node.clone(),
@@ -84,7 +85,7 @@ impl QueueFs {
         if pid == 0 || !matches!(node, Node::File(_, FileKind::In)) {
             return false;
         }
-        let removed = self.removed_in.lock().unwrap();
+        let removed = self.removed_in.lock_recovering();
         removed
             .iter()
             .any(|r| r.pid == pid && r.node == *node && r.at.elapsed() < REMOVED_IN_FOR)
@@ -96,15 +97,14 @@ impl QueueFs {
     /// the pages of an `ls -l`) are not held up behind them, nor they behind those.
     pub fn open_may_block(&self, ino: u64) -> bool {
         matches!(
-            self.inodes.lock().unwrap().node(ino),
+            self.inodes.lock_recovering().node(ino),
             Some(Node::File(_, FileKind::Wait | FileKind::Status))
         )
     }
 
     fn file_by_handle(&self, op: &'static str, fh: u64) -> Result<Arc<Mutex<OpenFile>>> {
         self.files
-            .lock()
-            .unwrap()
+            .lock_recovering()
             .get(&fh)
             .cloned()
             .ok_or_else(|| FsError::new(op, format!("handle {fh}"), FsErrorKind::BadHandle))
@@ -126,8 +126,7 @@ impl QueueFs {
             return Err(self.refuse("create", parent, name));
         }
         self.removed_in
-            .lock()
-            .unwrap()
+            .lock_recovering()
             .retain(|r| r.pid != pid || r.at.elapsed() >= REMOVED_IN_FOR);
         let attr = self.lookup_by(parent, name, 0, who)?;
         match self.open(attr.ino, mode, pid) {
@@ -262,7 +261,7 @@ impl QueueFs {
         if let Some(lease) = handle.lease() {
             self.leases.hold(fh, lease);
         }
-        self.files.lock().unwrap().insert(
+        self.files.lock_recovering().insert(
             fh,
             Arc::new(Mutex::new(OpenFile {
                 path,
@@ -276,16 +275,15 @@ impl QueueFs {
     /// (`last_error:`), where a user whose shell ignored close()'s error looks next.
     pub(super) fn note_error(&self, path: &str, e: &FsError) {
         if let Some((queue, _)) = path.split_once('/') {
-            let at = epoch_secs();
+            let at = now_secs();
             self.last_errors
-                .lock()
-                .unwrap()
+                .lock_recovering()
                 .insert(queue.to_string(), format!("{at} {e}"));
         }
     }
 
     fn last_error(&self, queue: &str) -> Option<String> {
-        self.last_errors.lock().unwrap().get(queue).cloned()
+        self.last_errors.lock_recovering().get(queue).cloned()
     }
 
     /// Claims a message for an open of next, wait or claim.
@@ -322,7 +320,7 @@ impl QueueFs {
         f: impl FnOnce(&mut dyn OpenHandle, &Ctx) -> Result<T>,
     ) -> Result<T> {
         let file = self.file_by_handle(op, fh)?;
-        let mut file = file.lock().unwrap();
+        let mut file = file.lock_recovering();
         let OpenFile { path, handle } = &mut *file;
         let result = match handle {
             Some(h) => f(h.as_mut(), &self.ctx(path)),
@@ -364,8 +362,8 @@ impl QueueFs {
 
     /// How the kernel should treat the open file `fh` (see [`OpenInfo`]).
     pub fn open_info(&self, fh: u64) -> OpenInfo {
-        let files = self.files.lock().unwrap();
-        let file = files.get(&fh).map(|f| f.lock().unwrap());
+        let files = self.files.lock_recovering();
+        let file = files.get(&fh).map(|f| f.lock_recovering());
         match file.as_ref().and_then(|f| f.handle.as_ref()) {
             Some(h) => OpenInfo {
                 needs_flush: h.needs_flush(),
@@ -387,7 +385,7 @@ impl QueueFs {
     /// RELEASE (the last close of the open file).
     pub fn release(&self, fh: u64) -> Result<()> {
         self.leases.release(fh);
-        let file = self.files.lock().unwrap().remove(&fh);
+        let file = self.files.lock_recovering().remove(&fh);
         let Some(file) = file else {
             return Err(FsError::new(
                 "release",
@@ -400,7 +398,7 @@ impl QueueFs {
 
     /// Releases an open file, after any READ or WRITE still running on it.
     pub(super) fn finish(&self, file: &Mutex<OpenFile>, shutting_down: bool) -> Result<()> {
-        let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
+        let mut file = file.lock_recovering();
         let OpenFile { path, handle } = &mut *file;
         let result = match handle.take() {
             Some(h) => h.release(&self.ctx(path), shutting_down),
@@ -411,12 +409,4 @@ impl QueueFs {
         }
         result
     }
-}
-
-/// Seconds since the epoch, for `last_error:` lines.
-fn epoch_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

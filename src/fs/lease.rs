@@ -12,6 +12,7 @@
 
 use crate::engine::names::MessageId;
 use crate::engine::{self, Queue, WorkName, now_secs};
+use crate::locking::LockRecovering;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -72,17 +73,17 @@ impl Lease {
     }
 
     pub fn is_lost(&self) -> bool {
-        self.state.lock().unwrap().lost
+        self.state.lock_recovering().lost
     }
 
     fn is_due(&self, now: Instant) -> bool {
-        let s = self.state.lock().unwrap();
+        let s = self.state.lock_recovering();
         !s.settled && !s.lost && now >= s.next_renewal
     }
 
     /// Extends the lease by the message's timeout from now, if it is due.
     pub fn renew(&self, queue: &Queue) -> engine::Result<Renewal> {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock_recovering();
         if s.settled || s.lost || Instant::now() < s.next_renewal {
             return Ok(Renewal::Idle);
         }
@@ -107,7 +108,7 @@ impl Lease {
     /// Whether the message is still in flight under this lease (at a close that leaves it
     /// there); false marks the lease lost. A settled lease is held.
     pub fn check(&self, queue: &Queue) -> engine::Result<bool> {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock_recovering();
         if s.settled {
             return Ok(true);
         }
@@ -133,7 +134,7 @@ impl Lease {
         &self,
         settle: impl FnOnce(&WorkName) -> engine::Result<bool>,
     ) -> engine::Result<bool> {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock_recovering();
         if s.settled {
             return Ok(true);
         }
@@ -151,14 +152,14 @@ impl Lease {
 
     /// Marks the lease settled; returns false if it was already settled or lost.
     fn mark_settled(&self) -> bool {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock_recovering();
         let was_open = !s.settled && !s.lost;
         s.settled = true;
         was_open
     }
 
     fn unmark_settled(&self) {
-        self.state.lock().unwrap().settled = false;
+        self.state.lock_recovering().settled = false;
     }
 }
 
@@ -180,23 +181,22 @@ impl Settling {
 
 impl Leases {
     pub fn hold(&self, fh: u64, lease: Arc<Lease>) {
-        self.0.lock().unwrap().insert(fh, lease);
+        self.0.lock_recovering().insert(fh, lease);
     }
 
     pub fn release(&self, fh: u64) {
-        self.0.lock().unwrap().remove(&fh);
+        self.0.lock_recovering().remove(&fh);
     }
 
     pub fn get(&self, fh: u64) -> Option<Arc<Lease>> {
-        self.0.lock().unwrap().get(&fh).cloned()
+        self.0.lock_recovering().get(&fh).cloned()
     }
 
     /// The handles whose lease is due for renewal.
     pub fn due(&self) -> Vec<u64> {
         let now = Instant::now();
         self.0
-            .lock()
-            .unwrap()
+            .lock_recovering()
             .iter()
             .filter(|(_, l)| l.is_due(now))
             .map(|(fh, _)| *fh)
@@ -213,8 +213,7 @@ impl Leases {
         let id = id.as_str();
         let marked = self
             .0
-            .lock()
-            .unwrap()
+            .lock_recovering()
             .values()
             .filter(|l| l.queue == queue && l.id == *id)
             .filter(|l| l.mark_settled())
@@ -225,9 +224,9 @@ impl Leases {
 
     /// The message `name` of `queue` was renamed by a renewal through this mount (touch).
     pub fn renamed(&self, queue: &str, name: &WorkName) {
-        for l in self.0.lock().unwrap().values() {
+        for l in self.0.lock_recovering().values() {
             if l.queue == queue && l.id == name.waiting.id {
-                let mut s = l.state.lock().unwrap();
+                let mut s = l.state.lock_recovering();
                 s.work = name.clone();
                 s.next_renewal = renewal_after(name.expiry);
             }

@@ -27,11 +27,19 @@
 //! from the owners and modes of what each node stands for in ROOT. Entries of `messages/` and
 //! `work/` have their body's length as size ([`entries`]).
 //!
-//! Nothing about the queues is cached here: every call goes through the engine, so other
-//! clients of the same root (the CLI, the Python original, other mounts) are seen as they act,
-//! and entries that vanish behind our back answer ENOENT. The only state is the kernel's: the
-//! inodes it holds ([`inodes`]) and its open files ([`files`] opens them; each is a handle of
-//! [`handles`], with the message a reader claimed or the bytes a writer sent).
+//! The queues' state is the engine's: every change goes through it, so other clients of the
+//! same root (the CLI, the Python original, other mounts) are seen as they act, and entries
+//! that vanish behind our back answer ENOENT. What is kept here, and for how long:
+//! - the kernel's state: the inodes it holds ([`inodes`]), its open files ([`files`] opens
+//!   them; each is a handle of [`handles`], with the message a reader claimed or the bytes a
+//!   writer sent) and open directories (the listing made at OPENDIR, paged by READDIR);
+//! - a stat cache of ROOT's directories for owners and modes, trusted for a second ([`access`]);
+//! - an id index of `messages/` and `work/` from their latest listing, each name checked on disk
+//!   before it is used ([`entries`]);
+//! - each queue's last write or close failure, shown by its `status` (`last_error:`), and who
+//!   removed which `in` lately ([`files`]).
+//!
+//! The engine's queue handles add their own sorted listing and settings cached for a second.
 
 mod access;
 mod body;
@@ -52,6 +60,7 @@ pub use files::{OpenInfo, OpenMode};
 pub use inodes::{DirKind, FileKind, InodeTable, Node, ROOT_INO};
 
 use crate::engine::{self, AckOutcome, Broker, Queue, names::is_valid_id};
+use crate::locking::LockRecovering;
 use handles::OpenHandle;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -254,20 +263,19 @@ impl QueueFs {
 
     /// Number of inodes the kernel holds (the root included).
     pub fn inode_count(&self) -> usize {
-        self.inodes.lock().unwrap().len()
+        self.inodes.lock_recovering().len()
     }
 
     /// Number of open files.
     pub fn open_file_count(&self) -> usize {
-        self.files.lock().unwrap().len()
+        self.files.lock_recovering().len()
     }
 
     // ------------------------------------------------------------------ nodes
 
     fn node(&self, op: &'static str, ino: u64) -> Result<Node> {
         self.inodes
-            .lock()
-            .unwrap()
+            .lock_recovering()
             .node(ino)
             .ok_or_else(|| FsError::new(op, format!("inode {ino}"), FsErrorKind::NotFound))
     }
@@ -375,7 +383,7 @@ impl QueueFs {
     /// Takes one kernel reference on the inode of `node` that `who` gets.
     fn remember_for(&self, node: Node, who: Option<&Caller>) -> u64 {
         let owner = Self::shown_owner(&node, who);
-        self.inodes.lock().unwrap().remember_as(node, owner)
+        self.inodes.lock_recovering().remember_as(node, owner)
     }
 
     fn attr_of(&self, ino: u64, node: &Node) -> Attr {
@@ -386,7 +394,7 @@ impl QueueFs {
     /// has the caller's own right to publish as the owner's bits (other classes as derived).
     fn attr_for(&self, ino: u64, node: &Node, who: Option<&Caller>) -> Attr {
         let mut owner = self.ownership(node);
-        if let Some(uid) = self.inodes.lock().unwrap().shown_owner(ino) {
+        if let Some(uid) = self.inodes.lock_recovering().shown_owner(ino) {
             let may = who.is_some_and(|w| w.uid == uid && owner.permits(w, access::W));
             owner.perm = (owner.perm & 0o077) | if may { 0o200 } else { 0 };
             owner.uid = uid;
@@ -448,7 +456,7 @@ impl QueueFs {
 
     /// FORGET: the kernel dropped `n` references to `ino`.
     pub fn forget(&self, ino: u64, n: u64) {
-        self.inodes.lock().unwrap().forget(ino, n);
+        self.inodes.lock_recovering().forget(ino, n);
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
@@ -601,7 +609,7 @@ impl QueueFs {
         let children = self.list(&node)?;
         let parent = node.parent();
         let entries = {
-            let inodes = self.inodes.lock().unwrap();
+            let inodes = self.inodes.lock_recovering();
             let dots = [
                 DirEntry {
                     ino,
@@ -628,7 +636,7 @@ impl QueueFs {
             parent,
             entries,
         };
-        self.dirs.lock().unwrap().insert(fh, Arc::new(dir));
+        self.dirs.lock_recovering().insert(fh, Arc::new(dir));
         Ok(fh)
     }
 
@@ -646,8 +654,7 @@ impl QueueFs {
     ) -> Result<()> {
         let dir = self
             .dirs
-            .lock()
-            .unwrap()
+            .lock_recovering()
             .get(&fh)
             .cloned()
             .ok_or_else(|| FsError::new(op, format!("handle {fh}"), FsErrorKind::BadHandle))?;
@@ -698,14 +705,14 @@ impl QueueFs {
             let ino = self.remember_for(node.clone(), who);
             let full = add(next, entry, &self.attr_for(ino, &node, who));
             if full {
-                self.inodes.lock().unwrap().forget(ino, 1);
+                self.inodes.lock_recovering().forget(ino, 1);
             }
             full
         })
     }
 
     pub fn releasedir(&self, fh: u64) {
-        self.dirs.lock().unwrap().remove(&fh);
+        self.dirs.lock_recovering().remove(&fh);
     }
 
     /// MKDIR in the root creates a queue.
@@ -728,7 +735,7 @@ impl QueueFs {
         {
             return Err(err(OP, &node, FsErrorKind::Exists));
         }
-        let ino = self.inodes.lock().unwrap().remember(node.clone());
+        let ino = self.inodes.lock_recovering().remember(node.clone());
         Ok(self.attr_of(ino, &node))
     }
 
@@ -828,7 +835,7 @@ impl QueueFs {
     /// back to their queue at once; half-written bodies are not published.
     pub fn shutdown(&self) {
         self.begin_shutdown();
-        let files: Vec<_> = self.files.lock().unwrap().drain().collect();
+        let files: Vec<_> = self.files.lock_recovering().drain().collect();
         for (fh, file) in files {
             self.leases.release(fh);
             if let Err(e) = self.finish(&file, true) {

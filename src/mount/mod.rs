@@ -12,10 +12,9 @@
 //! As root the filesystem is mounted with mount(2) as type `fuse.ddmq`; other users go through
 //! `fusermount3`, which gives it the same type.
 //!
-//! Parts: [`options`] (the `-o` options), [`sys`] (every `unsafe` system call, to be read alone).
+//! Parts: [`options`] (the `-o` options); its system calls are in [`crate::sys`].
 
 mod options;
-pub(crate) mod sys;
 
 pub use options::MountOptions;
 
@@ -23,6 +22,7 @@ use crate::cli::args::{MountArgs, UmountArgs};
 use crate::engine::{self, Broker};
 use crate::fs::QueueFs;
 use crate::fuse::DdmqFuse;
+use crate::sys;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -255,7 +255,7 @@ enum Forked {
 fn fork_daemon() -> Result<Forked, MountError> {
     let daemon_err = |what: &str, e: io::Error| MountError::Daemon(format!("{what}: {e}"));
     let (mut read_end, write_end) = sys::pipe().map_err(|e| daemon_err("pipe", e))?;
-    match sys::fork_detached().map_err(|e| daemon_err("fork", e))? {
+    match sys::fork_detached_checked().map_err(|e| daemon_err("fork", e))? {
         sys::ForkSide::Child => {
             drop(read_end);
             Ok(Forked::Daemon(Readiness(Some(write_end))))

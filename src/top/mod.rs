@@ -72,12 +72,9 @@ impl Dashboard {
         let mut interval = None;
         let mut seen = HashMap::with_capacity(names.len());
         for name in names {
-            let survey = match self.broker.queue(&name).and_then(|q| q.survey()) {
+            let survey = match self.broker.with_queue(&name, |q| q.survey()) {
                 Ok(s) => s,
-                Err(engine::Error::NoSuchQueue(_)) | Err(engine::Error::NotAQueue(_)) => {
-                    self.broker.forget_queue(&name);
-                    continue;
-                }
+                Err(engine::Error::NoSuchQueue(_)) | Err(engine::Error::NotAQueue(_)) => continue,
                 Err(e) => return Err(e),
             };
             let now = Instant::now();

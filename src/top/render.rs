@@ -1,7 +1,7 @@
 //! How a refresh of `ddmq top` is shown: a table for people, one JSON object for scripts.
 
 use super::{QueueRow, Report};
-use crate::work::format_duration;
+use crate::human::format_duration;
 use serde_json::{Value, json};
 use std::fmt::Write;
 use std::path::Path;

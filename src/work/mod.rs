@@ -24,7 +24,7 @@ mod signals;
 mod slurm;
 mod task;
 
-pub use report::{Tally, format_duration};
+pub use report::Tally;
 
 use crate::engine::{
     self, AckOutcome, ConsumeOptions, Delivery, DirWatch, IDLE_AFTER, Queue, RequeueOutcome,

@@ -3,6 +3,7 @@
 //! the tools that read those read ours.
 
 use super::{Error, Result};
+use crate::human::format_duration;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -67,16 +68,6 @@ impl Tally {
             "ddmq work: {} done, {} failed, {running} running, {waiting_text} waiting, {rate:.1}/s, ETA {eta}",
             self.done, self.failed
         )
-    }
-}
-
-/// `1h02m`, `3m05s`, `12s`.
-pub fn format_duration(secs: f64) -> String {
-    let s = secs.max(0.0).round() as u64;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
     }
 }
 
@@ -169,12 +160,5 @@ mod tests {
     fn shell_words_quote_what_a_shell_would_split() {
         let words = ["echo", "a b", "it's", ""].map(String::from);
         assert_eq!(shell_words(&words), r"echo 'a b' 'it'\''s' ''");
-    }
-
-    #[test]
-    fn durations_read_naturally() {
-        assert_eq!(format_duration(5.2), "5s");
-        assert_eq!(format_duration(185.0), "3m05s");
-        assert_eq!(format_duration(3720.0), "1h02m");
     }
 }

@@ -5,7 +5,6 @@
 use super::output::{LineBuffer, Output, Stream};
 use super::signals::DRAIN_SIGNAL;
 use crate::engine::{Delivery, WorkName};
-use nix::sys::signal::{SigHandler, signal};
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::CommandExt;
@@ -153,15 +152,7 @@ impl Task {
             // command installs overrides it): a drain Slurm sends to the whole step must not
             // kill the tasks it lets finish. Only then: a closure before exec makes std fork
             // instead of posix_spawn, which costs a third of the rate of tiny tasks here.
-            // SAFETY: between fork and exec only async-signal-safe calls may be made;
-            // sigaction is one, and the closure touches no memory of the parent.
-            unsafe {
-                cmd.pre_exec(|| {
-                    signal(DRAIN_SIGNAL, SigHandler::SigIgn)
-                        .map(drop)
-                        .map_err(io::Error::from)
-                });
-            }
+            crate::sys::ignore_signal_across_exec(&mut cmd, DRAIN_SIGNAL);
         }
         let mut child = cmd.spawn()?;
         let started = Instant::now();

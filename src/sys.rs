@@ -1,5 +1,8 @@
-//! Every `unsafe` system call the daemon makes, each wrapped in a safe function that says what it
-//! does. This module is meant to be read alone: nothing outside it calls libc through `unsafe`.
+//! Every `unsafe` system call ddmq makes, each wrapped in a function that says what it does:
+//! the mount daemon's (mount, fork, signals, heap) and the FUSE adapter's (acting as the caller).
+//! This module is meant to be read alone: the crate root denies `unsafe` everywhere else, so the
+//! compiler keeps it the only place. It depends on nothing else in the crate, so the mount and
+//! the adapter both use it without depending on each other.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -111,10 +114,15 @@ pub fn pipe() -> io::Result<(File, File)> {
     })
 }
 
-/// fork(2), and setsid(2) in the child. The caller must be single-threaded: only the calling
-/// thread survives in the child.
-pub fn fork_detached() -> io::Result<ForkSide> {
-    // SAFETY: the caller promises a single-threaded process, so the child is a complete copy.
+/// fork(2), and setsid(2) in the child.
+///
+/// # Safety
+///
+/// The process must be single-threaded when this is called. Only the calling thread survives
+/// in the child: a lock another thread held (the allocator's, a logger's, a `Mutex`) would stay
+/// locked forever there, and whatever that thread was changing would stay half-changed.
+unsafe fn fork_detached() -> io::Result<ForkSide> {
+    // SAFETY: the caller guarantees a single-threaded process, so the child is a complete copy.
     match unsafe { libc::fork() } {
         -1 => Err(io::Error::last_os_error()),
         0 => {
@@ -124,6 +132,20 @@ pub fn fork_detached() -> io::Result<ForkSide> {
         }
         _ => Ok(ForkSide::Parent),
     }
+}
+
+/// [`fork_detached`] once the process is seen to have one thread, which is what makes the fork
+/// safe; an error, and no fork, otherwise. The count cannot go stale: only the one thread
+/// could start another.
+pub fn fork_detached_checked() -> io::Result<ForkSide> {
+    let threads = std::fs::read_dir("/proc/self/task")?.count();
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "refusing to fork a process of {threads} threads (only the calling one would survive)"
+        )));
+    }
+    // SAFETY: the process has one thread, checked just now.
+    unsafe { fork_detached() }
 }
 
 /// Points stdin and stdout at `null`, stderr at `log`, and changes directory to `/`.
@@ -285,4 +307,21 @@ pub fn utc_now() -> (i32, i32, i32, i32, i32, i32) {
         tm.tm_min,
         tm.tm_sec,
     )
+}
+
+/// Makes the command start with `sig` ignored (an ignored signal stays ignored across exec; a
+/// handler the command installs overrides it). A closure before exec makes std fork instead of
+/// posix_spawn.
+pub fn ignore_signal_across_exec(cmd: &mut std::process::Command, sig: nix::sys::signal::Signal) {
+    use nix::sys::signal::{SigHandler, signal};
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec only async-signal-safe calls may be made; sigaction is
+    // one, and the closure touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            signal(sig, SigHandler::SigIgn)
+                .map(drop)
+                .map_err(io::Error::from)
+        });
+    }
 }
