@@ -1668,3 +1668,25 @@ fn durable_publishes_fsync_and_fail_when_fsync_fails() {
         "the failed durable publish left a file"
     );
 }
+
+/// A stderr that fails (here /dev/full: every write is ENOSPC) leaves the exit status as it
+/// would be: 1 for an error, never a panic's 101.
+#[test]
+fn a_failing_stderr_never_turns_an_error_into_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_ddmq"))
+        .args(["publish"])
+        .arg(&missing)
+        .args(["q", "m"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(full)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+}

@@ -161,7 +161,7 @@ pub fn view(a: &ViewArgs, out: &mut dyn Write) -> CliResult {
                 if all.iter().any(|q| q == name) {
                     picked.push(name.to_string());
                 } else {
-                    eprintln!("Warning: requested queue does not exist ({name})");
+                    warn_line!("Warning: requested queue does not exist ({name})");
                 }
             }
             picked
@@ -234,7 +234,7 @@ fn for_each_queue(
             Ok(QueueOutcome::Notice(text)) => writeln!(out, "{text}").map_err(CliError::stdout)?,
             Err(e) => {
                 failed += 1;
-                eprintln!("Error: {e}");
+                warn_line!("Error: {e}");
             }
         }
     }
@@ -492,14 +492,14 @@ pub fn consume(a: &ConsumeArgs, out: &mut dyn Write) -> CliResult {
                 Ok(AckOutcome::Acked(name)) => log::info!("acked {name}"),
                 Ok(AckOutcome::NotFound) => {
                     failed += 1;
-                    eprintln!(
+                    warn_line!(
                         "Warning: could not ack {}: it is no longer in work/ (expired and cleaned?)",
                         d.work_name
                     );
                 }
                 Err(e) => {
                     failed += 1;
-                    eprintln!("Error: {e}");
+                    warn_line!("Error: {e}");
                 }
             }
         }
@@ -545,7 +545,7 @@ fn work_path_text(root: &Path, queue: &str, name: &str) -> String {
 }
 
 fn report_invalid_name(name: &str) {
-    eprintln!(
+    warn_line!(
         "Error: invalid message file name or id {name:?}: give a bare file name (no '/') as consume printed it, or the message id"
     );
 }
@@ -586,7 +586,7 @@ pub fn ack_or_nack(a: &AckArgs, settle: Settle, out: &mut dyn Write) -> CliResul
             Ok(Some(actual)) => done.push(work_path_text(root, &a.queue, &actual)),
             Ok(None) => {
                 let path = work_path_text(root, &a.queue, name);
-                eprintln!("Warning: message file missing, {path}");
+                warn_line!("Warning: message file missing, {path}");
                 missed.push(path);
             }
             Err(Error::InvalidMessageName(_)) => {
@@ -596,7 +596,7 @@ pub fn ack_or_nack(a: &AckArgs, settle: Settle, out: &mut dyn Write) -> CliResul
             }
             Err(e) => {
                 errors += 1;
-                eprintln!("Error: {e}");
+                warn_line!("Error: {e}");
                 missed.push(work_path_text(root, &a.queue, name));
             }
         }
@@ -662,7 +662,7 @@ pub fn del_msg(a: &DelMsgArgs, out: &mut dyn Write) -> CliResult {
             }
             Err(e) => {
                 errors += 1;
-                eprintln!("Error: {e}");
+                warn_line!("Error: {e}");
             }
         }
     }

@@ -120,14 +120,14 @@ impl CliError {
             }
             CliError::NoCommand => eprint!("{}", super::Cli::command().render_help()),
             CliError::UnknownCommand(_) => {
-                eprintln!("{self}");
+                warn_line!("{self}");
                 eprint!("{}", super::Cli::command().render_help());
             }
             // The runner's summary line already told.
             CliError::TasksFailed(_) | CliError::Stopped(_) => {}
             // A broken pipe on stdout is the reader's choice (`ddmq view R | head`): no noise.
             CliError::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe => {}
-            other => eprintln!("Error: {other}"),
+            other => warn_line!("Error: {other}"),
         }
     }
 }

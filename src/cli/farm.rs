@@ -44,7 +44,7 @@ pub fn top(a: &TopArgs, out: &mut dyn Write) -> CliResult {
     for name in &a.queues {
         // An invalid name is the engine's InvalidQueueName.
         if !broker.queue_exists(name)? {
-            eprintln!("Warning: requested queue does not exist ({name})");
+            warn_line!("Warning: requested queue does not exist ({name})");
         }
     }
     let mut dashboard = Dashboard::new(broker, a.queues.clone());

@@ -3,6 +3,15 @@
 //! and `umount`, and the task farm's `work` and `top`. Parsing is clap's; each subcommand lives in [`commands`], outputs in [`output`],
 //! and every outcome becomes an exit code in [`error`].
 
+/// `eprintln!` that never panics: a stderr that fails (closed, full, an injected EIO) must not
+/// turn an exit status of 1 into a panic's 101.
+macro_rules! warn_line {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod args;
 mod commands;
 pub mod error;
@@ -128,7 +137,8 @@ pub fn run_with_args(args: Vec<OsString>) -> u8 {
         Err(e) => return failed(CliError::Usage(e)),
     };
     if cli.version {
-        println!("ddmq version {}", crate::VERSION);
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), "ddmq version {}", crate::VERSION);
         return 0;
     }
     let Some(command) = cli.command else {
