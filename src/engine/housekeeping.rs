@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 const CLEAN_INTERVAL_SECS: u64 = 60;
 /// A claim file older than this belongs to a client that died mid-requeue.
 const STALE_CLAIM_SECS: u64 = 300;
-/// A taken message (`work/.take-…`) older than this belongs to a consumer that died between
-/// its two renames (normally microseconds apart); it is given back at its place, uncounted.
+/// A taken message (`work/.take-…`) taken longer ago than this (by the time in its name)
+/// belongs to a consumer that died between its two renames (normally microseconds apart); it is
+/// given back at its place, uncounted.
 /// Should the consumer be alive after all, its second rename fails and it takes another.
 const STALE_TAKE_SECS: u64 = 60;
 /// A temporary file older than this belongs to a writer that died.
@@ -110,11 +111,12 @@ impl Queue {
                 }
                 self.requeue_in_flight(&w, false)?
             } else if ReservedName::parse(&name) == Some(ReservedName::Take) {
-                if !renamed_before(&entry.path(), STALE_TAKE_SECS, now) {
-                    continue;
-                }
                 match parse_take_name(&name) {
-                    Some(waiting) => {
+                    // The time in the name is the taker's estimate of the filesystem's clock.
+                    Some((taken_at, _)) if taken_at.saturating_add(STALE_TAKE_SECS) >= now => {
+                        continue;
+                    }
+                    Some((_, waiting)) => {
                         if self.give_back_taken(&entry.path(), &waiting) {
                             report.returned_takes += 1;
                         }
@@ -276,14 +278,6 @@ fn modified_before(path: &Path, secs: u64, now: u64) -> bool {
         .unwrap_or(false)
 }
 
-/// Whether the file at `path` was last renamed (or changed: its ctime) more than `secs` before
-/// `now`. A taken message keeps the mtime of its publish; the take itself sets the ctime.
-fn renamed_before(path: &Path, secs: u64, now: u64) -> bool {
-    std::fs::symlink_metadata(path)
-        .map(|m| (m.ctime().max(0) as u64).saturating_add(secs) < now)
-        .unwrap_or(false)
-}
-
 #[cfg(test)]
 mod tests {
     use crate::engine::Broker;
@@ -300,11 +294,11 @@ mod tests {
         q.publish("second".into(), &Default::default()).unwrap();
         // What a consumer that died after its first rename leaves behind.
         let waiting = super::super::names::WaitingName::parse(&first.filename).unwrap();
-        let taken = q.work.join(super::super::names::take_name(&waiting));
+        let now = super::super::names::now_secs();
+        let taken = q.work.join(super::super::names::take_name(&waiting, now));
         std::fs::rename(q.dir().join(&first.filename), &taken).unwrap();
         assert_eq!(q.status(false).unwrap().waiting, 1);
 
-        let now = super::super::names::now_secs();
         assert_eq!(q.clean_as_of(now).unwrap().returned_takes, 0, "young: kept");
         assert!(taken.exists());
         let report = q.clean_as_of(now + super::STALE_TAKE_SECS + 2).unwrap();

@@ -21,7 +21,7 @@
 //! FIFO for one publisher and time-ordered across publishers and hosts (as 0.9.14 moved to).
 //!
 //! Temporary names never contain `.ddmq`, so the original never takes them for messages:
-//! `.tmp-*` (a message or settings file being written), `work/.take-<P>-<N>-<ID>-<random>` (a
+//! `.tmp-*` (a message or settings file being written), `work/.take-<T>-<P>-<N>-<ID>-<random>` (a
 //! message one consumer has just taken, before it has its `work/` name) and
 //! `work/.claim-<epoch>-*` (a message being requeued or dropped by exactly one client). [`names`]
 //! builds and parses every such name.
@@ -42,7 +42,7 @@
 //! | change | the call | who loses a race sees |
 //! |---|---|---|
 //! | publish | `rename(.tmp-X, P.N.ddmqID)` after the full write (and fsync if `durable`) | — (names are unique) |
-//! | consume (claim) | `rename(P.N.ddmqID, work/.take-P-N-ID-R)` (R: random, this claimer's own); then, once read, `rename(work/.take-…, work/E.P.N.ddmqID)` | ENOENT or ESTALE: take the next one |
+//! | consume (claim) | `rename(P.N.ddmqID, work/.take-T-P-N-ID-R)` (T: the time, R: random, this claimer's own); then, once read, `rename(work/.take-…, work/E.P.N.ddmqID)` | ENOENT or ESTALE: take the next one |
 //! | ack | `unlink(work/E.…)` | ENOENT: already acked or expired |
 //! | give back (reader left early) | `rename(work/E.P.N.ddmqID, P.N.ddmqID)`: keeps its place | ENOENT |
 //! | extend lease (touch) | `rename(work/E.…, work/E2.…)` | ENOENT |
@@ -57,7 +57,7 @@
 //! A claim file left by a client that died mid-requeue is re-claimed (renamed again) by a cleaner
 //! after five minutes, so nothing is lost; at worst one duplicate per crash. A take left by a
 //! consumer that died between its two renames is given back at its place, uncounted, after a
-//! minute (by its ctime, which the take set).
+//! minute (by the time in its name, on the filesystem's clock).
 //!
 //! ESTALE (a cached name another host replaced or moved) is looked up again for up to 4 s.
 //!

@@ -272,8 +272,9 @@ pub enum ReservedName {
     Claim {
         claimed_at: u64,
     },
-    /// `work/.take-<P>-<N>-<ID>-<random>`: a waiting message `P.N.ddmqID` that one consumer has
-    /// just taken, for the moment before it renames it to its `work/` name ([`take_name`]).
+    /// `work/.take-<epoch>-<P>-<N>-<ID>-<random>`: a waiting message `P.N.ddmqID` that one
+    /// consumer has just taken, at `epoch` (the filesystem's clock), for the moment before it
+    /// renames it to its `work/` name ([`take_name`]).
     Take,
 }
 
@@ -319,9 +320,9 @@ pub fn claim_name(now: u64) -> String {
 /// both could compute, such as the `work/` name, a host that still caches the source finds the
 /// destination to be the very file the other host just moved there, and by POSIX that rename
 /// succeeds without doing anything: both would win.) Dashes, not dots: never `.ddmq` in it.
-pub fn take_name(w: &WaitingName) -> String {
+pub fn take_name(w: &WaitingName, now: u64) -> String {
     format!(
-        "{TAKE_PREFIX}{}-{}-{}-{}",
+        "{TAKE_PREFIX}{now}-{}-{}-{}-{}",
         w.priority,
         w.queue_number,
         w.id,
@@ -329,15 +330,16 @@ pub fn take_name(w: &WaitingName) -> String {
     )
 }
 
-/// The waiting message a [`take_name`] holds, if the name is one.
-pub fn parse_take_name(name: &str) -> Option<WaitingName> {
+/// When a [`take_name`] was made and the waiting message it holds, if the name is one.
+pub fn parse_take_name(name: &str) -> Option<(u64, WaitingName)> {
     let mut parts = name.strip_prefix(TAKE_PREFIX)?.split('-');
+    let taken_at = parts.next()?.parse().ok()?;
     let (p, n, id) = (parts.next()?, parts.next()?, parts.next()?);
     parts.next()?;
     if parts.next().is_some() {
         return None;
     }
-    WaitingName::parse(&format!("{p}.{n}.ddmq{id}"))
+    Some((taken_at, WaitingName::parse(&format!("{p}.{n}.ddmq{id}"))?))
 }
 
 /// True for every name the original 0.9.10 treats as a message (`fnmatch('*.ddmq*')`).
@@ -371,7 +373,10 @@ mod tests {
             (temp_name("msg"), ReservedName::Temp),
             (temp_name("queue"), ReservedName::Temp),
             (
-                take_name(&WaitingName::parse("3.17.ddmqddmq0ab").unwrap()),
+                take_name(
+                    &WaitingName::parse("3.17.ddmqddmq0ab").unwrap(),
+                    1_700_000_000,
+                ),
                 ReservedName::Take,
             ),
             (
@@ -398,10 +403,10 @@ mod tests {
         assert_ne!(temp_name("w"), temp_name("w"), "unique");
         assert_ne!(claim_name(1), claim_name(1), "unique");
         let w = WaitingName::parse("3.17.ddmq0123456789abcdef0123456789abcdef").unwrap();
-        assert_ne!(take_name(&w), take_name(&w), "unique");
-        assert_eq!(parse_take_name(&take_name(&w)), Some(w));
-        assert_eq!(parse_take_name(".take-3-17-ab"), None);
-        assert_eq!(parse_take_name(".take-3-17-a.b-cd"), None);
+        assert_ne!(take_name(&w, 5), take_name(&w, 5), "unique");
+        assert_eq!(parse_take_name(&take_name(&w, 5)), Some((5, w)));
+        assert_eq!(parse_take_name(".take-1-3-17-ab"), None);
+        assert_eq!(parse_take_name(".take-1-3-17-a.b-cd"), None);
     }
 
     #[test]

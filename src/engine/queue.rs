@@ -390,7 +390,7 @@ impl Queue {
                 return Ok(None);
             };
             let from = self.dir.join(candidate.to_string());
-            let taken = self.work.join(take_name(&candidate));
+            let taken = self.work.join(take_name(&candidate, self.fs_now_secs()));
             // Under contention most candidates are gone already: a lookup is much cheaper than a
             // rename, which takes the filesystem-wide rename lock even when it fails.
             let contended = self.listing.lock_recovering().is_contended();

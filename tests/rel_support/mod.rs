@@ -187,20 +187,28 @@ pub fn age_file(path: &Path, secs: i64) {
     assert_eq!(rc, 0, "utimensat {}", path.display());
 }
 
-/// Renames `work/.claim-<epoch>-<r>` files so they look `secs` older (the claim's age is in its name).
+/// Renames `work/.claim-<epoch>-<r>` and `work/.take-<epoch>-…` files so they look `secs` older
+/// (their age is in their names); returns how many claims there were.
 pub fn age_claims(work: &Path, secs: u64) -> usize {
     let mut n = 0;
     for name in names_in(work) {
-        if let Some(rest) = name.strip_prefix(".claim-") {
-            let (t, r) = rest.split_once('-').unwrap();
-            let t: u64 = t.parse().unwrap();
-            std::fs::rename(
-                work.join(&name),
-                work.join(format!(".claim-{}-{r}", t.saturating_sub(secs))),
-            )
-            .unwrap();
-            n += 1;
-        }
+        // Takes left by consumers killed between their two renames are stamped the same way.
+        let (prefix, is_claim) = if name.starts_with(".claim-") {
+            (".claim-", true)
+        } else if name.starts_with(".take-") {
+            (".take-", false)
+        } else {
+            continue;
+        };
+        let rest = &name[prefix.len()..];
+        let (t, r) = rest.split_once('-').unwrap();
+        let t: u64 = t.parse().unwrap();
+        std::fs::rename(
+            work.join(&name),
+            work.join(format!("{prefix}{}-{r}", t.saturating_sub(secs))),
+        )
+        .unwrap();
+        n += is_claim as usize;
     }
     n
 }
