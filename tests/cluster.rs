@@ -52,6 +52,37 @@ impl Failures {
     }
 }
 
+/// Writes `lines` to the child's stdin, one a line, and closes it.
+fn feed_lines(child: &mut Child, lines: &[String]) {
+    let mut input = lines.join("\n");
+    input.push('\n');
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+}
+
+/// Publishes `bodies` to queue `q` of `root` with `ddmq publish --lines`, 50 a process.
+fn spawn_cli_publisher_of(
+    root: PathBuf,
+    bodies: Vec<String>,
+    failures: Failures,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for chunk in bodies.chunks(50) {
+            let mut child = ddmq()
+                .args(["publish", "-s", "--lines"])
+                .arg(&root)
+                .args(["q", "-"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            feed_lines(&mut child, chunk);
+            failures.check("ddmq publish", &child.wait_with_output().unwrap());
+        }
+    })
+}
+
 /// A queue on the shared volume, seen from each host's mount.
 struct Scenario {
     name: String,
@@ -75,7 +106,27 @@ impl Scenario {
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
-        std::fs::write(hosts[0].join("q/ddmq.yaml"), settings).unwrap();
+        // Replaced as ddmq replaces it (a rename), then seen by every host before anything runs:
+        // a queue another host created a moment ago is not what these scenarios test.
+        let tmp = hosts[0].join("q/.tmp-settings");
+        std::fs::write(&tmp, settings).unwrap();
+        std::fs::rename(&tmp, hosts[0].join("q/ddmq.yaml")).unwrap();
+        for h in &hosts {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while std::fs::read_to_string(h.join("q/ddmq.yaml"))
+                .ok()
+                .as_deref()
+                != Some(settings)
+                || !h.join("q/work").is_dir()
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "{} never saw the queue",
+                    h.display()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         Scenario {
             name: format!("{:?} {name}", cluster.kind),
             hosts,
@@ -92,32 +143,11 @@ impl Scenario {
 
     /// Publishes host `h`'s bodies with `ddmq publish --lines`, 50 a process.
     fn spawn_cli_publisher(&self, h: usize, per_host: usize) -> std::thread::JoinHandle<()> {
-        let root = self.hosts[h].clone();
-        let queue = self.queue.clone();
-        let bodies = self.bodies(h, per_host);
-        let failures = self.failures.clone();
-        std::thread::spawn(move || {
-            for chunk in bodies.chunks(50) {
-                let mut child = ddmq()
-                    .args(["publish", "-s", "--lines"])
-                    .arg(&root)
-                    .args([queue.as_str(), "-"])
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                let mut input = chunk.join("\n");
-                input.push('\n');
-                child
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(input.as_bytes())
-                    .unwrap();
-                failures.check("ddmq publish", &child.wait_with_output().unwrap());
-            }
-        })
+        spawn_cli_publisher_of(
+            self.hosts[h].clone(),
+            self.bodies(h, per_host),
+            self.failures.clone(),
+        )
     }
 
     /// `ddmq consume --ack -n 20 --format json` in a loop until `done` is set and a consume
@@ -330,14 +360,7 @@ fn spawn_bash_writer(mnt: &Path, bodies: &[String]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut input = bodies.join("\n");
-    input.push('\n');
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
+    feed_lines(&mut child, bodies);
     child
 }
 
@@ -380,33 +403,13 @@ fn mounts_everywhere(cluster: &Cluster, hosts: usize, messages: usize) {
         writers.push(spawn_bash_writer(&m.mnt, through_mount));
         published.extend(bodies.iter().cloned());
     }
-    let cli_scenario_bodies = |h: usize| s.bodies(h, per_host)[per_host / 2..].to_vec();
     for h in 0..hosts {
-        let root = s.hosts[h].clone();
-        let bodies = cli_scenario_bodies(h);
-        let failures = s.failures.clone();
-        cli.push(std::thread::spawn(move || {
-            for chunk in bodies.chunks(50) {
-                let mut child = ddmq()
-                    .args(["publish", "-s", "--lines"])
-                    .arg(&root)
-                    .args(["q", "-"])
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                let mut input = chunk.join("\n");
-                input.push('\n');
-                child
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(input.as_bytes())
-                    .unwrap();
-                failures.check("ddmq publish", &child.wait_with_output().unwrap());
-            }
-        }));
+        let through_cli = s.bodies(h, per_host)[per_host / 2..].to_vec();
+        cli.push(spawn_cli_publisher_of(
+            s.hosts[h].clone(),
+            through_cli,
+            s.failures.clone(),
+        ));
     }
     let readers: Vec<Child> = mounts
         .iter()

@@ -32,8 +32,9 @@ pub use super::inspect::QueueStatus;
 
 /// How long settings read from disk are trusted before they are read again.
 pub(super) const SETTINGS_TTL: Duration = Duration::from_secs(1);
-/// How many more times a failed settings read is tried before the failure counts.
-const SETTINGS_RETRIES: u32 = 10;
+/// How long a failed settings read is tried again before the failure counts (GlusterFS can
+/// answer ENOENT or ESTALE for a `ddmq.yaml` another host is replacing for most of a second).
+const SETTINGS_RETRY_LIMIT: Duration = Duration::from_secs(2);
 /// Pause between those reads: long enough for another host's rename to become visible.
 const SETTINGS_RETRY_PAUSE: Duration = Duration::from_millis(10);
 /// How long the last good settings stand in for a file that keeps reading broken.
@@ -173,7 +174,8 @@ impl Queue {
         {
             return Ok(c.settings.clone());
         }
-        let mut attempt = 0;
+        let started = Instant::now();
+        let mut pause = SETTINGS_RETRY_PAUSE;
         let failure = loop {
             match self.read_settings() {
                 Ok(s) => {
@@ -185,9 +187,11 @@ impl Queue {
                     });
                     return Ok(s);
                 }
-                Err(e) if self.may_be_mid_replace(&e) && attempt < SETTINGS_RETRIES => {
-                    attempt += 1;
-                    std::thread::sleep(SETTINGS_RETRY_PAUSE);
+                Err(e)
+                    if self.may_be_mid_replace(&e) && started.elapsed() < SETTINGS_RETRY_LIMIT =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(200));
                 }
                 Err(e) => break e,
             }
