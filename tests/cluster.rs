@@ -276,10 +276,12 @@ fn work_farms(cluster: &Cluster, hosts: usize, messages: usize) {
     let publishers: Vec<_> = (0..hosts)
         .map(|h| s.spawn_cli_publisher(h, per_host))
         .collect();
+    // Serving until drained: a runner that waited a fixed time could end while a slow publisher
+    // still had messages to come.
     let runners: Vec<Child> = (0..hosts)
         .map(|h| {
             ddmq()
-                .args(["work", "-j", "2", "--wait", "3"])
+                .args(["work", "-j", "2", "--wait", "inf"])
                 .arg(&s.hosts[h])
                 .args(["q", "--", "printf", "%s\\n", "{}"])
                 .stdout(Stdio::piped())
@@ -289,7 +291,27 @@ fn work_farms(cluster: &Cluster, hosts: usize, messages: usize) {
         })
         .collect();
     publishers.into_iter().for_each(|p| p.join().unwrap());
+    let q = ddmq::engine::Broker::open(&s.hosts[0]).unwrap();
+    let q = q.queue("q").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while q
+        .status(false)
+        .map(|st| st.waiting + st.in_flight > 0)
+        .unwrap_or(true)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{}: the farms never emptied the queue",
+            s.name
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     for r in runners {
+        // SIGUSR1: take nothing more, finish what runs, exit 0.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(r.id() as i32),
+            nix::sys::signal::Signal::SIGUSR1,
+        );
         let out = r.wait_with_output().unwrap();
         s.failures.check("ddmq work", &out);
         s.delivered.lock().unwrap().extend(
