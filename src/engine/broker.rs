@@ -3,6 +3,7 @@
 
 use super::config::{self, Settings};
 use super::error::{Error, Result, io_err};
+use super::files::{dir_is_gone, retry_stale};
 use super::names::{WORK_DIR, is_valid_queue_name, temp_name};
 use super::queue::Queue;
 use crate::locking::LockRecovering;
@@ -125,14 +126,11 @@ impl Broker {
     }
 
     fn is_queue_dir(dir: &Path) -> bool {
-        let is_real_dir = |p: &Path| p.symlink_metadata().map(|m| m.is_dir()).unwrap_or(false);
-        is_real_dir(dir)
-            && is_real_dir(&dir.join(WORK_DIR))
-            && dir
-                .join(config::CONFIG_FILE)
-                .symlink_metadata()
-                .map(|m| m.is_file())
-                .unwrap_or(false)
+        // ESTALE: a name another host changed; look it up again.
+        let kind = |p: &Path| retry_stale(|| p.symlink_metadata()).map(|m| m.file_type());
+        kind(dir).is_ok_and(|t| t.is_dir())
+            && kind(&dir.join(WORK_DIR)).is_ok_and(|t| t.is_dir())
+            && kind(&dir.join(config::CONFIG_FILE)).is_ok_and(|t| t.is_file())
     }
 
     /// Names of all queues, sorted.
@@ -225,11 +223,14 @@ impl Broker {
             return Ok(q.clone());
         }
         if !Self::is_queue_dir(&dir) {
-            return Err(if dir.exists() {
-                Error::NotAQueue(dir)
-            } else {
-                Error::NoSuchQueue(dir)
-            });
+            // A network filesystem can answer "not found" for a moment for what is there: only
+            // a directory that stays gone is no queue; one that is there is looked at again.
+            if dir_is_gone(&dir) {
+                return Err(Error::NoSuchQueue(dir));
+            }
+            if !Self::is_queue_dir(&dir) {
+                return Err(Error::NotAQueue(dir));
+            }
         }
         let q = Arc::new(Queue::new(self.root.clone(), name.to_string(), dir));
         queues.insert(name.to_string(), q.clone());

@@ -43,6 +43,89 @@ pub(crate) fn retry_stale<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Resul
     }
 }
 
+/// How long a directory must keep answering "not found" before it counts as gone. A GlusterFS
+/// client can answer ENOENT for a name that is there, for up to its entry timeout (1 s), when
+/// another host's change left its cached entry stale (it turns a failed resolve of the cached
+/// file id into ENOENT, not ESTALE).
+const GONE_CONFIRM_LIMIT: Duration = Duration::from_millis(1500);
+
+/// Whether directory `dir` is gone: nothing by its name, on every look for
+/// [`GONE_CONFIRM_LIMIT`] (one look on a local filesystem). Any other error says nothing about
+/// it being gone: false, so that the caller reports its own I/O error rather than a missing
+/// queue. Only asked after an operation in `dir` failed with "not found", so the wait is on the
+/// error path only.
+pub(crate) fn dir_is_gone(dir: &Path) -> bool {
+    // A local filesystem's answer is the truth: one look.
+    let confirm = if is_network_fs(dir) {
+        GONE_CONFIRM_LIMIT
+    } else {
+        Duration::ZERO
+    };
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match retry_stale(|| std::fs::symlink_metadata(dir)) {
+            Ok(_) => return false,
+            Err(e) if is_not_found(&e) => {}
+            Err(_) => return false,
+        }
+        if started.elapsed() >= confirm {
+            return true;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// How long an operation in a directory that is there is tried again while it answers "not
+/// found" (see [`GONE_CONFIRM_LIMIT`]).
+const MISSING_RETRY_LIMIT: Duration = Duration::from_secs(2);
+
+/// Runs `op`, an operation on a name in directory `dir` that must exist (such as creating a file
+/// in it), again while it answers "not found" but `dir` is not gone, with a growing pause, for
+/// at most [`MISSING_RETRY_LIMIT`]. ESTALE is looked up again too ([`retry_stale`]).
+pub(crate) fn retry_missing_in<T>(
+    dir: &Path,
+    mut op: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match retry_stale(&mut op) {
+            Err(e)
+                if is_not_found(&e)
+                    && started.elapsed() < MISSING_RETRY_LIMIT
+                    && !dir_is_gone(dir) =>
+            {
+                log::debug!("{e} in {}, which is there; looking again", dir.display());
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(250));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether `path` is on a filesystem whose clients cache what other hosts change: FUSE (GlusterFS,
+/// MooseFS, sshfs...), NFS, SMB/CIFS, Lustre, GPFS, Ceph, 9p; asked of `path` or, where that is
+/// not found, of its nearest ancestor that is.
+fn is_network_fs(path: &Path) -> bool {
+    const NETWORK_MAGICS: [i64; 9] = [
+        0x6573_5546, // FUSE
+        0x6969,      // NFS
+        0x517b,      // SMB
+        0xff53_4d42, // CIFS
+        0xfe53_4d42, // SMB2
+        0x0bd0_0bd0, // Lustre
+        0x4750_4653, // GPFS
+        0x00c3_6400, // Ceph
+        0x0102_1997, // 9p
+    ];
+    path.ancestors()
+        .find_map(|p| nix::sys::statfs::statfs(p).ok())
+        .is_none_or(|fs| NETWORK_MAGICS.contains(&(fs.filesystem_type().0 as i64)))
+}
+
 /// Writes `bytes` to `path` atomically: a unique temporary file in the same directory, then
 /// rename (and, if `durable`, fsync of the file before and of the directory after).
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
@@ -90,11 +173,13 @@ fn fill_atomically(
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(temp_name("w"));
     let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| io_err("create", &tmp, e))?;
+        let mut f = retry_missing_in(dir, || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+        })
+        .map_err(|e| io_err("create", &tmp, e))?;
         fill(&mut f).map_err(|e| io_err("write", &tmp, e))?;
         if durable {
             f.sync_all().map_err(|e| io_err("fsync", &tmp, e))?;

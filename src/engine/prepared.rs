@@ -15,7 +15,7 @@
 //! that copy, so nothing is lost.
 
 use super::error::{Error, Result, io_err};
-use super::files::{copy_atomically, flush_checked, is_not_found, sync_dir};
+use super::files::{copy_atomically, dir_is_gone, flush_checked, is_not_found, sync_dir};
 use super::message::{MESSAGE_HEAD, escape_str_into, unescape_into};
 use super::names::{WaitingName, temp_name};
 use super::queue::{PublishOptions, Queue};
@@ -277,7 +277,7 @@ impl PreparedMessage {
         let target = queue.dir.join(name.to_string());
         match std::fs::rename(&path, &target) {
             Ok(()) => {}
-            Err(e) if is_not_found(&e) && !queue.dir.is_dir() => {
+            Err(e) if is_not_found(&e) && dir_is_gone(&queue.dir) => {
                 return Err(Error::NoSuchQueue(queue.dir.clone()));
             }
             Err(e) if is_not_found(&e) => {

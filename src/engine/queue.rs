@@ -7,8 +7,8 @@ use super::clock::FsClock;
 use super::config::{self, Settings};
 use super::error::{Error, Result, io_err};
 use super::files::{
-    is_not_found, is_stale_handle, is_unreadable_entry, read_message_file, retry_stale,
-    write_atomically,
+    dir_is_gone, is_not_found, is_stale_handle, is_unreadable_entry, read_message_file,
+    retry_stale, write_atomically,
 };
 use super::housekeeping::CleanTimes;
 use super::inspect::StatusCounts;
@@ -148,9 +148,10 @@ impl Queue {
         self.dir.join(config::CONFIG_FILE)
     }
 
-    /// An I/O error, or NoSuchQueue when the queue directory itself is gone.
+    /// An I/O error, or NoSuchQueue when the queue directory itself is gone (looked at again
+    /// for a moment on a network filesystem, see [`dir_is_gone`]).
     pub(super) fn missing_queue_or(&self, op: &'static str, path: &Path, e: io::Error) -> Error {
-        if is_not_found(&e) && !self.dir.is_dir() {
+        if is_not_found(&e) && dir_is_gone(&self.dir) {
             Error::NoSuchQueue(self.dir.clone())
         } else {
             io_err(op, path, e)
@@ -221,11 +222,11 @@ impl Queue {
     }
 
     /// Whether a failed settings read may be another client replacing a file: a file that does
-    /// not parse, or a queue `ddmq.yaml` missing while the queue's `work/` is still there.
+    /// not parse, or a queue `ddmq.yaml` missing from a queue directory that is there.
     fn may_be_mid_replace(&self, e: &Error) -> bool {
         match e {
             Error::Config { .. } => true,
-            Error::NoSuchQueue(_) => self.work.is_dir(),
+            Error::Io { source, .. } => is_not_found(source),
             _ => false,
         }
     }
@@ -234,8 +235,13 @@ impl Queue {
         let root_path = self.root.join(config::CONFIG_FILE);
         let queue_path = self.config_path();
         let root = config::read_mapping(&root_path)?.unwrap_or_default();
-        let queue = config::read_mapping(&queue_path)?
-            .ok_or_else(|| Error::NoSuchQueue(self.dir.clone()))?;
+        let queue = config::read_mapping(&queue_path)?.ok_or_else(|| {
+            self.missing_queue_or(
+                "read settings",
+                &queue_path,
+                io::Error::from(io::ErrorKind::NotFound),
+            )
+        })?;
         Settings::resolve(&[(&root_path, &root), (&queue_path, &queue)])
     }
 
@@ -337,7 +343,7 @@ impl Queue {
     /// NoSuchQueue for a file not found because the queue directory itself is gone.
     pub(super) fn no_such_queue_or(&self, e: Error) -> Error {
         match e {
-            Error::Io { source, .. } if is_not_found(&source) && !self.dir.is_dir() => {
+            Error::Io { source, .. } if is_not_found(&source) && dir_is_gone(&self.dir) => {
                 Error::NoSuchQueue(self.dir.clone())
             }
             e => e,
@@ -409,7 +415,7 @@ impl Queue {
                 Ok(()) => self.listing.lock_recovering().claim_won(&candidate),
                 // ESTALE: our cached entry names a file another host moved: it was taken.
                 Err(e) if is_not_found(&e) || is_stale_handle(&e) => {
-                    if !self.dir.is_dir() {
+                    if dir_is_gone(&self.dir) {
                         return Err(Error::NoSuchQueue(self.dir.clone()));
                     }
                     self.listing.lock_recovering().claim_lost(&candidate);
