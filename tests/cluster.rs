@@ -655,12 +655,6 @@ fn status_sees_another_hosts_change(cluster: &Cluster) {
 }
 
 fn all_scenarios(kind: Kind) {
-    // Opt-in for now: on GlusterFS, `ddmq publish` intermittently fails with a spurious "queue
-    // does not exist" (seen in 2 of 6 CI runs), an open bug; the claims themselves never failed.
-    if std::env::var("DDMQ_CLUSTER").as_deref() != Ok("1") {
-        eprintln!("skipped: DDMQ_CLUSTER=1 runs the two- and three-host scenarios");
-        return;
-    }
     let messages = env_usize("DDMQ_CLUSTER_MESSAGES", 600);
     let cluster = Cluster::start(kind, 3, None);
     for hosts in [2, 3] {
