@@ -42,6 +42,14 @@ impl Queue {
         (local_now() + offset).max(0.0) as u64
     }
 
+    /// Whether the offset is unknown or was learned longer than `age` ago.
+    pub(super) fn clock_is_older_than(&self, age: Duration) -> bool {
+        self.clock
+            .lock_recovering()
+            .offset
+            .is_none_or(|(_, at)| at.elapsed() >= age)
+    }
+
     /// Learns the offset from a file this handle has just renamed or created: its ctime is now.
     pub(super) fn learn_clock(&self, meta: &Metadata) {
         let stamped = meta.ctime() as f64 + meta.ctime_nsec() as f64 / 1e9;

@@ -223,32 +223,54 @@ pub(crate) fn is_unreadable_entry(e: &io::Error) -> bool {
         || e.kind() == io::ErrorKind::InvalidData
 }
 
+/// A message file read whole, still open. Its times cost a request to the file server on a
+/// network filesystem (the rename that took it made the client's cached attributes stale), so
+/// they are asked for only where a judgment needs them: [`MessageFile::metadata`].
+pub(crate) struct MessageFile {
+    pub(crate) bytes: Vec<u8>,
+    file: File,
+}
+
+impl MessageFile {
+    /// The file's metadata as the filesystem has it now (its times are the filesystem's clock).
+    pub(crate) fn metadata(&self) -> io::Result<std::fs::Metadata> {
+        retry_stale(|| self.file.metadata())
+    }
+}
+
 /// Reads a message file without following symlinks (a planted link never leads out of ROOT).
 /// ESTALE is looked up again (see [`retry_stale`]).
-/// Returns the bytes and the file's metadata (its times are the filesystem's clock).
-pub(crate) fn read_message_file(path: &Path) -> io::Result<(Vec<u8>, std::fs::Metadata)> {
+pub(crate) fn read_message_file(path: &Path) -> io::Result<MessageFile> {
     retry_stale(|| read_message_file_once(path))
 }
 
-fn read_message_file_once(path: &Path) -> io::Result<(Vec<u8>, std::fs::Metadata)> {
+fn read_message_file_once(path: &Path) -> io::Result<MessageFile> {
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?;
-    let meta = f.metadata()?;
-    if !meta.is_file() {
+    // Type and size as the client cached them (no request to the server): the type never
+    // changes, and the size only sizes the buffer; the read below is bounded on its own.
+    use rustix::fs::{AtFlags, FileType, StatxFlags, statx};
+    let cached = statx(
+        &f,
+        c"",
+        AtFlags::EMPTY_PATH | AtFlags::STATX_DONT_SYNC,
+        StatxFlags::TYPE | StatxFlags::SIZE,
+    )?;
+    if FileType::from_raw_mode(cached.stx_mode.into()) != FileType::RegularFile {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "not a regular file",
         ));
     }
-    if meta.len() > MAX_FILE_BYTES {
+    if cached.stx_size > MAX_FILE_BYTES {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("{} bytes is too large for a message file", meta.len()),
+            format!("{} bytes is too large for a message file", cached.stx_size),
         ));
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
+    let mut bytes = Vec::with_capacity(cached.stx_size as usize + 1);
     // Through `take`: File's own read_to_end asks for the size and position again (two more
     // system calls per consume) to size a buffer that is already sized.
     (&mut f).take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
@@ -258,7 +280,7 @@ fn read_message_file_once(path: &Path) -> io::Result<(Vec<u8>, std::fs::Metadata
             "the file grew too large for a message file while it was read",
         ));
     }
-    Ok((bytes, meta))
+    Ok(MessageFile { bytes, file: f })
 }
 
 /// The entries of `dir` that `parse` accepts, parsed.

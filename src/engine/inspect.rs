@@ -70,7 +70,7 @@ impl Queue {
 
     fn read_record(&self, path: &Path) -> Result<Option<Message>> {
         match read_message_file(path) {
-            Ok((bytes, _)) => Message::from_json(&bytes)
+            Ok(read) => Message::from_json(&read.bytes)
                 .map(Some)
                 .map_err(|e| Error::Corrupt {
                     path: path.to_path_buf(),

@@ -23,6 +23,17 @@ const MIN_RELIST_INTERVAL: Duration = Duration::from_millis(50);
 /// Until then a consumer lists again (at the pace above) even when the signature looks the same.
 pub(super) const SIGNATURE_SETTLE: Duration = Duration::from_secs(2);
 
+/// Claims won in a row after which contention eases by one.
+const WINS_TO_EASE: u32 = 16;
+
+/// The lane of a name: a mix of its queue number (consecutive publishes get unrelated lanes).
+fn lane_of(name: &WaitingName) -> u64 {
+    let mut z = name.queue_number.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// What identifies a directory's content cheaply: it changes when entries are added or removed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct DirSignature {
@@ -62,11 +73,17 @@ pub(super) struct Listing {
     lost_since_listing: u32,
     /// Unreadable young files, not to be retried before the instant.
     deferred: HashMap<String, Instant>,
-    /// Recent claims lost to other consumers (decays on success). From two on, candidates are
-    /// drawn at random from the head's run of one priority instead of taking the head itself, so
-    /// consumers working from the same listing stop colliding on every message; never past a
-    /// more urgent message.
+    /// Recent claims lost to other consumers (eases after a run of wins). From two on, this
+    /// consumer takes from a lane of its own (see [`Listing::next_candidate`]) within a window
+    /// of the head's run of one priority, so that consumers working from the same listing stop
+    /// colliding on every message; never past a more urgent message.
     contention: u32,
+    /// Claims won in a row since the last one lost.
+    wins_in_row: u32,
+    /// This consumer's lane, drawn again after a claim lost in it (another consumer shares it).
+    lane: u32,
+    /// Whether the last candidate was drawn from this consumer's lane.
+    picked_in_lane: bool,
     /// State of a small xorshift generator for that draw.
     rng: u64,
 }
@@ -172,15 +189,34 @@ impl Listing {
         if self.contention < 2 || self.pending.len() < 2 {
             return Ok(self.pending.pop_first());
         }
+        // Lanes: each name belongs to one of `lanes` by a hash of its queue number, and each
+        // contended consumer keeps to its own lane, drawing another when it loses a claim there.
+        // Consumers on several hosts so spread over the head instead of all trying its first
+        // names (each lost claim costs the file server lookups). Within the window the names of
+        // other lanes are skipped: most of them were taken by their lane's consumers already.
         let priority = head.priority;
+        if self.lane == 0 {
+            self.lane = (self.next_random() >> 32) as u32 | 1;
+        }
         let window = 4usize << (self.contention - 2).min(5);
-        let run = self
+        let lanes = 2u64 << ((self.contention - 2) / 2).min(3);
+        let mine = u64::from(self.lane) % lanes;
+        let mut run = 0;
+        let mut in_lane = None;
+        for (i, w) in self
             .pending
             .iter()
             .take(window)
             .take_while(|w| w.priority == priority)
-            .count();
-        let pick = (self.next_random() % run as u64) as usize;
+            .enumerate()
+        {
+            run = i + 1;
+            if in_lane.is_none() && lane_of(w) % lanes == mine {
+                in_lane = Some(i);
+            }
+        }
+        self.picked_in_lane = in_lane.is_some();
+        let pick = in_lane.unwrap_or_else(|| (self.next_random() % run as u64) as usize);
         let chosen = self.pending.iter().nth(pick).cloned();
         if let Some(c) = &chosen {
             self.pending.remove(c);
@@ -198,14 +234,24 @@ impl Listing {
         self.contention > 0
     }
 
-    /// This process claimed `_name`.
+    /// This process claimed `_name`. Contention eases by one after [`WINS_TO_EASE`] in a row,
+    /// so that lanes that work are kept.
     pub(super) fn claim_won(&mut self, _name: &WaitingName) {
-        self.contention /= 2;
+        self.wins_in_row += 1;
+        if self.wins_in_row >= WINS_TO_EASE {
+            self.contention = self.contention.saturating_sub(1);
+            self.wins_in_row = 0;
+        }
     }
 
     /// Another consumer claimed `_name` first.
     pub(super) fn claim_lost(&mut self, _name: &WaitingName) {
         self.contention = (self.contention + 1).min(8);
+        self.wins_in_row = 0;
+        if self.picked_in_lane {
+            // Someone else takes from this lane: try another.
+            self.lane = (self.next_random() >> 32) as u32 | 1;
+        }
         self.lost_since_listing = self.lost_since_listing.saturating_add(1);
     }
 

@@ -42,6 +42,9 @@ const LAST_GOOD_GRACE: Duration = Duration::from_secs(60);
 /// An unreadable message file younger than this may still be being written by the original
 /// (which writes in place): it is given back rather than quarantined.
 const YOUNG_FILE: Duration = Duration::from_secs(2);
+/// How often a consumer learns the filesystem's clock again from a file it took (one request
+/// to the file server each time).
+const CLOCK_FROM_TAKES_EVERY: Duration = Duration::from_secs(10);
 
 /// Options of a publish; `None` takes the queue's setting.
 #[derive(Clone, Debug, Default)]
@@ -414,10 +417,8 @@ impl Queue {
             match claimed {
                 Ok(()) => self.listing.lock_recovering().claim_won(&candidate),
                 // ESTALE: our cached entry names a file another host moved: it was taken.
+                // (A queue deleted meanwhile shows in the next listing, which this makes due.)
                 Err(e) if is_not_found(&e) || is_stale_handle(&e) => {
-                    if dir_is_gone(&self.dir) {
-                        return Err(Error::NoSuchQueue(self.dir.clone()));
-                    }
                     self.listing.lock_recovering().claim_lost(&candidate);
                     continue; // another consumer was first
                 }
@@ -438,7 +439,7 @@ impl Queue {
         waiting: WaitingName,
         settings: &Settings,
     ) -> Result<Option<Delivery>> {
-        let (bytes, meta) = match read_message_file(taken) {
+        let read = match read_message_file(taken) {
             Ok(x) => x,
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) if is_unreadable_entry(&e) => {
@@ -450,15 +451,26 @@ impl Queue {
                 return Err(io_err("read", taken, e));
             }
         };
-        // The take just set the file's ctime: the filesystem's clock, now.
-        self.learn_clock(&meta);
-        let mut message = match Message::from_json(&bytes) {
+        // The take just set the file's ctime: the filesystem's clock, now. Asking for it costs
+        // the file server a request, so it is learned again only now and then.
+        if self.clock_is_older_than(CLOCK_FROM_TAKES_EVERY)
+            && let Ok(meta) = read.metadata()
+        {
+            self.learn_clock(&meta);
+        }
+        let mut message = match Message::from_json(&read.bytes) {
             Ok(m) => m,
             Err(e) => {
-                // Both times stamped by the filesystem: no two hosts' clocks compared.
-                let written = (meta.mtime() as f64) + meta.mtime_nsec() as f64 / 1e9;
-                let taken_at = (meta.ctime() as f64) + meta.ctime_nsec() as f64 / 1e9;
-                let young = taken_at - written < YOUNG_FILE.as_secs_f64();
+                // Both times stamped by the filesystem: no two hosts' clocks compared. A file
+                // whose times cannot be read is judged young: given back, looked at again.
+                let young = match read.metadata() {
+                    Ok(meta) => {
+                        let written = (meta.mtime() as f64) + meta.mtime_nsec() as f64 / 1e9;
+                        let taken_at = (meta.ctime() as f64) + meta.ctime_nsec() as f64 / 1e9;
+                        taken_at - written < YOUNG_FILE.as_secs_f64()
+                    }
+                    Err(_) => true,
+                };
                 if young {
                     // Probably the original still writing it in place: give it back, retry later.
                     if self.give_back_taken(taken, &waiting) {
@@ -623,7 +635,7 @@ impl Queue {
         let from = self.work.join(w.to_string());
         let settings = self.settings()?;
         let timeout = match read_message_file(&from) {
-            Ok((bytes, _)) => Message::from_json(&bytes)
+            Ok(read) => Message::from_json(&read.bytes)
                 .map(|m| m.timeout_or(settings.message_timeout))
                 .unwrap_or(settings.message_timeout),
             Err(e) if is_not_found(&e) => return Ok(None),
@@ -670,7 +682,7 @@ impl Queue {
         original_name: &str,
     ) -> Result<RequeueOutcome> {
         let bytes = match read_message_file(claim) {
-            Ok((b, _)) => b,
+            Ok(read) => read.bytes,
             Err(e) if is_not_found(&e) => return Ok(RequeueOutcome::NotFound),
             // A planted link, a directory or a special file: set it aside, or it would fail every clean.
             Err(e) if is_unreadable_entry(&e) => {
