@@ -106,6 +106,42 @@ pub(crate) fn retry_missing_in<T>(
     }
 }
 
+/// Errors that a second try may not meet: EIO (a network filesystem's server or link
+/// hiccupping), EAGAIN, EINTR, ETIMEDOUT, EBUSY.
+pub(crate) fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO | libc::EAGAIN | libc::EINTR | libc::ETIMEDOUT | libc::EBUSY)
+    )
+}
+
+/// Pauses between the tries of [`retry_transient`]: four tries within 0.2 s.
+const TRANSIENT_PAUSES: [Duration; 3] = [
+    Duration::from_millis(10),
+    Duration::from_millis(40),
+    Duration::from_millis(150),
+];
+
+/// [`retry_stale`], and `op` tried again after a transient error ([`is_transient`]), a few times
+/// within a fifth of a second. For the steps that settle a message a client holds (an ack, a
+/// give back): one that fails leaves the message in `work/` until its lease runs out, or under
+/// a take name until housekeeping gives it back.
+pub(crate) fn retry_transient<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    let mut pauses = TRANSIENT_PAUSES.iter();
+    loop {
+        match retry_stale(&mut op) {
+            Err(e) if is_transient(&e) => match pauses.next() {
+                Some(pause) => {
+                    log::debug!("{e}; trying again in {} ms", pause.as_millis());
+                    std::thread::sleep(*pause);
+                }
+                None => return Err(e),
+            },
+            other => return other,
+        }
+    }
+}
+
 /// Whether `path` is on a filesystem whose clients cache what other hosts change: FUSE (GlusterFS,
 /// MooseFS, sshfs...), NFS, SMB/CIFS, Lustre, GPFS, Ceph, 9p; asked of `path` or, where that is
 /// not found, of its nearest ancestor that is.

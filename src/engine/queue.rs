@@ -8,7 +8,7 @@ use super::config::{self, Settings};
 use super::error::{Error, Result, io_err};
 use super::files::{
     dir_is_gone, is_not_found, is_stale_handle, is_unreadable_entry, read_message_file,
-    retry_stale, write_atomically,
+    retry_stale, retry_transient, write_atomically,
 };
 use super::housekeeping::CleanTimes;
 use super::inspect::StatusCounts;
@@ -491,7 +491,8 @@ impl Queue {
             waiting,
         };
         let to = self.work.join(work_name.to_string());
-        match std::fs::rename(taken, &to) {
+        // ESTALE looked up again: the take is ours unless housekeeping moved it (then ENOENT).
+        match retry_stale(|| std::fs::rename(taken, &to)) {
             Ok(()) => {}
             // Housekeeping judged our take abandoned and gave it back: someone else's now.
             Err(e) if is_not_found(&e) || is_stale_handle(&e) => return Ok(None),
@@ -507,7 +508,7 @@ impl Queue {
     /// Puts a message we took but cannot deliver back at its place; false if it is gone.
     pub(super) fn give_back_taken(&self, taken: &Path, waiting: &WaitingName) -> bool {
         let back = self.dir.join(waiting.to_string());
-        match retry_stale(|| std::fs::rename(taken, &back)) {
+        match retry_transient(|| std::fs::rename(taken, &back)) {
             Ok(()) => {
                 self.listing.lock_recovering().add_own(waiting);
                 true
@@ -586,7 +587,7 @@ impl Queue {
         // The common case, a current work/ name, is one unlink; only a miss searches.
         if WorkName::parse(name_or_id).is_some() {
             let path = self.work.join(name_or_id);
-            match retry_stale(|| std::fs::remove_file(&path)) {
+            match retry_transient(|| std::fs::remove_file(&path)) {
                 Ok(()) => return Ok(AckOutcome::Acked(name_or_id.to_string())),
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(io_err("ack", &path, e)),
@@ -596,7 +597,7 @@ impl Queue {
             return Ok(AckOutcome::NotFound);
         };
         let path = self.work.join(w.to_string());
-        match retry_stale(|| std::fs::remove_file(&path)) {
+        match retry_transient(|| std::fs::remove_file(&path)) {
             Ok(()) => Ok(AckOutcome::Acked(w.to_string())),
             Err(e) if is_not_found(&e) => Ok(AckOutcome::NotFound),
             Err(e) => Err(io_err("ack", &path, e)),
@@ -617,7 +618,7 @@ impl Queue {
     pub fn give_back(&self, w: &WorkName) -> Result<bool> {
         let from = self.work.join(w.to_string());
         let to = self.dir.join(w.waiting.to_string());
-        match retry_stale(|| std::fs::rename(&from, &to)) {
+        match retry_transient(|| std::fs::rename(&from, &to)) {
             Ok(()) => {
                 self.listing.lock_recovering().add_own(&w.waiting);
                 Ok(true)

@@ -173,6 +173,7 @@ pub fn run(queue: Arc<Queue>, root: &Path, opts: &Options) -> Result<Outcome> {
         queue_dry: false,
         watch: DirWatch::default(),
         errors_in_a_row: 0,
+        retry_at: None,
         next_look: now,
         idle_since: None,
         last_expired_look: None,
@@ -309,8 +310,10 @@ struct Runner<'a> {
     queue_dry: bool,
     /// The queue directory as the last empty look saw it.
     watch: DirWatch,
-    /// Consecutive errors taking a task (see [`MAX_ERRORS_IN_A_ROW`]).
+    /// Consecutive errors taking or starting a task (see [`MAX_ERRORS_IN_A_ROW`]).
     errors_in_a_row: u32,
+    /// After such an error: when to try again. Not a dry queue: the runner does not end for it.
+    retry_at: Option<Instant>,
     next_look: Instant,
     /// Since when nothing runs and nothing is to be taken.
     idle_since: Option<Instant>,
@@ -465,6 +468,12 @@ impl Runner<'_> {
     /// crash finds what the dead runner held.
     fn fill_slots(&mut self) {
         let now = Instant::now();
+        if let Some(at) = self.retry_at {
+            if now < at {
+                return;
+            }
+            self.retry_at = None;
+        }
         if self.queue_dry {
             if now < self.next_look {
                 return;
@@ -481,8 +490,11 @@ impl Runner<'_> {
             match self.queue.consume(1, &ConsumeOptions { clean: true }) {
                 Ok(mut got) if !got.is_empty() => {
                     self.idle_since = None;
-                    self.errors_in_a_row = 0;
-                    self.start(got.swap_remove(0));
+                    if self.start(got.swap_remove(0)) {
+                        self.errors_in_a_row = 0;
+                    } else {
+                        return;
+                    }
                 }
                 Ok(_) => {
                     self.errors_in_a_row = 0;
@@ -500,28 +512,33 @@ impl Runner<'_> {
                 // A network filesystem's errors are often transient (EIO, ESTALE): try again
                 // with a growing pause; stop taking tasks only once they persist.
                 Err(e) => {
-                    self.errors_in_a_row += 1;
-                    if self.errors_in_a_row >= MAX_ERRORS_IN_A_ROW {
-                        self.output.notice(&format!(
-                            "taking no more tasks after {} errors in a row, the last: {e}",
-                            self.errors_in_a_row
-                        ));
-                        self.error = Some(e.into());
-                        return;
-                    }
-                    let pause = ERROR_PAUSE * (1 << self.errors_in_a_row.min(6));
-                    self.output.notice(&format!(
-                        "taking a task failed ({} in a row), trying again in {:.1} s: {e}",
-                        self.errors_in_a_row,
-                        pause.as_secs_f64()
-                    ));
-                    self.queue_dry = true;
-                    self.next_look = now + pause;
+                    self.note_error("taking a task failed", e.into());
                     return;
                 }
             }
         }
         self.queue_dry = false;
+    }
+
+    /// One more error in a row taking or starting a task: try again after a pause that doubles
+    /// each time (0.1 s to 3.2 s), or, at [`MAX_ERRORS_IN_A_ROW`], take no more tasks.
+    fn note_error(&mut self, what: &str, e: Error) {
+        self.errors_in_a_row += 1;
+        if self.errors_in_a_row >= MAX_ERRORS_IN_A_ROW {
+            self.output.notice(&format!(
+                "taking no more tasks after {} errors in a row, the last: {e}",
+                self.errors_in_a_row
+            ));
+            self.error = Some(e);
+            return;
+        }
+        let pause = ERROR_PAUSE * (1 << self.errors_in_a_row.min(6));
+        self.output.notice(&format!(
+            "{what} ({} in a row), trying again in {:.1} s: {e}",
+            self.errors_in_a_row,
+            pause.as_secs_f64()
+        ));
+        self.retry_at = Some(Instant::now() + pause);
     }
 
     /// Whether it is time to look for expired leases: every [`EXPIRED_LOOK_EVERY`], or every
@@ -553,33 +570,57 @@ impl Runner<'_> {
         }
     }
 
-    fn start(&mut self, delivery: Delivery) {
+    /// Starts the command for a message taken; false if it could not be started. A command
+    /// that cannot be executed (not found, not executable) fails its message like an exit
+    /// status would; any other error (EIO opening /dev/null, EAGAIN from fork) is the system's,
+    /// not the message's: it is given back uncounted, as an error in a row.
+    fn start(&mut self, delivery: Delivery) -> bool {
         self.seq += 1;
         let work_name = delivery.work_name.clone();
         let id = delivery.message.id.clone();
         let lease_secs = self.queue.lease_left_secs(&work_name);
-        match Task::start(self.seq, &self.template, delivery, lease_secs) {
-            Ok(task) => self.tasks.push(task),
-            Err(e) => {
-                let words = self.template.words.join(" ");
-                self.output
-                    .notice(&format!("message {id}: could not start {words}: {e}"));
-                if let Some(log) = &mut self.joblog {
-                    let record = JobRecord {
-                        seq: self.seq,
-                        started: std::time::SystemTime::now(),
-                        runtime: Duration::ZERO,
-                        exit_code: 127,
-                        signal: 0,
-                        command: &words,
-                    };
-                    if let Err(e) = log.record(&record) {
-                        self.output.notice(&e.to_string());
-                    }
+        let e = match Task::start(self.seq, &self.template, delivery, lease_secs) {
+            Ok(task) => {
+                self.tasks.push(task);
+                return true;
+            }
+            Err(e) => e,
+        };
+        let words = self.template.words.join(" ");
+        if !task::is_exec_failure(&e) {
+            let fate = match self.queue.give_back(&work_name) {
+                Ok(true) => {
+                    self.tally.given_back += 1;
+                    "given back".to_string()
                 }
-                self.settle_failure(&id, &work_name, "could not start");
+                Ok(false) => "its lease was lost".to_string(),
+                Err(back) => format!("giving it back failed: {back}"),
+            };
+            let op = "starting the command";
+            let e = Error::Os { op, source: e };
+            self.note_error(
+                &format!("message {id}: {fate}, its command could not be started"),
+                e,
+            );
+            return false;
+        }
+        self.output
+            .notice(&format!("message {id}: could not start {words}: {e}"));
+        if let Some(log) = &mut self.joblog {
+            let record = JobRecord {
+                seq: self.seq,
+                started: std::time::SystemTime::now(),
+                runtime: Duration::ZERO,
+                exit_code: 127,
+                signal: 0,
+                command: &words,
+            };
+            if let Err(e) = log.record(&record) {
+                self.output.notice(&e.to_string());
             }
         }
+        self.settle_failure(&id, &work_name, "could not start");
+        true
     }
 
     /// The poll timeout: until the next thing the loop must do by itself.
@@ -594,8 +635,12 @@ impl Runner<'_> {
         match &self.stop {
             Some(stop) if !stop.killed => at(stop.kill_at),
             Some(_) => {}
-            None if self.takes_tasks() && self.queue_dry && self.tasks.len() < self.opts.jobs => {
-                at(self.next_look)
+            None if self.takes_tasks() && self.tasks.len() < self.opts.jobs => {
+                if let Some(retry) = self.retry_at {
+                    at(retry);
+                } else if self.queue_dry {
+                    at(self.next_look);
+                }
             }
             None => {}
         }

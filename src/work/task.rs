@@ -270,3 +270,23 @@ fn set_nonblocking(fd: BorrowedFd) -> io::Result<()> {
     fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map_err(io::Error::from)?;
     Ok(())
 }
+
+/// Whether a failed start is the command's own: it cannot be executed (not found, not
+/// executable, not a program, its arguments too long). Other errors (EIO or EMFILE opening
+/// /dev/null, EAGAIN or ENOMEM from the spawn) are the system's, and may pass.
+pub fn is_exec_failure(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ENOENT
+                | libc::EACCES
+                | libc::EPERM
+                | libc::ENOEXEC
+                | libc::ENOTDIR
+                | libc::EISDIR
+                | libc::ELOOP
+                | libc::ENAMETOOLONG
+                | libc::E2BIG
+        )
+    )
+}
