@@ -5,6 +5,7 @@
 //! and the targets with PASS/MISS. It is a benchmark, not a test: nothing asserts a time.
 
 // The parts, one file each, in the order they run; then what they share.
+mod cluster;
 mod contenders;
 mod deep_ls;
 mod depth;
@@ -72,7 +73,7 @@ struct Args {
     #[arg(long)]
     messages: Option<usize>,
     /// Run only these parts (comma-separated): main, fuse-floor, deep-ls, depth, workers,
-    /// process, versus, python, latency, soak, farm.
+    /// process, versus, python, latency, soak, farm, cluster.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Passed by `cargo bench` to every bench target; ignored.
@@ -375,11 +376,23 @@ impl Bench {
             self.targets.extend(report.targets);
         }
 
+        let mut cluster_markdown = String::new();
+        if wanted("cluster") {
+            let report = cluster::run(
+                &self.tools,
+                &self.base(Fs::Tmpfs).join("cluster"),
+                self.plan.farm_tasks.max(2_000),
+            )?;
+            cluster_markdown = report.markdown;
+            self.targets.extend(report.targets);
+        }
+
         let mut out = header;
         out.push_str("\n### Messages per second\n\n× floor: the rate over the syscall floor's in the same round and section; × original: over the original 0.9.10 module with its defaults (publish with clean=True, consume with clean=True then ack), same round and section. \"msgs/round\" is how many messages each round moved.\n");
         out.push_str(&self.rates.markdown());
         out.push_str(&deep_ls_markdown);
         out.push_str(&farm_markdown);
+        out.push_str(&cluster_markdown);
         out.push_str(&report::targets_markdown(&self.targets));
         if !self.notes.is_empty() {
             out.push_str("\n### Notes\n\n");
