@@ -157,6 +157,8 @@ fn is_network_fs(path: &Path) -> bool {
         0x00c3_6400, // Ceph
         0x0102_1997, // 9p
     ];
+    // f_type is i64 here and another integer type on other targets.
+    #[allow(clippy::unnecessary_cast)]
     path.ancestors()
         .find_map(|p| nix::sys::statfs::statfs(p).ok())
         .is_none_or(|fs| NETWORK_MAGICS.contains(&(fs.filesystem_type().0 as i64)))
