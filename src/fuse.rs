@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How long the kernel may cache the fixed part of the tree (queues and their files).
-const STABLE_TTL: Duration = Duration::from_secs(1);
+const STABLE_TTL: Duration = crate::fs::STABLE_FOR;
 
 /// How long the supplementary groups read for a caller are reused (a /proc read per request
 /// would cost a publish several system calls more).
@@ -48,18 +48,30 @@ pub struct DdmqFuse {
     openers: Arc<Mutex<HashMap<u64, Identity>>>,
     /// Recently read supplementary groups, by (pid, uid, gid) of the caller.
     groups: Mutex<HashMap<CallerKey, (Vec<u32>, Instant)>>,
+    /// Every request comes with the same uid and gid (see [`DdmqFuse::new`]).
+    one_identity: bool,
 }
 
 impl DdmqFuse {
     /// `act_as_callers`: carry out each request with the filesystem identity of the process
-    /// that made it (needs root; see [`ActingAs`]).
-    pub fn new(fs: Arc<QueueFs>, act_as_callers: bool) -> DdmqFuse {
+    /// that made it (needs root; see [`ActingAs`]). `one_identity`: the mount admits its
+    /// owner only (neither allow_other nor allow_root), so the kernel lets through only tasks
+    /// whose uids and gids are all the owner's: every caller would get the same `in`, and
+    /// its entry can be cached, which saves a LOOKUP per publish. (Two such tasks may differ
+    /// in supplementary groups, so the write bit an `in` shows may be another's for a second;
+    /// what a caller may do is still decided for each request against the caller itself.)
+    pub fn new(fs: Arc<QueueFs>, act_as_callers: bool, one_identity: bool) -> DdmqFuse {
         DdmqFuse {
             fs,
             act_as_callers,
             openers: Arc::new(Mutex::new(HashMap::new())),
             groups: Mutex::new(HashMap::new()),
+            one_identity,
         }
+    }
+
+    fn ttl(&self, attr: &Attr) -> Duration {
+        ttl(attr, self.one_identity)
     }
 
     /// The caller of `req`: its ids and supplementary groups (root's are not needed: it
@@ -176,8 +188,12 @@ fn fail(e: &FsError) -> Errno {
 /// still succeed, while opening or removing it asks the daemon and fails.
 const MESSAGE_TTL: Duration = Duration::from_millis(250);
 
-fn ttl(attr: &Attr) -> Duration {
-    if attr.per_caller {
+/// How long the kernel may cache `attr`'s entry and attributes. A per-caller node (`in`) is
+/// not cached at all where callers of several identities may come, so that each path lookup
+/// brings each caller to its own; where the kernel admits one identity only (see
+/// [`DdmqFuse::new`]) every caller gets the same node, which is cached as any other.
+fn ttl(attr: &Attr, one_identity: bool) -> Duration {
+    if attr.per_caller && !one_identity {
         Duration::ZERO
     } else if attr.volatile {
         MESSAGE_TTL
@@ -265,7 +281,7 @@ impl Filesystem for DdmqFuse {
             .fs
             .lookup_by(parent.0, &name_of(name), req.pid(), Some(&who))
         {
-            Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
+            Ok(a) => reply.entry(&self.ttl(&a), &file_attr(&a), Generation(0)),
             Err(e) => reply.error(fail(&e)),
         }
     }
@@ -279,7 +295,7 @@ impl Filesystem for DdmqFuse {
         permit!(self, reply, "getattr", ino.0, who, Intent::Stat);
         let _acting = acting_as!(self, who, reply);
         match self.fs.getattr_for(ino.0, Some(&who)) {
-            Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
+            Ok(a) => reply.attr(&self.ttl(&a), &file_attr(&a)),
             Err(e) => reply.error(fail(&e)),
         }
     }
@@ -321,7 +337,7 @@ impl Filesystem for DdmqFuse {
             .fs
             .setattr_by(ino.0, fh.map(|f| f.0), &change, Some(&who))
         {
-            Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
+            Ok(a) => reply.attr(&self.ttl(&a), &file_attr(&a)),
             Err(e) => reply.error(fail(&e)),
         }
     }
@@ -339,7 +355,7 @@ impl Filesystem for DdmqFuse {
         permit!(self, reply, "mkdir", parent.0, who, Intent::ChangeEntries);
         let _acting = acting_as!(self, who, reply);
         match self.fs.mkdir(parent.0, &name_of(name)) {
-            Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
+            Ok(a) => reply.entry(&self.ttl(&a), &file_attr(&a), Generation(0)),
             Err(e) => reply.error(fail(&e)),
         }
     }
@@ -412,7 +428,7 @@ impl Filesystem for DdmqFuse {
                     self.openers.lock_recovering().insert(fh, who);
                 }
                 reply.created(
-                    &ttl(&a),
+                    &self.ttl(&a),
                     &file_attr(&a),
                     Generation(0),
                     FileHandle(fh),
@@ -658,7 +674,7 @@ impl Filesystem for DdmqFuse {
                 INodeNo(a.ino),
                 next,
                 &e.name,
-                &ttl(a),
+                &self.ttl(a),
                 &file_attr(a),
                 Generation(0),
             )

@@ -24,6 +24,9 @@ pub enum Contender {
     Mount,
     /// The same through Python file objects.
     MountPy,
+    /// The same Python client against the minimal FUSE file queue with the mount's options
+    /// (see fuse_floor.rs): what a FUSE file queue costs.
+    FuseQueuePy,
     /// The same Python client against a do-nothing fuser filesystem with the mount's options
     /// (see fuse_floor.rs): what any FUSE filesystem costs.
     FuseFloorPy,
@@ -46,6 +49,7 @@ impl Contender {
             Contender::CliBulk => "ddmq CLI bulk (--lines, consume --ack -n)",
             Contender::Mount => "ddmq mount, Rust client",
             Contender::MountPy => "ddmq mount, Python client",
+            Contender::FuseQueuePy => "FUSE file queue (minimal fuser fs), Python client",
             Contender::FuseFloorPy => "FUSE floor (do-nothing fuser fs), Python client",
             Contender::OrigDefaults => "original 0.9.10, defaults",
             Contender::OrigNoClean => "original 0.9.10, clean=False",
@@ -92,6 +96,8 @@ pub struct Tools {
     pub ddmq: PathBuf,
     pub python: PathBuf,
     pub peers: PathBuf,
+    /// Run the Python peers on these CPUs only (the fuse-floor part's pinned rounds).
+    pub cpus: Option<Vec<usize>>,
 }
 
 pub fn body_text(size: usize) -> String {
@@ -110,7 +116,7 @@ fn engine_err(e: ddmq::engine::Error) -> io::Error {
 pub fn prepare(c: Contender, place: &Place) -> io::Result<()> {
     match c {
         Contender::Floor => fs::create_dir_all(place.dir().join("work")),
-        Contender::FuseFloorPy => Ok(()),
+        Contender::FuseFloorPy | Contender::FuseQueuePy => Ok(()),
         Contender::Dirq | Contender::DirqSimple => fs::create_dir_all(place.root.clone()),
         Contender::OrigDefaults | Contender::OrigNoClean => fs::create_dir_all(&place.root), // the module initialises it
         _ => {
@@ -198,7 +204,7 @@ pub fn publish(
             wait_until_published(&place.dir(), before + n)?;
             Ok(started.elapsed())
         }
-        Contender::MountPy => {
+        Contender::MountPy | Contender::FuseQueuePy => {
             let mnt = place.mnt.as_ref().ok_or_else(|| other("no mount".into()))?;
             let before = count_waiting(&place.dir())?;
             let (client, _) = peer(
@@ -313,7 +319,7 @@ pub fn consume(
             Ok((elapsed, got))
         }
         Contender::Mount => mount_consume(place, n),
-        Contender::MountPy | Contender::FuseFloorPy => {
+        Contender::MountPy | Contender::FuseQueuePy | Contender::FuseFloorPy => {
             let mnt = place.mnt.as_ref().ok_or_else(|| other("no mount".into()))?;
             peer(
                 tools,
@@ -546,6 +552,15 @@ fn peer(tools: &Tools, args: &[&std::ffi::OsStr]) -> io::Result<(Duration, usize
     cmd.arg(&tools.peers)
         .args(args)
         .env("PYTHONWARNINGS", "ignore");
+    if let Some(cpus) = tools.cpus.clone() {
+        use std::os::unix::process::CommandExt;
+        let mask = crate::system::cpu_mask(&cpus);
+        // SAFETY: the closure only calls sched_setaffinity (async-signal-safe) on a mask built
+        // before the fork.
+        unsafe {
+            cmd.pre_exec(move || crate::system::set_affinity_of(0, &mask));
+        }
+    }
     let out = run_capture(&mut cmd)?;
     let line = out.lines().last().unwrap_or("");
     let v: Value = serde_json::from_str(line)
@@ -587,6 +602,7 @@ pub fn worker(args: &[String]) -> io::Result<()> {
         ddmq: PathBuf::new(),
         python: PathBuf::new(),
         peers: PathBuf::new(),
+        cpus: None,
     };
     let (elapsed, count) = consume(contender, &place, &tools, usize::MAX)?;
     println!("{count} {}", elapsed.as_secs_f64());

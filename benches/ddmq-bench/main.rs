@@ -102,6 +102,8 @@ struct Plan {
     latency_samples: usize,
     versus_n: usize,
     versus_rounds: usize,
+    /// Rounds of the fuse-floor part (each runs every contender unpinned, then pinned).
+    floor_rounds: usize,
     soak: usize,
     /// Tasks per round of the task-farm part, and its rounds.
     farm_tasks: usize,
@@ -128,6 +130,7 @@ impl Plan {
                 latency_samples: 3,
                 versus_n: 300,
                 versus_rounds: 1,
+                floor_rounds: 3,
                 soak: 20_000,
                 farm_tasks: 500,
                 farm_rounds: 1,
@@ -150,6 +153,7 @@ impl Plan {
                 latency_samples: 10,
                 versus_n: 2_000,
                 versus_rounds: 3,
+                floor_rounds: 10,
                 soak: 1_000_000,
                 farm_tasks: 2_000,
                 farm_rounds: 5,
@@ -172,6 +176,7 @@ impl Plan {
                 latency_samples: 7,
                 versus_n: 2_000,
                 versus_rounds: 1,
+                floor_rounds: 6,
                 soak: 100_000,
                 farm_tasks: 2_000,
                 farm_rounds: 3,
@@ -179,6 +184,7 @@ impl Plan {
         };
         if let Some(r) = a.rounds {
             p.rounds = r.max(1);
+            p.floor_rounds = r.max(1);
         }
         if let Some(n) = a.messages {
             p.n = n.max(1);
@@ -230,18 +236,25 @@ struct Bench {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if args.worker.first().map(String::as_str) == Some("fuse-floor") {
-        let Some(mnt) = args.worker.get(1) else {
-            eprintln!("usage: ddmq-bench fuse-floor MNT");
-            return ExitCode::from(2);
-        };
-        return match fuse_floor::serve(Path::new(mnt)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("ddmq-bench fuse-floor: {e}");
-                ExitCode::FAILURE
-            }
-        };
+    match args.worker.first().map(String::as_str) {
+        Some("fuse-floor") => {
+            let [_, mnt] = &args.worker[..] else {
+                eprintln!("usage: ddmq-bench fuse-floor MNT");
+                return ExitCode::from(2);
+            };
+            return served("fuse-floor", fuse_floor::serve_floor(Path::new(mnt)));
+        }
+        Some("fuse-queue") => {
+            let [_, dir, mnt] = &args.worker[..] else {
+                eprintln!("usage: ddmq-bench fuse-queue DIR MNT");
+                return ExitCode::from(2);
+            };
+            return served(
+                "fuse-queue",
+                fuse_floor::serve_queue(Path::new(dir), Path::new(mnt)),
+            );
+        }
+        _ => {}
     }
     if args.worker.first().map(String::as_str) == Some("worker") {
         return match contenders::worker(&args.worker[1..]) {
@@ -265,6 +278,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// The exit of a floor's process.
+fn served(what: &str, result: io::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ddmq-bench {what}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn progress(msg: &str) {
     eprintln!("[bench] {msg}");
 }
@@ -276,6 +300,7 @@ fn run(args: Args) -> io::Result<()> {
         ddmq: args.ddmq.clone(),
         python: args.python.clone(),
         peers: fs::canonicalize(&args.peers)?,
+        cpus: None,
     };
     let tag = format!("ddmq-bench-{}", std::process::id());
     let mut bases = BTreeMap::new();

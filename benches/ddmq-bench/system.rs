@@ -183,19 +183,24 @@ pub fn today() -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-/// The FUSE floor (`ddmq-bench fuse-floor MNT`, this benchmark re-run as a process of its own),
-/// unmounted and stopped when dropped.
+/// A FUSE floor (`ddmq-bench fuse-floor MNT` or `ddmq-bench fuse-queue DIR MNT`, this
+/// benchmark re-run as a process of its own), unmounted and stopped when dropped.
 pub struct FloorDaemon {
     mnt: PathBuf,
     child: Child,
 }
 
 impl FloorDaemon {
-    pub fn start(mnt: &Path) -> io::Result<FloorDaemon> {
+    /// Starts `ddmq-bench KIND [DIR] MNT` and waits until MNT is mounted.
+    pub fn start(kind: &str, dir: Option<&Path>, mnt: &Path) -> io::Result<FloorDaemon> {
         fs::create_dir_all(mnt)?;
         let mnt = fs::canonicalize(mnt)?;
-        let child = Command::new(std::env::current_exe()?)
-            .arg("fuse-floor")
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.arg(kind);
+        if let Some(dir) = dir {
+            cmd.arg(dir);
+        }
+        let child = cmd
             .arg(&mnt)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -204,14 +209,24 @@ impl FloorDaemon {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !is_mounted(&floor.mnt) {
             if let Some(status) = floor.child.try_wait()? {
-                return Err(io::Error::other(format!("the floor exited ({status})")));
+                return Err(io::Error::other(format!("{kind} exited ({status})")));
             }
             if Instant::now() > deadline {
-                return Err(io::Error::other("the floor did not mount within 10 s"));
+                return Err(io::Error::other(format!(
+                    "{kind} did not mount within 10 s"
+                )));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(floor)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn mnt(&self) -> &Path {
+        &self.mnt
     }
 }
 
@@ -235,4 +250,55 @@ impl Drop for FloorDaemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+// ------------------------------------------------------------------ CPU affinity
+
+/// The CPUs this process may run on (its affinity mask, as `taskset` or a cpuset left it).
+pub fn own_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let got = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+    if got != 0 {
+        return vec![0];
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
+}
+
+pub fn cpu_mask(cpus: &[usize]) -> libc::cpu_set_t {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    set
+}
+
+/// sched_setaffinity of one task (0: the calling one).
+pub fn set_affinity_of(tid: libc::pid_t, mask: &libc::cpu_set_t) -> io::Result<()> {
+    // SAFETY: the mask is a valid cpu_set_t of the size passed.
+    if unsafe { libc::sched_setaffinity(tid, std::mem::size_of_val(mask), mask) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets the affinity of every thread of process `pid` (as `taskset -a -p`); threads it starts
+/// later inherit it from theirs.
+pub fn pin_process(pid: u32, cpus: &[usize]) -> io::Result<()> {
+    let mask = cpu_mask(cpus);
+    for task in fs::read_dir(format!("/proc/{pid}/task"))? {
+        let tid: libc::pid_t = match task?.file_name().to_string_lossy().parse() {
+            Ok(t) => t,
+            Err(_) => continue,
+        };
+        match set_affinity_of(tid, &mask) {
+            // A thread that ended meanwhile.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            other => other?,
+        }
+    }
+    Ok(())
 }

@@ -15,9 +15,13 @@
 //! its memory (`/proc/<pid>/statm` not all zeros) is not exiting, and that answer takes one small
 //! read on the FUSE thread. Only a closer whose memory is gone (the kernel frees it before it
 //! closes an exiting task's files) has its stat line read, and such a task cannot be in execve,
-//! the one place where reading it would block.
+//! the one place where reading it would block. The statm files of the latest closers are kept
+//! open ([`KillCheck`]), so a process that closes many files pays one `pread` per close.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 /// Who made a request, for permission checks: the ids the kernel names it by and the
 /// supplementary groups of its task.
@@ -164,6 +168,65 @@ pub fn is_killed(pid: u32) -> bool {
     }
 }
 
+/// How many closers' statm files [`KillCheck`] keeps open.
+const KEPT_STATM: usize = 16;
+
+/// [`is_killed`], with the `/proc/<pid>/statm` files of the latest closers kept open: a writer
+/// publishing message after message is asked with one `pread` per close instead of an open, a
+/// read and a close.
+///
+/// A kept file stays bound to the task it was opened for, not to its pid: while that task
+/// lives its pid names nobody else, so memory shown there is the closer's own and settles the
+/// question. Anything else (the task gone: its pid may be someone else's now; or no memory)
+/// is asked again through a freshly opened file, as [`is_killed`] asks.
+#[derive(Default)]
+pub struct KillCheck {
+    /// Most recently used last.
+    kept: Mutex<Vec<(u32, File)>>,
+}
+
+impl KillCheck {
+    pub fn is_killed(&self, pid: u32) -> bool {
+        if pid == 0 {
+            return false; // requests the kernel makes on its own behalf
+        }
+        let mut buf = [0u8; 256];
+        let mut kept = crate::locking::LockRecovering::lock_recovering(&self.kept);
+        if let Some(i) = kept.iter().position(|(p, _)| *p == pid) {
+            let (_, file) = kept.remove(i);
+            if let Ok(n) = file.read_at(&mut buf, 0)
+                && let Ok(statm) = std::str::from_utf8(&buf[..n])
+                && !statm_shows_no_memory(statm)
+                && !statm.is_empty()
+            {
+                kept.push((pid, file));
+                return false;
+            }
+        }
+        let Ok(file) = File::open(format!("/proc/{pid}/statm")) else {
+            return false;
+        };
+        let shown = file.read_at(&mut buf, 0).ok();
+        let statm = shown.and_then(|n| std::str::from_utf8(&buf[..n]).ok());
+        match statm {
+            Some(statm) if statm_shows_no_memory(statm) => read_killed(pid),
+            Some(_) => {
+                if kept.len() >= KEPT_STATM {
+                    kept.remove(0);
+                }
+                kept.push((pid, file));
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// How many statm files are kept open (for tests).
+    pub fn kept(&self) -> usize {
+        crate::locking::LockRecovering::lock_recovering(&self.kept).len()
+    }
+}
+
 /// The thread group (process) id of the task `pid`, from /proc/<pid>/status.
 fn read_tgid(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -235,6 +298,37 @@ mod tests {
             !statm_shows_no_memory(mine),
             "a live process has memory: {mine}"
         );
+    }
+
+    #[test]
+    fn a_kept_statm_file_answers_for_its_own_task_only() {
+        let check = KillCheck::default();
+        assert!(!check.is_killed(std::process::id()));
+        assert!(!check.is_killed(std::process::id()));
+        assert_eq!(check.kept(), 1, "one file for one closer");
+        // A closer that is gone: its kept file no longer answers, and a gone task is not
+        // taken for a killed one (nothing is known of it).
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert!(!check.is_killed(pid));
+        assert_eq!(check.kept(), 2);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!check.is_killed(pid));
+        assert_eq!(check.kept(), 1, "the gone task's file was dropped");
+        for _ in 0..KEPT_STATM + 4 {
+            let mut c = std::process::Command::new("sleep")
+                .arg("5")
+                .spawn()
+                .unwrap();
+            assert!(!check.is_killed(c.id()));
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+        assert!(check.kept() <= KEPT_STATM, "bounded: {}", check.kept());
     }
 
     #[test]

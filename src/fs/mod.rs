@@ -54,7 +54,7 @@ mod lease;
 mod tests;
 
 pub use access::Intent;
-pub use caller::{Caller, SignalState, is_interrupted, is_killed, supplementary_groups};
+pub use caller::{Caller, KillCheck, SignalState, is_interrupted, is_killed, supplementary_groups};
 pub use error::{FsError, FsErrorKind};
 pub use files::{OpenInfo, OpenMode};
 pub use inodes::{DirKind, FileKind, InodeTable, Node, ROOT_INO};
@@ -65,7 +65,11 @@ use handles::OpenHandle;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long the kernel may cache the fixed part of the tree (queues and their files), and how
+/// long a look at a queue stands for the lookups of its files.
+pub const STABLE_FOR: Duration = Duration::from_secs(1);
 
 pub type Result<T> = std::result::Result<T, FsError>;
 
@@ -185,6 +189,8 @@ pub struct QueueFs {
     last_errors: Mutex<HashMap<String, String>>,
     /// Who removed which `in` lately (see [`files`]).
     removed_in: Mutex<Vec<files::RemovedIn>>,
+    /// When each queue was last found to exist (see [`QueueFs::exists`]).
+    queues_seen: Mutex<HashMap<String, Instant>>,
     /// Open directories by handle; shared so that a page is handed out without holding the map.
     dirs: Mutex<HashMap<u64, Arc<OpenDir>>>,
     next_handle: AtomicU64,
@@ -224,6 +230,7 @@ impl QueueFs {
             removed_in: Mutex::new(Vec::new()),
             last_errors: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
+            queues_seen: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             started: SystemTime::now(),
@@ -231,7 +238,10 @@ impl QueueFs {
             entries: entries::EntryIndex::default(),
             leases: lease::Leases::default(),
             interrupted: Box::new(is_interrupted),
-            killed: Box::new(is_killed),
+            killed: {
+                let check = KillCheck::default();
+                Box::new(move |pid| check.is_killed(pid))
+            },
         }
     }
 
@@ -301,7 +311,10 @@ impl QueueFs {
         }
     }
 
-    /// Whether `node` exists now, asking the engine.
+    /// Whether `node` exists now, asking the engine. A queue is looked at anew for its own
+    /// entry; for the files and directories in it (a publish looks `in` up every time, see
+    /// [`Attr::per_caller`]), a look at the queue within [`STABLE_FOR`] stands: the kernel
+    /// trusts the queue's entry, and its other files', that long without asking.
     fn exists(&self, op: &'static str, node: &Node) -> Result<bool> {
         let q = match node {
             // Found by its own file: a queue gone takes its messages with it.
@@ -316,10 +329,21 @@ impl QueueFs {
                 Some(q) => q,
             },
         };
+        let in_queue = matches!(node, Node::File(..) | Node::Dir(..));
+        if in_queue
+            && let Some(seen) = self.queues_seen.lock_recovering().get(q)
+            && seen.elapsed() < STABLE_FOR
+        {
+            return Ok(true);
+        }
         if !self.broker.queue_exists(q).map_err(|e| err(op, node, e))? {
             self.broker.forget_queue(q);
+            self.queues_seen.lock_recovering().remove(q);
             return Ok(false);
         }
+        self.queues_seen
+            .lock_recovering()
+            .insert(q.to_string(), Instant::now());
         Ok(true)
     }
 
@@ -751,6 +775,7 @@ impl QueueFs {
                 if !self.exists(OP, &node)? {
                     return Err(err(OP, &node, FsErrorKind::NotFound));
                 }
+                self.queues_seen.lock_recovering().remove(q);
                 self.broker
                     .delete_queue(q, true)
                     .map_err(|e| err(OP, &node, e))

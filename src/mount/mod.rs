@@ -423,7 +423,11 @@ fn serve(
         .fsname
         .clone()
         .unwrap_or_else(|| root.to_string_lossy().replace(',', "_"));
-    let fuse = DdmqFuse::new(fs.clone(), sys::is_root_user());
+    let fuse = DdmqFuse::new(
+        fs.clone(),
+        sys::is_root_user(),
+        opts.admits_others().is_none(),
+    );
     let leases = fuse.lease_keeper();
     let session = mount_session(fuse, &source, mountpoint, opts)?;
     let background = session
