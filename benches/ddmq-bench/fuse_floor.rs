@@ -316,10 +316,9 @@ impl Filesystem for FileQueue {
         if let Some(QueueHandle::Reader {
             name, acked: false, ..
         }) = state.handles.remove(&fh.0)
+            && fs::rename(self.work.join(&name), self.dir.join(&name)).is_ok()
         {
-            if fs::rename(self.work.join(&name), self.dir.join(&name)).is_ok() {
-                state.waiting.insert(name);
-            }
+            state.waiting.insert(name);
         }
         reply.ok();
     }
