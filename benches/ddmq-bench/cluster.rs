@@ -11,12 +11,13 @@
 //! Needs root (the script starts glusterd and mounts); without it the part says so and skips.
 
 use crate::contenders::Tools;
+use crate::farm::publish_lines;
 use crate::progress;
 use crate::report::{Target, median};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -150,20 +151,6 @@ fn make_queue(tools: &Tools, root: &Path, other_host_root: &Path) -> io::Result<
             return Err(io::Error::other("the other mount never saw the queue"));
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
-}
-
-fn publish_lines(tools: &Tools, root: &Path, lines: &str) -> io::Result<()> {
-    let mut child = Command::new(&tools.ddmq)
-        .args(["publish", "-s", "--lines"])
-        .arg(root)
-        .args(["q", "-"])
-        .stdin(Stdio::piped())
-        .spawn()?;
-    child.stdin.take().unwrap().write_all(lines.as_bytes())?;
-    if !child.wait()?.success() {
-        return Err(io::Error::other("ddmq publish --lines failed"));
     }
     Ok(())
 }

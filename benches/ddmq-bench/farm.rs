@@ -24,7 +24,8 @@ fn on_path(program: &str) -> bool {
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
-fn publish_lines(tools: &Tools, root: &Path, lines: &str) -> io::Result<()> {
+/// `ddmq publish -f -s --lines ROOT q -` of `lines` (the queue created if need be).
+pub fn publish_lines(tools: &Tools, root: &Path, lines: &str) -> io::Result<()> {
     let mut child = Command::new(&tools.ddmq)
         .args(["publish", "-f", "-s", "--lines"])
         .arg(root)
