@@ -87,8 +87,12 @@
 //! message costs O(log n) amortized whatever the depth, a long-lived caller sees a more urgent
 //! message from another client within that bound (at once when its listing runs out), and an
 //! empty answer is only given by a listing made during that call. Consumers that keep losing
-//! claims draw candidates at random among the head's messages of the most urgent priority, so
-//! they stop colliding on the same message and never pass a more urgent one.
+//! claims keep to lanes of their own (a hash of the queue number) among the head's messages of
+//! the most urgent priority, drawing another lane after a loss in theirs, so they stop colliding
+//! on the same messages (each lost claim costs a network filesystem's server lookups) and never
+//! pass a more urgent one. A message file's type and size are taken from the client's cached
+//! attributes; its times, which cost the server a request, only to learn the clock or to judge
+//! an unreadable file.
 
 pub mod config;
 pub mod message;
