@@ -5,7 +5,7 @@ use super::config;
 use super::error::{Error, Result, io_err};
 use super::files::is_not_found;
 use super::names::{
-    CLAIM_PREFIX, QUARANTINE_DIR, ReservedName, WorkName, claim_name, parse_take_name,
+    CLAIM_PREFIX, QUARANTINE_DIR, ReservedName, TakeKind, TakeName, WorkName, claim_name,
 };
 use super::queue::{Queue, RequeueOutcome, SETTINGS_TTL};
 use crate::locking::LockRecovering;
@@ -18,11 +18,12 @@ use std::time::{Duration, Instant};
 const CLEAN_INTERVAL_SECS: u64 = 60;
 /// A claim file older than this belongs to a client that died mid-requeue.
 const STALE_CLAIM_SECS: u64 = 300;
-/// A taken message (`work/.take-…`) taken longer ago than this (by the time in its name)
-/// belongs to a consumer that died between its two renames (normally microseconds apart); it is
-/// given back at its place, uncounted.
-/// Should the consumer be alive after all, its second rename fails and it takes another.
-const STALE_TAKE_SECS: u64 = 60;
+/// A taken message taken longer ago than this (by the time in its name) belongs to a consumer
+/// that died: a `.take-` one between its two renames (normally microseconds apart), given back
+/// at its place, uncounted; a `.held-` one in its first second of use, requeued, counted. Should
+/// the consumer be alive after all, its second rename fails: it takes another, or (held) says
+/// that it lost the message.
+pub(super) const STALE_TAKE_SECS: u64 = 60;
 /// A temporary file older than this belongs to a writer that died.
 const STALE_TEMP_SECS: u64 = 600;
 
@@ -110,18 +111,18 @@ impl Queue {
                     continue;
                 }
                 self.requeue_in_flight(&w, false)?
-            } else if ReservedName::parse(&name) == Some(ReservedName::Take) {
-                match parse_take_name(&name) {
+            } else if let Some(ReservedName::Take(_)) = ReservedName::parse(&name) {
+                match TakeName::parse(&name) {
                     // The time in the name is the taker's estimate of the filesystem's clock.
-                    Some((taken_at, _)) if taken_at.saturating_add(STALE_TAKE_SECS) >= now => {
-                        continue;
-                    }
-                    Some((_, waiting)) => {
-                        if self.give_back_taken(&entry.path(), &waiting) {
+                    Some(t) if t.taken_at.saturating_add(STALE_TAKE_SECS) >= now => continue,
+                    Some(t) if t.kind == TakeKind::Take => {
+                        if self.give_back_taken(&t) {
                             report.returned_takes += 1;
                         }
                         continue;
                     }
+                    // Held: it may have been used, so it counts as an expired lease does.
+                    Some(t) => self.requeue_taken(&t, false)?,
                     // Not a name we make: set it aside like any unreadable entry.
                     None => {
                         self.quarantine(&entry.path(), "not a take name ddmq makes");
@@ -280,6 +281,7 @@ fn modified_before(path: &Path, secs: u64, now: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::names::{TakeKind, TakeName};
     use crate::engine::Broker;
 
     /// A consumer that died between its two renames leaves a `.take-` file: once it is old,
@@ -295,7 +297,8 @@ mod tests {
         // What a consumer that died after its first rename leaves behind.
         let waiting = super::super::names::WaitingName::parse(&first.filename).unwrap();
         let now = super::super::names::now_secs();
-        let taken = q.work.join(super::super::names::take_name(&waiting, now));
+        let take = TakeName::new(TakeKind::Take, &waiting, now);
+        let taken = q.work.join(take.to_string());
         std::fs::rename(q.dir().join(&first.filename), &taken).unwrap();
         assert_eq!(q.status(false).unwrap().waiting, 1);
 
@@ -307,5 +310,80 @@ mod tests {
         let d = q.consume_one().unwrap().unwrap();
         assert_eq!(d.message.body_text(), "first");
         assert_eq!(d.message.requeue_counter, 0, "uncounted");
+    }
+
+    /// A message held under its `.held-` take name was delivered: one left behind (its
+    /// consumer died in the task's first second) is requeued counted, not given back, once old;
+    /// while young nobody touches it. It counts as in flight meanwhile.
+    #[test]
+    fn a_held_message_left_by_a_consumer_that_died_is_requeued_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open_or_init(dir.path()).unwrap();
+        broker.create_queue("q").unwrap();
+        let q = broker.queue("q").unwrap();
+        q.publish("task".into(), &Default::default()).unwrap();
+        let held = q.consume_held(&Default::default()).unwrap().unwrap();
+        assert_eq!(held.message.body_text(), "task");
+        assert_eq!(held.held.kind, TakeKind::Held);
+        let status = q.status(false).unwrap();
+        assert_eq!((status.waiting, status.in_flight), (0, 1));
+        assert_eq!(q.survey().unwrap().in_flight, vec![held.held.waiting.clone()]);
+
+        let now = held.held.taken_at;
+        assert_eq!(q.clean_as_of(now + 5).unwrap(), Default::default(), "young: kept");
+        let report = q.clean_as_of(now + super::STALE_TAKE_SECS + 2).unwrap();
+        assert_eq!((report.requeued, report.returned_takes), (1, 0));
+        let again = q.consume_one().unwrap().unwrap();
+        assert_eq!(again.message.requeue_counter, 1, "counted: it may have run");
+    }
+
+    /// Each settlement of a held message is one call on its take name, and a renewal gives it
+    /// its `work/` name; a message housekeeping took back is reported gone, never settled twice.
+    #[test]
+    fn a_held_message_is_acked_nacked_given_back_or_leased() {
+        use crate::engine::{AckOutcome, InFlight, RequeueOutcome};
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open_or_init(dir.path()).unwrap();
+        broker.create_queue("q").unwrap();
+        let q = broker.queue("q").unwrap();
+        for body in ["a", "b", "c", "d"] {
+            q.publish(body.into(), &Default::default()).unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut take = || {
+            let d = q.consume_held(&Default::default()).unwrap().unwrap();
+            seen.push((d.message.body_text(), d.message.requeue_counter));
+            InFlight::Held(d.held)
+        };
+        let a = take();
+        assert!(matches!(q.ack_in_flight(&a).unwrap(), AckOutcome::Acked(_)));
+        assert_eq!(q.ack_in_flight(&a).unwrap(), AckOutcome::NotFound);
+        let b = take();
+        assert!(matches!(
+            q.nack_in_flight(&b, false).unwrap(),
+            RequeueOutcome::Requeued(_)
+        ));
+        let b_again = take();
+        assert!(q.give_back_in_flight(&b_again).unwrap());
+        let d = take();
+        let leased = q.renew(&d, 30).unwrap().expect("still ours");
+        assert!(q.lease_left_secs(&leased) >= 29);
+        assert_eq!(q.in_flight().unwrap(), vec![leased.clone()]);
+        assert_eq!(q.renew(&d, 30).unwrap(), None, "the take name is gone");
+        let renewed = q.renew(&InFlight::Leased(leased), 30).unwrap().unwrap();
+        assert!(matches!(
+            q.ack_in_flight(&InFlight::Leased(renewed)).unwrap(),
+            AckOutcome::Acked(_)
+        ));
+        // b requeued counted (at requeue_prio 0: next), that copy given back uncounted, taken
+        // again, leased and acked; c and d still waiting.
+        seen.extend(
+            q.consume(10, &Default::default())
+                .unwrap()
+                .iter()
+                .map(|d| (d.message.body_text(), d.message.requeue_counter)),
+        );
+        let want = [("a", 0), ("b", 0), ("b", 1), ("b", 1), ("c", 0), ("d", 0)];
+        assert_eq!(seen, want.map(|(b, n)| (b.to_string(), n)));
     }
 }

@@ -5,7 +5,10 @@ use super::error::{Error, Result, io_err};
 use super::files::{for_each_entry, is_not_found, list_names, read_message_file};
 use super::listing::{DirSignature, Listing, SIGNATURE_SETTLE};
 use super::message::Message;
-use super::names::{ReservedName, WaitingName, WorkName, original_sees_as_message, temp_name};
+use super::names::{
+    ReservedName, WaitingName, WorkName, in_flight_waiting_bytes, original_sees_as_message,
+    temp_name,
+};
 use super::queue::Queue;
 use super::survey::LongestWaiting;
 use crate::locking::LockRecovering;
@@ -143,7 +146,7 @@ impl Queue {
         })
         .map_err(|e| self.missing_queue_or("list", &self.dir, e))?;
         for_each_entry(&self.work, |name| {
-            counts.in_flight += WorkName::parse_bytes(name).is_some() as usize;
+            counts.in_flight += in_flight_waiting_bytes(name).is_some() as usize;
         })
         .map_err(|e| self.missing_queue_or("list", &self.work, e))?;
         Ok(counts)
@@ -200,7 +203,7 @@ impl Queue {
             original_sees_as_message(name)
                 || match ReservedName::parse(name) {
                     Some(ReservedName::Temp) => true,
-                    Some(ReservedName::Claim { .. } | ReservedName::Take) => in_work,
+                    Some(ReservedName::Claim { .. } | ReservedName::Take(_)) => in_work,
                     Some(_) => !in_work,
                     None => false,
                 }
@@ -217,7 +220,7 @@ impl Queue {
                 } else if original_sees_as_message(&name)
                     || matches!(
                         ReservedName::parse(&name),
-                        Some(ReservedName::Claim { .. } | ReservedName::Take)
+                        Some(ReservedName::Claim { .. } | ReservedName::Take(_))
                     )
                 {
                     messages += 1;

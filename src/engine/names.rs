@@ -253,6 +253,7 @@ pub const QUARANTINE_DIR: &str = "quarantine";
 const TEMP_PREFIX: &str = ".tmp-";
 pub(crate) const CLAIM_PREFIX: &str = ".claim-";
 const TAKE_PREFIX: &str = ".take-";
+const HELD_PREFIX: &str = ".held-";
 
 /// A name ddmq uses that is not a message. [`ReservedName::parse`] is the one parser; the one
 /// builder of each is its constant above, [`temp_name`] or [`claim_name`].
@@ -272,10 +273,8 @@ pub enum ReservedName {
     Claim {
         claimed_at: u64,
     },
-    /// `work/.take-<epoch>-<P>-<N>-<ID>-<random>`: a waiting message `P.N.ddmqID` that one
-    /// consumer has just taken, at `epoch` (the filesystem's clock), for the moment before it
-    /// renames it to its `work/` name ([`take_name`]).
-    Take,
+    /// `work/.take-…` or `work/.held-…`: a waiting message one consumer has taken ([`TakeName`]).
+    Take(TakeKind),
 }
 
 impl ReservedName {
@@ -286,7 +285,8 @@ impl ReservedName {
             DEAD_DIR => ReservedName::Dead,
             QUARANTINE_DIR => ReservedName::Quarantine,
             _ if name.starts_with(TEMP_PREFIX) => ReservedName::Temp,
-            _ if name.starts_with(TAKE_PREFIX) => ReservedName::Take,
+            _ if name.starts_with(TAKE_PREFIX) => ReservedName::Take(TakeKind::Take),
+            _ if name.starts_with(HELD_PREFIX) => ReservedName::Take(TakeKind::Held),
             _ => {
                 let rest = name.strip_prefix(CLAIM_PREFIX)?;
                 let claimed_at = rest
@@ -315,31 +315,90 @@ pub fn claim_name(now: u64) -> String {
     format!("{CLAIM_PREFIX}{now}-{}", uuid::Uuid::new_v4().simple())
 }
 
-/// The private name under which one consumer takes the waiting message `w`: unique to this
-/// consumer, so that of two consumers on two hosts exactly one rename succeeds. (With a name that
-/// both could compute, such as the `work/` name, a host that still caches the source finds the
-/// destination to be the very file the other host just moved there, and by POSIX that rename
-/// succeeds without doing anything: both would win.) Dashes, not dots: never `.ddmq` in it.
-pub fn take_name(w: &WaitingName, now: u64) -> String {
-    format!(
-        "{TAKE_PREFIX}{now}-{}-{}-{}-{}",
-        w.priority,
-        w.queue_number,
-        w.id,
-        uuid::Uuid::new_v4().simple()
-    )
+/// What a consumer means to do with a message it takes, said by its take name's prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TakeKind {
+    /// `.take-`: renamed to its `work/` name (its lease) as soon as it is read, before anyone
+    /// uses it. One left behind was never delivered: it is given back at its place, uncounted.
+    Take,
+    /// `.held-`: delivered under this name, which stands for a lease for its first moments (a
+    /// `ddmq work` task shorter than a second is acked without a second rename). One left
+    /// behind may have been used: it is requeued, counted, as an expired lease is.
+    Held,
 }
 
-/// When a [`take_name`] was made and the waiting message it holds, if the name is one.
-pub fn parse_take_name(name: &str) -> Option<(u64, WaitingName)> {
-    let mut parts = name.strip_prefix(TAKE_PREFIX)?.split('-');
-    let taken_at = parts.next()?.parse().ok()?;
-    let (p, n, id) = (parts.next()?, parts.next()?, parts.next()?);
-    parts.next()?;
-    if parts.next().is_some() {
-        return None;
+/// `work/.take-<epoch>-<P>-<N>-<ID>-<random>` (or `.held-…`, see [`TakeKind`]): the private name
+/// under which one consumer takes the waiting message `P.N.ddmqID`, at `epoch` (its estimate of
+/// the filesystem's clock). Unique to this consumer, so that of two consumers on two hosts
+/// exactly one rename succeeds. (With a name that both could compute, such as the `work/` name,
+/// a host that still caches the source finds the destination to be the very file the other
+/// host just moved there, and by POSIX that rename succeeds without doing anything: both would
+/// win.) Dashes, not dots: never `.ddmq` in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TakeName {
+    pub kind: TakeKind,
+    pub taken_at: u64,
+    pub waiting: WaitingName,
+    random: String,
+}
+
+impl TakeName {
+    pub fn new(kind: TakeKind, waiting: &WaitingName, now: u64) -> TakeName {
+        TakeName {
+            kind,
+            taken_at: now,
+            waiting: waiting.clone(),
+            random: uuid::Uuid::new_v4().simple().to_string(),
+        }
     }
-    Some((taken_at, WaitingName::parse(&format!("{p}.{n}.ddmq{id}"))?))
+
+    pub fn parse(name: &str) -> Option<TakeName> {
+        let (kind, rest) = if let Some(rest) = name.strip_prefix(TAKE_PREFIX) {
+            (TakeKind::Take, rest)
+        } else {
+            (TakeKind::Held, name.strip_prefix(HELD_PREFIX)?)
+        };
+        let mut parts = rest.split('-');
+        let taken_at = parts.next()?.parse().ok()?;
+        let (p, n, id) = (parts.next()?, parts.next()?, parts.next()?);
+        let random = parts.next()?;
+        if parts.next().is_some() || random.is_empty() {
+            return None;
+        }
+        Some(TakeName {
+            kind,
+            taken_at,
+            waiting: WaitingName::parse(&format!("{p}.{n}.ddmq{id}"))?,
+            random: random.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for TakeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let prefix = match self.kind {
+            TakeKind::Take => TAKE_PREFIX,
+            TakeKind::Held => HELD_PREFIX,
+        };
+        let w = &self.waiting;
+        write!(
+            f,
+            "{prefix}{}-{}-{}-{}-{}",
+            self.taken_at, w.priority, w.queue_number, w.id, self.random
+        )
+    }
+}
+
+/// The waiting name of a message in flight under any of its `work/` names: its lease's, or a
+/// take name (taken a moment ago, or held by a consumer using it).
+pub fn in_flight_waiting_bytes(name: &[u8]) -> Option<WaitingName> {
+    if let Some(w) = WorkName::parse_bytes(name) {
+        return Some(w.waiting);
+    }
+    if name.starts_with(TAKE_PREFIX.as_bytes()) || name.starts_with(HELD_PREFIX.as_bytes()) {
+        return TakeName::parse(std::str::from_utf8(name).ok()?).map(|t| t.waiting);
+    }
+    None
 }
 
 /// True for every name the original 0.9.10 treats as a message (`fnmatch('*.ddmq*')`).
@@ -365,6 +424,7 @@ mod tests {
     /// each read back by the one parser as what it was built as.
     #[test]
     fn reserved_names_are_never_messages_to_the_original() {
+        let waiting = WaitingName::parse("3.17.ddmqddmq0ab").unwrap();
         let built = [
             (CONFIG_FILE.to_string(), ReservedName::Config),
             (WORK_DIR.to_string(), ReservedName::Work),
@@ -373,11 +433,12 @@ mod tests {
             (temp_name("msg"), ReservedName::Temp),
             (temp_name("queue"), ReservedName::Temp),
             (
-                take_name(
-                    &WaitingName::parse("3.17.ddmqddmq0ab").unwrap(),
-                    1_700_000_000,
-                ),
-                ReservedName::Take,
+                TakeName::new(TakeKind::Take, &waiting, 1_700_000_000).to_string(),
+                ReservedName::Take(TakeKind::Take),
+            ),
+            (
+                TakeName::new(TakeKind::Held, &waiting, 1_700_000_000).to_string(),
+                ReservedName::Take(TakeKind::Held),
             ),
             (
                 claim_name(1_700_000_000),
@@ -403,10 +464,15 @@ mod tests {
         assert_ne!(temp_name("w"), temp_name("w"), "unique");
         assert_ne!(claim_name(1), claim_name(1), "unique");
         let w = WaitingName::parse("3.17.ddmq0123456789abcdef0123456789abcdef").unwrap();
-        assert_ne!(take_name(&w, 5), take_name(&w, 5), "unique");
-        assert_eq!(parse_take_name(&take_name(&w, 5)), Some((5, w)));
-        assert_eq!(parse_take_name(".take-1-3-17-ab"), None);
-        assert_eq!(parse_take_name(".take-1-3-17-a.b-cd"), None);
+        for kind in [TakeKind::Take, TakeKind::Held] {
+            let take = TakeName::new(kind, &w, 5);
+            assert_ne!(take, TakeName::new(kind, &w, 5), "unique");
+            assert_eq!(TakeName::parse(&take.to_string()), Some(take.clone()));
+            assert_eq!((take.kind, take.taken_at, &take.waiting), (kind, 5, &w));
+        }
+        assert_eq!(TakeName::parse(".take-1-3-17-ab"), None);
+        assert_eq!(TakeName::parse(".held-1-3-17-ab-"), None);
+        assert_eq!(TakeName::parse(".take-1-3-17-a.b-cd"), None);
     }
 
     #[test]

@@ -15,8 +15,8 @@ use super::inspect::StatusCounts;
 use super::listing::Listing;
 use super::message::{Message, Requeue};
 use super::names::{
-    DEAD_DIR, MessageId, WORK_DIR, WaitingName, WorkName, claim_name, is_valid_id,
-    next_queue_number, take_name,
+    DEAD_DIR, MessageId, TakeKind, TakeName, WORK_DIR, WaitingName, WorkName, claim_name,
+    is_valid_id, next_queue_number,
 };
 use super::watch::DirWatch;
 use crate::locking::LockRecovering;
@@ -76,6 +76,35 @@ impl Default for ConsumeOptions {
 pub struct Delivery {
     pub message: Message,
     pub work_name: WorkName,
+}
+
+/// A message claimed and held under its `.held-` take name ([`TakeKind::Held`]): delivered
+/// before its lease is written into a `work/` name, which [`Queue::renew`] does once it is kept
+/// longer than a moment (a task that ends first is acked without that rename).
+#[derive(Clone, Debug)]
+pub struct HeldDelivery {
+    /// Its record, `filename` set to the take name.
+    pub message: Message,
+    pub held: TakeName,
+    /// The lease it gets once it is renewed: the message's own timeout, or the queue's.
+    pub timeout: u64,
+}
+
+/// Where a message one consumer has in flight is now: under its take name (held) or its
+/// `work/` name (leased). What a long-running consumer settles or renews.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InFlight {
+    Held(TakeName),
+    Leased(WorkName),
+}
+
+impl InFlight {
+    pub fn waiting(&self) -> &WaitingName {
+        match self {
+            InFlight::Held(t) => &t.waiting,
+            InFlight::Leased(w) => &w.waiting,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -391,19 +420,62 @@ impl Queue {
 
     /// Claims the next message, if any. No housekeeping.
     ///
-    /// Two renames: the waiting file to a name private to this call ([`take_name`]), which
+    /// Two renames: the waiting file to a name private to this call ([`TakeName`]), which
     /// exactly one consumer on any host can win, then, once read, to its `work/` name with the
     /// message's own timeout. A consumer that dies between the two leaves a `.take-` file that
     /// housekeeping gives back.
     pub fn consume_one(&self) -> Result<Option<Delivery>> {
         let settings = self.settings()?;
+        loop {
+            let Some((mut message, taken)) = self.take_next(TakeKind::Take)? else {
+                return Ok(None);
+            };
+            let timeout = message.timeout_or(settings.message_timeout);
+            match self.lease_taken(&taken, timeout) {
+                Ok(Some(work_name)) => {
+                    message.filename = work_name.to_string();
+                    return Ok(Some(Delivery { message, work_name }));
+                }
+                // Housekeeping judged our take abandoned and gave it back: someone else's now.
+                Ok(None) => continue,
+                Err(e) => {
+                    self.give_back_taken(&taken);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Claims the next message, if any, with one rename: it stays under its `.held-` take name
+    /// until [`Queue::renew`] gives it a lease, which its consumer must do within a few seconds
+    /// of the take (after [`STALE_TAKE_SECS`](super::housekeeping) housekeeping requeues it,
+    /// counted). For a consumer that stays alive while it uses the message (`ddmq work`).
+    pub fn consume_held(&self, opts: &ConsumeOptions) -> Result<Option<HeldDelivery>> {
+        if opts.clean {
+            self.clean_best_effort();
+        }
+        let settings = self.settings()?;
+        let Some((mut message, held)) = self.take_next(TakeKind::Held)? else {
+            return Ok(None);
+        };
+        message.filename = held.to_string();
+        let timeout = message.timeout_or(settings.message_timeout);
+        Ok(Some(HeldDelivery {
+            message,
+            held,
+            timeout,
+        }))
+    }
+
+    /// Takes the next candidate that this consumer wins and can read: the first rename.
+    fn take_next(&self, kind: TakeKind) -> Result<Option<(Message, TakeName)>> {
         let mut fresh_listing = false;
         loop {
             let Some(candidate) = self.next_candidate(&mut fresh_listing)? else {
                 return Ok(None);
             };
             let from = self.dir.join(candidate.to_string());
-            let taken = self.work.join(take_name(&candidate, self.fs_now_secs()));
+            let taken = TakeName::new(kind, &candidate, self.fs_now_secs());
             // Under contention most candidates are gone already: a lookup is much cheaper than a
             // rename, which takes the filesystem-wide rename lock even when it fails.
             let contended = self.listing.lock_recovering().is_contended();
@@ -412,7 +484,7 @@ impl Queue {
             {
                 Err(io::Error::from(io::ErrorKind::NotFound))
             } else {
-                std::fs::rename(&from, &taken)
+                std::fs::rename(&from, self.work.join(taken.to_string()))
             };
             match claimed {
                 Ok(()) => self.listing.lock_recovering().claim_won(&candidate),
@@ -424,31 +496,27 @@ impl Queue {
                 }
                 Err(e) => return Err(io_err("claim", &from, e)),
             }
-            match self.read_taken(&taken, candidate, &settings)? {
-                Some(d) => return Ok(Some(d)),
-                None => continue,
+            if let Some(message) = self.read_taken(&taken)? {
+                return Ok(Some((message, taken)));
             }
         }
     }
 
-    /// Reads a message we just took, then renames it to its `work/` name. None if it was
-    /// unreadable (given back or quarantined) or housekeeping gave it back meanwhile.
-    fn read_taken(
-        &self,
-        taken: &Path,
-        waiting: WaitingName,
-        settings: &Settings,
-    ) -> Result<Option<Delivery>> {
-        let read = match read_message_file(taken) {
+    /// Reads a message we just took. None if it was unreadable (given back or quarantined) or
+    /// housekeeping gave it back meanwhile.
+    fn read_taken(&self, taken: &TakeName) -> Result<Option<Message>> {
+        let path = self.work.join(taken.to_string());
+        let waiting = &taken.waiting;
+        let read = match read_message_file(&path) {
             Ok(x) => x,
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) if is_unreadable_entry(&e) => {
-                self.quarantine_as(taken, &waiting.to_string(), &format!("{e}"));
+                self.quarantine_as(&path, &waiting.to_string(), &format!("{e}"));
                 return Ok(None);
             }
             Err(e) => {
-                self.give_back_taken(taken, &waiting);
-                return Err(io_err("read", taken, e));
+                self.give_back_taken(taken);
+                return Err(io_err("read", &path, e));
             }
         };
         // The take just set the file's ctime: the filesystem's clock, now. Asking for it costs
@@ -458,8 +526,8 @@ impl Queue {
         {
             self.learn_clock(&meta);
         }
-        let mut message = match Message::from_json(&read.bytes) {
-            Ok(m) => m,
+        match Message::from_json(&read.bytes) {
+            Ok(m) => Ok(Some(m)),
             Err(e) => {
                 // Both times stamped by the filesystem: no two hosts' clocks compared. A file
                 // whose times cannot be read is judged young: given back, looked at again.
@@ -473,56 +541,117 @@ impl Queue {
                 };
                 if young {
                     // Probably the original still writing it in place: give it back, retry later.
-                    if self.give_back_taken(taken, &waiting) {
+                    if self.give_back_taken(taken) {
                         self.listing
                             .lock_recovering()
-                            .defer(&waiting, Instant::now() + YOUNG_FILE);
+                            .defer(waiting, Instant::now() + YOUNG_FILE);
                     }
                 } else {
-                    self.quarantine_as(taken, &waiting.to_string(), &e.to_string());
+                    self.quarantine_as(&path, &waiting.to_string(), &e.to_string());
                 }
-                return Ok(None);
-            }
-        };
-        let work_name = WorkName {
-            expiry: self
-                .fs_now_secs()
-                .saturating_add(message.timeout_or(settings.message_timeout)),
-            waiting,
-        };
-        let to = self.work.join(work_name.to_string());
-        // ESTALE looked up again: the take is ours unless housekeeping moved it (then ENOENT).
-        match retry_stale(|| std::fs::rename(taken, &to)) {
-            Ok(()) => {}
-            // Housekeeping judged our take abandoned and gave it back: someone else's now.
-            Err(e) if is_not_found(&e) || is_stale_handle(&e) => return Ok(None),
-            Err(e) => {
-                self.give_back_taken(taken, &work_name.waiting);
-                return Err(io_err("claim", taken, e));
+                Ok(None)
             }
         }
-        message.filename = work_name.to_string();
-        Ok(Some(Delivery { message, work_name }))
+    }
+
+    /// The second rename: a message we hold under its take name gets its `work/` name, its
+    /// lease of `timeout` seconds from now. None if housekeeping took it back meanwhile.
+    fn lease_taken(&self, taken: &TakeName, timeout: u64) -> Result<Option<WorkName>> {
+        let work_name = WorkName {
+            expiry: self.fs_now_secs().saturating_add(timeout),
+            waiting: taken.waiting.clone(),
+        };
+        let from = self.work.join(taken.to_string());
+        let to = self.work.join(work_name.to_string());
+        // ESTALE looked up again: the take is ours unless housekeeping moved it (then ENOENT).
+        match retry_stale(|| std::fs::rename(&from, &to)) {
+            Ok(()) => Ok(Some(work_name)),
+            Err(e) if is_not_found(&e) || is_stale_handle(&e) => Ok(None),
+            Err(e) => Err(io_err("claim", &from, e)),
+        }
     }
 
     /// Puts a message we took but cannot deliver back at its place; false if it is gone.
-    pub(super) fn give_back_taken(&self, taken: &Path, waiting: &WaitingName) -> bool {
-        let back = self.dir.join(waiting.to_string());
-        match retry_transient(|| std::fs::rename(taken, &back)) {
-            Ok(()) => {
-                self.listing.lock_recovering().add_own(waiting);
-                true
-            }
+    pub(super) fn give_back_taken(&self, taken: &TakeName) -> bool {
+        match self.try_give_back_taken(taken) {
+            Ok(back) => back,
             Err(e) => {
-                if !is_not_found(&e) {
-                    log::warn!(
-                        "could not give {} back as {}: {e} (housekeeping will)",
-                        taken.display(),
-                        back.display()
-                    );
-                }
+                log::warn!("{e} (housekeeping will)");
                 false
             }
+        }
+    }
+
+    /// [`Queue::give_back_taken`], its error returned: false if it is gone.
+    fn try_give_back_taken(&self, taken: &TakeName) -> Result<bool> {
+        let from = self.work.join(taken.to_string());
+        let back = self.dir.join(taken.waiting.to_string());
+        match retry_transient(|| std::fs::rename(&from, &back)) {
+            Ok(()) => {
+                self.listing.lock_recovering().add_own(&taken.waiting);
+                Ok(true)
+            }
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(io_err("give back", &from, e)),
+        }
+    }
+
+    /// Requeues (counted), drops or dead-letters a message held under its take name, as
+    /// [`Queue::nack`] does a leased one.
+    pub(super) fn requeue_taken(
+        &self,
+        taken: &TakeName,
+        force_requeue: bool,
+    ) -> Result<RequeueOutcome> {
+        let from = self.work.join(taken.to_string());
+        let claim = self.work.join(claim_name(self.fs_now_secs()));
+        match retry_stale(|| std::fs::rename(&from, &claim)) {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => return Ok(RequeueOutcome::NotFound),
+            Err(e) => return Err(io_err("claim", &from, e)),
+        }
+        self.finish_claim(&claim, force_requeue, &taken.waiting.to_string())
+    }
+
+    // ------------------------------------------------ a long-running consumer's in-flight messages
+
+    /// Acks a message in flight, held or leased.
+    pub fn ack_in_flight(&self, m: &InFlight) -> Result<AckOutcome> {
+        let taken = match m {
+            InFlight::Held(taken) => taken,
+            InFlight::Leased(w) => return self.ack(&w.to_string()),
+        };
+        let path = self.work.join(taken.to_string());
+        match retry_transient(|| std::fs::remove_file(&path)) {
+            Ok(()) => Ok(AckOutcome::Acked(taken.to_string())),
+            Err(e) if is_not_found(&e) => Ok(AckOutcome::NotFound),
+            Err(e) => Err(io_err("ack", &path, e)),
+        }
+    }
+
+    /// Gives a message in flight back at its place, uncounted; false if it is gone.
+    pub fn give_back_in_flight(&self, m: &InFlight) -> Result<bool> {
+        match m {
+            InFlight::Held(taken) => self.try_give_back_taken(taken),
+            InFlight::Leased(w) => self.give_back(w),
+        }
+    }
+
+    /// Nacks a message in flight (see [`Queue::nack`]).
+    pub fn nack_in_flight(&self, m: &InFlight, force_requeue: bool) -> Result<RequeueOutcome> {
+        match m {
+            InFlight::Held(taken) => self.requeue_taken(taken, force_requeue),
+            InFlight::Leased(w) => self.nack(&w.to_string(), force_requeue),
+        }
+    }
+
+    /// Renews the lease of a message in flight: a held one gets its `work/` name with a lease
+    /// of `timeout` seconds (its [`HeldDelivery::timeout`]), a leased one is touched. None if it
+    /// is no longer this consumer's.
+    pub fn renew(&self, m: &InFlight, timeout: u64) -> Result<Option<WorkName>> {
+        match m {
+            InFlight::Held(taken) => self.lease_taken(taken, timeout),
+            InFlight::Leased(w) => self.touch(&w.to_string()),
         }
     }
 

@@ -5,7 +5,7 @@
 use super::Result;
 use super::error::io_err;
 use super::files::list_names;
-use super::names::WaitingName;
+use super::names::{WaitingName, in_flight_waiting_bytes};
 use super::queue::Queue;
 use std::path::Path;
 use std::time::SystemTime;
@@ -28,8 +28,9 @@ impl Queue {
     /// Lists the queue's waiting, in-flight and dead messages.
     pub fn survey(&self) -> Result<Survey> {
         let waiting = self.waiting()?;
-        let mut in_flight: Vec<WaitingName> =
-            self.in_flight()?.into_iter().map(|w| w.waiting).collect();
+        // Held takes too: a task shorter than a second never has a lease name.
+        let mut in_flight = list_names(&self.work, in_flight_waiting_bytes)
+            .map_err(|e| self.missing_queue_or("list", &self.work, e))?;
         in_flight.sort();
         let dead = self.dead_letters()?.len();
         let mut longest = LongestWaiting::default();

@@ -27,7 +27,7 @@ mod task;
 pub use report::Tally;
 
 use crate::engine::{
-    self, AckOutcome, ConsumeOptions, Delivery, DirWatch, IDLE_AFTER, Queue, RequeueOutcome,
+    self, AckOutcome, ConsumeOptions, DirWatch, HeldDelivery, InFlight, IDLE_AFTER, Queue, RequeueOutcome,
 };
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, killpg};
@@ -487,16 +487,16 @@ impl Runner<'_> {
             }
         }
         while self.tasks.len() < self.opts.jobs {
-            match self.queue.consume(1, &ConsumeOptions { clean: true }) {
-                Ok(mut got) if !got.is_empty() => {
+            match self.queue.consume_held(&ConsumeOptions { clean: true }) {
+                Ok(Some(got)) => {
                     self.idle_since = None;
-                    if self.start(got.swap_remove(0)) {
+                    if self.start(got) {
                         self.errors_in_a_row = 0;
                     } else {
                         return;
                     }
                 }
-                Ok(_) => {
+                Ok(None) => {
                     self.errors_in_a_row = 0;
                     self.watch.looked(&self.queue);
                     if self.tasks.is_empty() && self.requeued_expired(now) {
@@ -574,12 +574,11 @@ impl Runner<'_> {
     /// that cannot be executed (not found, not executable) fails its message like an exit
     /// status would; any other error (EIO opening /dev/null, EAGAIN from fork) is the system's,
     /// not the message's: it is given back uncounted, as an error in a row.
-    fn start(&mut self, delivery: Delivery) -> bool {
+    fn start(&mut self, delivery: HeldDelivery) -> bool {
         self.seq += 1;
-        let work_name = delivery.work_name.clone();
+        let in_flight = InFlight::Held(delivery.held.clone());
         let id = delivery.message.id.clone();
-        let lease_secs = self.queue.lease_left_secs(&work_name);
-        let e = match Task::start(self.seq, &self.template, delivery, lease_secs) {
+        let e = match Task::start(self.seq, &self.template, delivery) {
             Ok(task) => {
                 self.tasks.push(task);
                 return true;
@@ -588,7 +587,7 @@ impl Runner<'_> {
         };
         let words = self.template.words.join(" ");
         if !task::is_exec_failure(&e) {
-            let fate = match self.queue.give_back(&work_name) {
+            let fate = match self.queue.give_back_in_flight(&in_flight) {
                 Ok(true) => {
                     self.tally.given_back += 1;
                     "given back".to_string()
@@ -619,7 +618,7 @@ impl Runner<'_> {
                 self.output.notice(&e.to_string());
             }
         }
-        self.settle_failure(&id, &work_name, "could not start");
+        self.settle_failure(&id, &in_flight, "could not start");
         true
     }
 
@@ -780,7 +779,7 @@ impl Runner<'_> {
                 self.output.notice(&e.to_string());
             }
         }
-        let work_name = &task.lease.work_name;
+        let in_flight = &task.lease.in_flight;
         if task.lease.lost {
             // The message is someone else's now: its fate is theirs.
             if status.success() {
@@ -792,7 +791,7 @@ impl Runner<'_> {
         }
         if status.success() {
             self.tally.done += 1;
-            match self.queue.ack(&work_name.to_string()) {
+            match self.queue.ack_in_flight(in_flight) {
                 Ok(AckOutcome::Acked(_)) => {}
                 Ok(AckOutcome::NotFound) => self.lease_lost(&task.id),
                 Err(e) => self
@@ -800,7 +799,7 @@ impl Runner<'_> {
                     .notice(&format!("message {}: ack failed: {e}", task.id)),
             }
         } else if task.interrupted {
-            match self.queue.give_back(work_name) {
+            match self.queue.give_back_in_flight(in_flight) {
                 Ok(true) => self.tally.given_back += 1,
                 Ok(false) => self.lease_lost(&task.id),
                 Err(e) => self
@@ -813,14 +812,14 @@ impl Runner<'_> {
                 (None, Some(sig)) => format!("killed by {}", signal_name(sig)),
                 (None, None) => format!("{status}"),
             };
-            self.settle_failure(&task.id, work_name, &how);
+            self.settle_failure(&task.id, in_flight, &how);
         }
     }
 
     /// Nacks a failed task's message and says what became of it.
-    fn settle_failure(&mut self, id: &str, work_name: &engine::WorkName, how: &str) {
+    fn settle_failure(&mut self, id: &str, in_flight: &InFlight, how: &str) {
         self.tally.failed += 1;
-        let fate = match self.queue.nack(&work_name.to_string(), false) {
+        let fate = match self.queue.nack_in_flight(in_flight, false) {
             Ok(RequeueOutcome::Requeued(_)) => {
                 self.tally.requeued += 1;
                 "requeued".to_string()
@@ -871,8 +870,11 @@ impl Runner<'_> {
             if t.lease.lost || now < t.lease.next_renewal {
                 continue;
             }
-            match queue.touch(&t.lease.work_name.to_string()) {
-                Ok(Some(name)) => t.lease.renewed(name),
+            match queue.renew(&t.lease.in_flight, t.lease.timeout()) {
+                Ok(Some(name)) => {
+                    let left = queue.lease_left_secs(&name);
+                    t.lease.renewed(name, left);
+                }
                 Ok(None) => {
                     t.lease.lost = true;
                     note_lease_lost(tally, output, &t.id);

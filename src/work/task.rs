@@ -4,7 +4,7 @@
 
 use super::output::{LineBuffer, Output, Stream};
 use super::signals::DRAIN_SIGNAL;
-use crate::engine::{Delivery, WorkName};
+use crate::engine::{HeldDelivery, InFlight, WorkName};
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::CommandExt;
@@ -63,9 +63,17 @@ pub struct OutputPipe<R> {
     lines: LineBuffer,
 }
 
-/// The lease on the message: renewed well before it runs out.
+/// How long a task's message stays under its take name before it gets its `work/` name and
+/// lease: most tasks of a busy farm end first and are acked without that rename (a network
+/// filesystem's server counts a LOOKUP and a RENAME less per message). Far below the minute
+/// after which housekeeping takes a held message for one whose consumer died.
+pub const HOLD_FOR: Duration = Duration::from_secs(1);
+
+/// The lease on the message: written at [`HOLD_FOR`], then renewed well before it runs out.
 pub struct Lease {
-    pub work_name: WorkName,
+    pub in_flight: InFlight,
+    /// The lease each renewal writes, in seconds.
+    timeout: u64,
     period: Duration,
     pub next_renewal: Instant,
     /// Another client took the message back (it expired and was requeued): said once.
@@ -74,23 +82,34 @@ pub struct Lease {
 
 impl Lease {
     /// Renewed four times per lease (every `timeout / 4`), so a renewal may come late by most of
-    /// the lease before the message expires; at least every 60 s. `lease_secs`: what is left of
-    /// it by the filesystem's clock, which the expiry is written in (never this host's clock:
-    /// a runner whose clock is behind would renew too late).
-    fn new(work_name: WorkName, lease_secs: u64) -> Lease {
-        let lease_secs = lease_secs.max(1);
-        let period = Duration::from_secs_f64(lease_secs as f64 / 4.0)
-            .clamp(Duration::from_millis(200), Duration::from_secs(60));
+    /// the lease before the message expires; at least every 60 s. The expiry is written by the
+    /// filesystem's clock (never this host's: a runner whose clock is behind would renew too
+    /// late), so a period is what is left of a lease on that clock.
+    fn new(held: HeldDelivery) -> Lease {
+        let period = Self::period(held.timeout);
         Lease {
-            work_name,
+            in_flight: InFlight::Held(held.held),
+            timeout: held.timeout,
             period,
-            next_renewal: Instant::now() + period,
+            next_renewal: Instant::now() + period.min(HOLD_FOR),
             lost: false,
         }
     }
 
-    pub fn renewed(&mut self, name: WorkName) {
-        self.work_name = name;
+    fn period(lease_secs: u64) -> Duration {
+        Duration::from_secs_f64(lease_secs.max(1) as f64 / 4.0)
+            .clamp(Duration::from_millis(200), Duration::from_secs(60))
+    }
+
+    /// The seconds each renewal leases the message for.
+    pub fn timeout(&self) -> u64 {
+        self.timeout
+    }
+
+    /// Renewed as `name`, whose lease has `lease_secs` left on the filesystem's clock.
+    pub fn renewed(&mut self, name: WorkName, lease_secs: u64) {
+        self.in_flight = InFlight::Leased(name);
+        self.period = Self::period(lease_secs);
         self.next_renewal = Instant::now() + self.period;
     }
 
@@ -122,13 +141,8 @@ pub struct Task {
 impl Task {
     /// Starts the command for `delivery`. On error the message is still in flight: the caller
     /// decides what becomes of it.
-    pub fn start(
-        seq: u64,
-        template: &CommandTemplate,
-        delivery: Delivery,
-        lease_secs: u64,
-    ) -> io::Result<Task> {
-        let message = delivery.message;
+    pub fn start(seq: u64, template: &CommandTemplate, delivery: HeldDelivery) -> io::Result<Task> {
+        let message = delivery.message.clone();
         let body = message.body_text();
         let words = template.words_for(&body);
         let mut cmd = Command::new(&words[0]);
@@ -176,7 +190,7 @@ impl Task {
         let mut task = Task {
             seq,
             id: message.id,
-            lease: Lease::new(delivery.work_name, lease_secs),
+            lease: Lease::new(delivery),
             child,
             stdout,
             stderr,
