@@ -198,8 +198,10 @@ impl Listing {
         if self.lane == 0 {
             self.lane = (self.next_random() >> 32) as u32 | 1;
         }
-        let window = 4usize << (self.contention - 2).min(5);
         let lanes = 2u64 << ((self.contention - 2) / 2).min(3);
+        // About `4 << n` names of this lane: the other lanes' names before them are mostly
+        // taken already, but this listing still holds them.
+        let window = (4usize << (self.contention - 2).min(5)) * lanes as usize;
         let mine = u64::from(self.lane) % lanes;
         let mut run = 0;
         let mut in_lane = None;

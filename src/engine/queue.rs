@@ -491,6 +491,7 @@ impl Queue {
                 // ESTALE: our cached entry names a file another host moved: it was taken.
                 // (A queue deleted meanwhile shows in the next listing, which this makes due.)
                 Err(e) if is_not_found(&e) || is_stale_handle(&e) => {
+                    log::trace!("claim lost: {candidate} ({e}, contended: {contended})");
                     self.listing.lock_recovering().claim_lost(&candidate);
                     continue; // another consumer was first
                 }
