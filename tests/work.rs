@@ -908,3 +908,50 @@ fn the_joblog_header_is_written_only_to_a_new_or_empty_file() {
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert!(is_header(&rows[0]), "{rows:?}");
 }
+
+/// A task's message stays under its `.held-` take name for its first second (a short task is
+/// acked without the rename to a `work/` name); a task still running after it gets its
+/// `work/` name and lease, which a cleaner respects.
+#[test]
+fn a_task_is_held_under_its_take_name_then_leased_once_it_outlives_a_second() {
+    let farm = Farm::new("message_timeout: 30\n");
+    farm.publish("short", &[]);
+    farm.publish("long", &[]);
+    let log = farm.file("log");
+    // Each task notes the names in work/ as it starts; the long one again after 2.5 s.
+    let script = r#"ls -A "$DDMQ_ROOT/$DDMQ_QUEUE/work" | sed "s/^/$1 start /" >> "$2"
+        if [ "$1" = long ]; then sleep 2.5; ls -A "$DDMQ_ROOT/$DDMQ_QUEUE/work" | sed "s/^/$1 later /" >> "$2"; fi"#;
+    let out = farm
+        .work(
+            &["-j", "1"],
+            &["sh", "-c", script, "sh", "{}", log.to_str().unwrap()],
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let seen = lines(&log);
+    let names = |what: &str| -> Vec<String> {
+        seen.iter()
+            .filter_map(|l| l.strip_prefix(&format!("{what} ")))
+            .map(str::to_string)
+            .collect()
+    };
+    for task in ["short start", "long start"] {
+        let at_start = names(task);
+        assert!(
+            at_start.len() == 1 && at_start[0].starts_with(".held-"),
+            "{task}: {at_start:?}"
+        );
+    }
+    let later = names("long later");
+    assert_eq!(later.len(), 1, "{later:?}");
+    let leased = ddmq::engine::WorkName::parse(&later[0]).expect("a work/ name");
+    let expiry_left = leased.expiry.saturating_sub(ddmq::engine::now_secs());
+    assert!((20..=31).contains(&expiry_left), "a 30 s lease: {later:?}");
+    assert!(farm.waiting().is_empty() && farm.in_work().is_empty());
+    assert!(
+        text(&out.stderr).contains("2 done, 0 failed"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -216,8 +216,9 @@ pub fn read_mapping(path: &Path) -> Result<Option<Mapping>> {
 }
 
 fn read_bytes(path: &Path) -> Result<Option<Vec<u8>>> {
-    // ESTALE: another host replaced the file (every rewrite is a rename); look it up again.
-    match super::files::retry_stale(|| std::fs::read(path)) {
+    // ESTALE: another host replaced the file (every rewrite is a rename); look it up again. EIO
+    // and the like from a network filesystem: try again a few times.
+    match super::files::retry_transient(|| std::fs::read(path)) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err("read settings", path, e)),

@@ -18,11 +18,10 @@ use std::time::{Duration, Instant};
 const CLEAN_INTERVAL_SECS: u64 = 60;
 /// A claim file older than this belongs to a client that died mid-requeue.
 const STALE_CLAIM_SECS: u64 = 300;
-/// A taken message taken longer ago than this (by the time in its name) belongs to a consumer
-/// that died: a `.take-` one between its two renames (normally microseconds apart), given back
-/// at its place, uncounted; a `.held-` one in its first second of use, requeued, counted. Should
-/// the consumer be alive after all, its second rename fails: it takes another, or (held) says
-/// that it lost the message.
+/// A `.take-` taken longer ago than this (by the time in its name) belongs to a consumer that
+/// died between its two renames (normally microseconds apart): it is given back at its place,
+/// uncounted. Should the consumer be alive after all, its second rename fails and it takes
+/// another. (A `.held-` one carries its lease's end instead, and is requeued once past it.)
 pub(super) const STALE_TAKE_SECS: u64 = 60;
 /// A temporary file older than this belongs to a writer that died.
 const STALE_TEMP_SECS: u64 = 600;
@@ -112,16 +111,18 @@ impl Queue {
                 }
                 self.requeue_in_flight(&w, false)?
             } else if let Some(ReservedName::Take(_)) = ReservedName::parse(&name) {
+                // The time in the name is the taker's estimate of the filesystem's clock.
                 match TakeName::parse(&name) {
-                    // The time in the name is the taker's estimate of the filesystem's clock.
-                    Some(t) if t.taken_at.saturating_add(STALE_TAKE_SECS) >= now => continue,
                     Some(t) if t.kind == TakeKind::Take => {
-                        if self.give_back_taken(&t) {
+                        if t.time.saturating_add(STALE_TAKE_SECS) < now && self.give_back_taken(&t)
+                        {
                             report.returned_takes += 1;
                         }
                         continue;
                     }
-                    // Held: it may have been used, so it counts as an expired lease does.
+                    Some(t) if t.time >= now => continue,
+                    // A held lease that ran out: it may have been used, so it counts as an
+                    // expired lease does.
                     Some(t) => self.requeue_taken(&t, false)?,
                     // Not a name we make: set it aside like any unreadable entry.
                     None => {
@@ -317,6 +318,7 @@ mod tests {
     /// while young nobody touches it. It counts as in flight meanwhile.
     #[test]
     fn a_held_message_left_by_a_consumer_that_died_is_requeued_counted() {
+        use crate::engine::{InFlight, now_secs};
         let dir = tempfile::tempdir().unwrap();
         let broker = Broker::open_or_init(dir.path()).unwrap();
         broker.create_queue("q").unwrap();
@@ -324,14 +326,27 @@ mod tests {
         q.publish("task".into(), &Default::default()).unwrap();
         let held = q.consume_held(&Default::default()).unwrap().unwrap();
         assert_eq!(held.message.body_text(), "task");
-        assert_eq!(held.held.kind, TakeKind::Held);
         let status = q.status(false).unwrap();
         assert_eq!((status.waiting, status.in_flight), (0, 1));
-        assert_eq!(q.survey().unwrap().in_flight, vec![held.held.waiting.clone()]);
+        assert_eq!(
+            q.survey().unwrap().in_flight,
+            vec![held.in_flight.waiting().clone()]
+        );
 
-        let now = held.held.taken_at;
-        assert_eq!(q.clean_as_of(now + 5).unwrap(), Default::default(), "young: kept");
-        let report = q.clean_as_of(now + super::STALE_TAKE_SECS + 2).unwrap();
+        let InFlight::Held(name) = &held.in_flight else {
+            panic!("leased at once: {:?}", held.in_flight)
+        };
+        let ends = name.time;
+        assert!(
+            ends >= now_secs() + 299,
+            "the default message_timeout, 300 s: {name}"
+        );
+        assert_eq!(
+            q.clean_as_of(ends).unwrap(),
+            Default::default(),
+            "unexpired: kept"
+        );
+        let report = q.clean_as_of(ends + 1).unwrap();
         assert_eq!((report.requeued, report.returned_takes), (1, 0));
         let again = q.consume_one().unwrap().unwrap();
         assert_eq!(again.message.requeue_counter, 1, "counted: it may have run");
@@ -353,7 +368,12 @@ mod tests {
         let mut take = || {
             let d = q.consume_held(&Default::default()).unwrap().unwrap();
             seen.push((d.message.body_text(), d.message.requeue_counter));
-            InFlight::Held(d.held)
+            assert!(
+                matches!(d.in_flight, InFlight::Held(_)),
+                "{:?}",
+                d.in_flight
+            );
+            d.in_flight
         };
         let a = take();
         assert!(matches!(q.ack_in_flight(&a).unwrap(), AckOutcome::Acked(_)));
@@ -385,5 +405,27 @@ mod tests {
         );
         let want = [("a", 0), ("b", 0), ("b", 1), ("b", 1), ("c", 0), ("d", 0)];
         assert_eq!(seen, want.map(|(b, n)| (b.to_string(), n)));
+    }
+
+    /// A message whose own timeout is shorter than the queue's is leased at once by a held
+    /// consume: never held longer than its own lease says.
+    #[test]
+    fn a_message_with_a_shorter_timeout_than_the_queues_is_leased_at_once() {
+        use crate::engine::{InFlight, PublishOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open_or_init(dir.path()).unwrap();
+        broker.create_queue("q").unwrap();
+        let q = broker.queue("q").unwrap();
+        let short = PublishOptions {
+            timeout: Some(5),
+            ..Default::default()
+        };
+        q.publish("short".into(), &short).unwrap();
+        let d = q.consume_held(&Default::default()).unwrap().unwrap();
+        let InFlight::Leased(w) = &d.in_flight else {
+            panic!("held: {:?}", d.in_flight)
+        };
+        assert!(q.lease_left_secs(w) <= 5, "{w}");
+        assert_eq!((d.timeout, d.message.filename.clone()), (5, w.to_string()));
     }
 }

@@ -34,4 +34,14 @@ impl Queue {
     pub fn lease_left_secs(&self, w: &super::WorkName) -> u64 {
         w.expiry.saturating_sub(self.fs_now_secs())
     }
+
+    /// [`Queue::lease_left_secs`] of a message in flight, held (its name carries the lease's
+    /// end too) or leased.
+    pub fn in_flight_left_secs(&self, m: &super::InFlight) -> u64 {
+        let ends = match m {
+            super::InFlight::Held(t) => t.time,
+            super::InFlight::Leased(w) => w.expiry,
+        };
+        ends.saturating_sub(self.fs_now_secs())
+    }
 }

@@ -22,7 +22,9 @@
 //!
 //! Temporary names never contain `.ddmq`, so the original never takes them for messages:
 //! `.tmp-*` (a message or settings file being written), `work/.take-<T>-<P>-<N>-<ID>-<random>` (a
-//! message one consumer has just taken, before it has its `work/` name) and
+//! message one consumer has just taken, before it has its `work/` name),
+//! `work/.held-<E>-<P>-<N>-<ID>-<random>` (a message a consumer that stays alive uses before it
+//! has its `work/` name: a private lease to E) and
 //! `work/.claim-<epoch>-*` (a message being requeued or dropped by exactly one client). [`names`]
 //! builds and parses every such name.
 //!
@@ -43,7 +45,8 @@
 //! |---|---|---|
 //! | publish | `rename(.tmp-X, P.N.ddmqID)` after the full write (and fsync if `durable`) | — (names are unique) |
 //! | consume (claim) | `rename(P.N.ddmqID, work/.take-T-P-N-ID-R)` (T: the time, R: random, this claimer's own); then, once read, `rename(work/.take-…, work/E.P.N.ddmqID)` | ENOENT or ESTALE: take the next one |
-//! | ack | `unlink(work/E.…)` | ENOENT: already acked or expired |
+//! | consume held (`ddmq work`) | `rename(P.N.ddmqID, work/.held-E-P-N-ID-R)`, E the end of a lease of the queue's `message_timeout`; once the task outlives a second (sooner for short timeouts), `rename(work/.held-…, work/E2.P.N.ddmqID)`; a message whose own timeout is shorter gets that second rename at once | ENOENT or ESTALE: take the next one |
+//! | ack | `unlink(work/E.…)` (or of its `.held-` name) | ENOENT: already acked or expired |
 //! | give back (reader left early) | `rename(work/E.P.N.ddmqID, P.N.ddmqID)`: keeps its place | ENOENT |
 //! | extend lease (touch) | `rename(work/E.…, work/E2.…)` | ENOENT |
 //! | nack / expiry | `rename(work/E.…, work/.claim-T-R)`; then the claimer alone publishes the requeued copy (or deletes it, or moves it to `dead/`) and unlinks the claim | ENOENT: someone else handles it |
@@ -57,7 +60,9 @@
 //! A claim file left by a client that died mid-requeue is re-claimed (renamed again) by a cleaner
 //! after five minutes, so nothing is lost; at worst one duplicate per crash. A take left by a
 //! consumer that died between its two renames is given back at its place, uncounted, after a
-//! minute (by the time in its name, on the filesystem's clock).
+//! minute (by the time in its name, on the filesystem's clock). A held message whose E has
+//! passed is requeued, counted, as an expired lease is (its consumer may have used it); nack,
+//! give back and renewal of a held message are the same calls from its `.held-` name.
 //!
 //! ESTALE (a cached name another host replaced or moved) is looked up again for up to 4 s.
 //!

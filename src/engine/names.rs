@@ -321,15 +321,16 @@ pub enum TakeKind {
     /// `.take-`: renamed to its `work/` name (its lease) as soon as it is read, before anyone
     /// uses it. One left behind was never delivered: it is given back at its place, uncounted.
     Take,
-    /// `.held-`: delivered under this name, which stands for a lease for its first moments (a
-    /// `ddmq work` task shorter than a second is acked without a second rename). One left
-    /// behind may have been used: it is requeued, counted, as an expired lease is.
+    /// `.held-`: delivered under this name, which is a lease of the queue's `message_timeout`
+    /// for its first moments (a `ddmq work` task shorter than a second is acked without a
+    /// second rename). Once it expires it is requeued, counted, as an expired lease is.
     Held,
 }
 
 /// `work/.take-<epoch>-<P>-<N>-<ID>-<random>` (or `.held-…`, see [`TakeKind`]): the private name
-/// under which one consumer takes the waiting message `P.N.ddmqID`, at `epoch` (its estimate of
-/// the filesystem's clock). Unique to this consumer, so that of two consumers on two hosts
+/// under which one consumer takes the waiting message `P.N.ddmqID`; `epoch` is, by its estimate
+/// of the filesystem's clock, when a `.take-` was taken and when a `.held-` one's lease ends.
+/// Unique to this consumer, so that of two consumers on two hosts
 /// exactly one rename succeeds. (With a name that both could compute, such as the `work/` name,
 /// a host that still caches the source finds the destination to be the very file the other
 /// host just moved there, and by POSIX that rename succeeds without doing anything: both would
@@ -337,16 +338,17 @@ pub enum TakeKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TakeName {
     pub kind: TakeKind,
-    pub taken_at: u64,
+    /// Epoch seconds: taken at (`.take-`), or lease ends at (`.held-`).
+    pub time: u64,
     pub waiting: WaitingName,
     random: String,
 }
 
 impl TakeName {
-    pub fn new(kind: TakeKind, waiting: &WaitingName, now: u64) -> TakeName {
+    pub fn new(kind: TakeKind, waiting: &WaitingName, time: u64) -> TakeName {
         TakeName {
             kind,
-            taken_at: now,
+            time,
             waiting: waiting.clone(),
             random: uuid::Uuid::new_v4().simple().to_string(),
         }
@@ -359,7 +361,7 @@ impl TakeName {
             (TakeKind::Held, name.strip_prefix(HELD_PREFIX)?)
         };
         let mut parts = rest.split('-');
-        let taken_at = parts.next()?.parse().ok()?;
+        let time = parts.next()?.parse().ok()?;
         let (p, n, id) = (parts.next()?, parts.next()?, parts.next()?);
         let random = parts.next()?;
         if parts.next().is_some() || random.is_empty() {
@@ -367,7 +369,7 @@ impl TakeName {
         }
         Some(TakeName {
             kind,
-            taken_at,
+            time,
             waiting: WaitingName::parse(&format!("{p}.{n}.ddmq{id}"))?,
             random: random.to_string(),
         })
@@ -384,7 +386,7 @@ impl fmt::Display for TakeName {
         write!(
             f,
             "{prefix}{}-{}-{}-{}-{}",
-            self.taken_at, w.priority, w.queue_number, w.id, self.random
+            self.time, w.priority, w.queue_number, w.id, self.random
         )
     }
 }
@@ -468,7 +470,7 @@ mod tests {
             let take = TakeName::new(kind, &w, 5);
             assert_ne!(take, TakeName::new(kind, &w, 5), "unique");
             assert_eq!(TakeName::parse(&take.to_string()), Some(take.clone()));
-            assert_eq!((take.kind, take.taken_at, &take.waiting), (kind, 5, &w));
+            assert_eq!((take.kind, take.time, &take.waiting), (kind, 5, &w));
         }
         assert_eq!(TakeName::parse(".take-1-3-17-ab"), None);
         assert_eq!(TakeName::parse(".held-1-3-17-ab-"), None);

@@ -78,15 +78,16 @@ pub struct Delivery {
     pub work_name: WorkName,
 }
 
-/// A message claimed and held under its `.held-` take name ([`TakeKind::Held`]): delivered
-/// before its lease is written into a `work/` name, which [`Queue::renew`] does once it is kept
-/// longer than a moment (a task that ends first is acked without that rename).
+/// A message claimed for a consumer that stays alive while it uses it (`ddmq work`): held under
+/// its `.held-` take name, a lease of the queue's `message_timeout`, until [`Queue::renew`]
+/// gives it its `work/` name (a task that ends first is acked without that rename); or leased
+/// at once when the message's own timeout is shorter than the queue's.
 #[derive(Clone, Debug)]
 pub struct HeldDelivery {
-    /// Its record, `filename` set to the take name.
+    /// Its record, `filename` set to its name in `work/`.
     pub message: Message,
-    pub held: TakeName,
-    /// The lease it gets once it is renewed: the message's own timeout, or the queue's.
+    pub in_flight: InFlight,
+    /// The lease each renewal gives it: the message's own timeout, or the queue's.
     pub timeout: u64,
 }
 
@@ -427,7 +428,7 @@ impl Queue {
     pub fn consume_one(&self) -> Result<Option<Delivery>> {
         let settings = self.settings()?;
         loop {
-            let Some((mut message, taken)) = self.take_next(TakeKind::Take)? else {
+            let Some((mut message, taken)) = self.take_next(TakeKind::Take, 0)? else {
                 return Ok(None);
             };
             let timeout = message.timeout_or(settings.message_timeout);
@@ -446,36 +447,64 @@ impl Queue {
         }
     }
 
-    /// Claims the next message, if any, with one rename: it stays under its `.held-` take name
-    /// until [`Queue::renew`] gives it a lease, which its consumer must do within a few seconds
-    /// of the take (after [`STALE_TAKE_SECS`](super::housekeeping) housekeeping requeues it,
-    /// counted). For a consumer that stays alive while it uses the message (`ddmq work`).
+    /// Claims the next message, if any, with one rename: see [`HeldDelivery`]. Its consumer
+    /// renews it as it would a lease.
     pub fn consume_held(&self, opts: &ConsumeOptions) -> Result<Option<HeldDelivery>> {
         if opts.clean {
             self.clean_best_effort();
         }
         let settings = self.settings()?;
-        let Some((mut message, held)) = self.take_next(TakeKind::Held)? else {
-            return Ok(None);
-        };
-        message.filename = held.to_string();
-        let timeout = message.timeout_or(settings.message_timeout);
-        Ok(Some(HeldDelivery {
-            message,
-            held,
-            timeout,
-        }))
+        // Other hosts' cleaners judge a held message by the time in its name: it must be on
+        // the filesystem's clock from the first take on (a `.take-` lives for microseconds).
+        if let Err(e) = self.refresh_clock() {
+            log::warn!("{e}; naming held messages by this host's clock");
+        }
+        loop {
+            let held_for = settings.message_timeout;
+            let Some((mut message, held)) = self.take_next(TakeKind::Held, held_for)? else {
+                return Ok(None);
+            };
+            let timeout = message.timeout_or(settings.message_timeout);
+            let in_flight = if timeout < held_for {
+                // Its own lease is shorter than the one in the held name: leased now, so that
+                // it is requeued as soon as its consumer is gone.
+                match self.lease_taken(&held, timeout) {
+                    Ok(Some(w)) => InFlight::Leased(w),
+                    Ok(None) => continue,
+                    Err(e) => {
+                        self.give_back_taken(&held);
+                        return Err(e);
+                    }
+                }
+            } else {
+                InFlight::Held(held)
+            };
+            message.filename = match &in_flight {
+                InFlight::Held(t) => t.to_string(),
+                InFlight::Leased(w) => w.to_string(),
+            };
+            return Ok(Some(HeldDelivery {
+                message,
+                in_flight,
+                timeout,
+            }));
+        }
     }
 
-    /// Takes the next candidate that this consumer wins and can read: the first rename.
-    fn take_next(&self, kind: TakeKind) -> Result<Option<(Message, TakeName)>> {
+    /// Takes the next candidate that this consumer wins and can read: the first rename. A held
+    /// take's name carries the end of a lease of `held_for` seconds.
+    fn take_next(&self, kind: TakeKind, held_for: u64) -> Result<Option<(Message, TakeName)>> {
         let mut fresh_listing = false;
         loop {
             let Some(candidate) = self.next_candidate(&mut fresh_listing)? else {
                 return Ok(None);
             };
             let from = self.dir.join(candidate.to_string());
-            let taken = TakeName::new(kind, &candidate, self.fs_now_secs());
+            let time = match kind {
+                TakeKind::Take => self.fs_now_secs(),
+                TakeKind::Held => self.fs_now_secs().saturating_add(held_for),
+            };
+            let taken = TakeName::new(kind, &candidate, time);
             // Under contention most candidates are gone already: a lookup is much cheaper than a
             // rename, which takes the filesystem-wide rename lock even when it fails.
             let contended = self.listing.lock_recovering().is_contended();

@@ -27,7 +27,8 @@ mod task;
 pub use report::Tally;
 
 use crate::engine::{
-    self, AckOutcome, ConsumeOptions, DirWatch, HeldDelivery, InFlight, IDLE_AFTER, Queue, RequeueOutcome,
+    self, AckOutcome, ConsumeOptions, DirWatch, HeldDelivery, IDLE_AFTER, InFlight, Queue,
+    RequeueOutcome,
 };
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, killpg};
@@ -576,9 +577,10 @@ impl Runner<'_> {
     /// not the message's: it is given back uncounted, as an error in a row.
     fn start(&mut self, delivery: HeldDelivery) -> bool {
         self.seq += 1;
-        let in_flight = InFlight::Held(delivery.held.clone());
+        let in_flight = delivery.in_flight.clone();
         let id = delivery.message.id.clone();
-        let e = match Task::start(self.seq, &self.template, delivery) {
+        let lease_secs = self.queue.in_flight_left_secs(&in_flight);
+        let e = match Task::start(self.seq, &self.template, delivery, lease_secs) {
             Ok(task) => {
                 self.tasks.push(task);
                 return true;

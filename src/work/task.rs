@@ -63,10 +63,10 @@ pub struct OutputPipe<R> {
     lines: LineBuffer,
 }
 
-/// How long a task's message stays under its take name before it gets its `work/` name and
-/// lease: most tasks of a busy farm end first and are acked without that rename (a network
-/// filesystem's server counts a LOOKUP and a RENAME less per message). Far below the minute
-/// after which housekeeping takes a held message for one whose consumer died.
+/// How long a task's message stays under its `.held-` take name before it gets its `work/`
+/// name and lease: most tasks of a busy farm end first and are acked without that rename (a
+/// network filesystem's server counts a LOOKUP and a RENAME less per message). Sooner when a
+/// quarter of the held name's lease (the queue's `message_timeout`) is shorter.
 pub const HOLD_FOR: Duration = Duration::from_secs(1);
 
 /// The lease on the message: written at [`HOLD_FOR`], then renewed well before it runs out.
@@ -85,13 +85,18 @@ impl Lease {
     /// the lease before the message expires; at least every 60 s. The expiry is written by the
     /// filesystem's clock (never this host's: a runner whose clock is behind would renew too
     /// late), so a period is what is left of a lease on that clock.
-    fn new(held: HeldDelivery) -> Lease {
-        let period = Self::period(held.timeout);
+    /// `lease_secs`: what is left now of the lease the message was taken with.
+    fn new(held: HeldDelivery, lease_secs: u64) -> Lease {
+        let period = Self::period(lease_secs);
+        let first = match held.in_flight {
+            InFlight::Held(_) => period.min(HOLD_FOR),
+            InFlight::Leased(_) => period,
+        };
         Lease {
-            in_flight: InFlight::Held(held.held),
+            in_flight: held.in_flight,
             timeout: held.timeout,
             period,
-            next_renewal: Instant::now() + period.min(HOLD_FOR),
+            next_renewal: Instant::now() + first,
             lost: false,
         }
     }
@@ -141,7 +146,12 @@ pub struct Task {
 impl Task {
     /// Starts the command for `delivery`. On error the message is still in flight: the caller
     /// decides what becomes of it.
-    pub fn start(seq: u64, template: &CommandTemplate, delivery: HeldDelivery) -> io::Result<Task> {
+    pub fn start(
+        seq: u64,
+        template: &CommandTemplate,
+        delivery: HeldDelivery,
+        lease_secs: u64,
+    ) -> io::Result<Task> {
         let message = delivery.message.clone();
         let body = message.body_text();
         let words = template.words_for(&body);
@@ -190,7 +200,7 @@ impl Task {
         let mut task = Task {
             seq,
             id: message.id,
-            lease: Lease::new(delivery),
+            lease: Lease::new(delivery, lease_secs),
             child,
             stdout,
             stderr,

@@ -97,8 +97,17 @@ impl Farm {
         message_names(&self.q())
     }
 
+    /// Everything in `work/`: leased messages, and messages under a take name (`.held-`,
+    /// `.take-`) or a claim name, which 0.9.10's pattern does not show.
     pub fn in_work(&self) -> Vec<String> {
-        message_names(&self.q().join("work"))
+        let Ok(entries) = fs::read_dir(self.q().join("work")) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
     }
 
     pub fn dead(&self) -> Vec<String> {
