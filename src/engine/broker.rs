@@ -217,11 +217,12 @@ impl Broker {
 
     /// A handle on an existing queue (cached: it keeps the queue's listing between calls).
     pub fn queue(&self, name: &str) -> Result<Arc<Queue>> {
-        let dir = self.queue_dir(name)?;
         let mut queues = self.queues.lock_recovering();
+        // A handle is kept only under a valid name: found, it needs no check and no path.
         if let Some(q) = queues.get(name) {
             return Ok(q.clone());
         }
+        let dir = self.queue_dir(name)?;
         if !Self::is_queue_dir(&dir) {
             // A network filesystem can answer "not found" for a moment for what is there: only
             // a directory that stays gone is no queue; one that is there is looked at again.

@@ -6,7 +6,7 @@ use super::names::temp_name;
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Message files larger than this are not read into memory; they are quarantined.
@@ -209,7 +209,10 @@ fn fill_atomically(
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(temp_name("w"));
+    let name = temp_name("w");
+    let mut tmp = PathBuf::with_capacity(dir.as_os_str().len() + 1 + name.len());
+    tmp.push(dir);
+    tmp.push(name);
     let result = (|| {
         let mut f = retry_missing_in(dir, || {
             std::fs::OpenOptions::new()

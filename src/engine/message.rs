@@ -127,14 +127,23 @@ pub struct Message {
 }
 
 impl Message {
-    /// Decodes a message file's bytes.
+    /// Decodes a message file's bytes. A record laid out as [`Message::to_json`] (and 0.9.10)
+    /// writes it is read directly; anything else goes through the lenient reader.
     pub fn from_json(bytes: &[u8]) -> Result<Message, serde_json::Error> {
-        serde_json::from_slice(bytes)
+        match fast::parse(bytes) {
+            Some(m) => Ok(m),
+            None => serde_json::from_slice(bytes),
+        }
     }
 
     /// Encodes as Python's `json.dumps` would.
     pub fn to_json(&self) -> String {
-        to_python_json(self)
+        // The fields' names and numbers, and the strings unescaped: one allocation, mostly.
+        let strings = self.queue.len() + self.id.len() + self.filename.len();
+        let body = self.message.as_str().map_or(0, str::len);
+        let mut out = Vec::with_capacity(256 + strings + body + body / 8);
+        fast::write(&mut out, self);
+        String::from_utf8(out).expect("the record is written as ASCII")
     }
 
     /// The effective timeout, given the queue's default.
@@ -259,9 +268,13 @@ pub(crate) fn escape_str_into(out: &mut Vec<u8>, text: &str) {
 /// surrogates is one): returns how many bytes of `input` it used, or None for text that
 /// `escape_str_into` does not write.
 pub(crate) fn unescape_into(out: &mut Vec<u8>, input: &[u8]) -> Option<usize> {
+    // Four hex digits exactly (from_str_radix alone would take a sign).
     let hex4 = |at: usize| -> Option<u32> {
-        let digits = std::str::from_utf8(input.get(at..at + 4)?).ok()?;
-        u32::from_str_radix(digits, 16).ok()
+        let digits = input.get(at..at + 4)?;
+        if !digits.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        u32::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
     };
     let mut i = 0;
     while i < input.len() {
@@ -329,6 +342,214 @@ pub fn to_python_json<T: Serialize + ?Sized>(value: &T) -> String {
     String::from_utf8(out).expect("the formatter writes ASCII")
 }
 
+/// The record as ddmq and 0.9.10 lay it out, written and read without serde's generic
+/// machinery (a publish and a consume each handle one; through serde they cost a Value per
+/// field and a buffer per flattened key). Writing gives exactly what serialising [`Message`]
+/// with [`PythonFormatter`] gives; reading takes only that layout, with nothing the lenient
+/// reader would decode otherwise (and returns None for everything else, which it reads).
+mod fast {
+    use super::{Message, PythonFormatter, Requeue, escape_str_into, unescape_into};
+    use serde::Serialize;
+    use serde_json::Value;
+
+    fn value(out: &mut Vec<u8>, v: &impl Serialize) {
+        let mut ser = serde_json::Serializer::with_formatter(&mut *out, PythonFormatter);
+        v.serialize(&mut ser)
+            .expect("serialising to memory cannot fail");
+    }
+
+    fn string(out: &mut Vec<u8>, s: &str) {
+        out.push(b'"');
+        escape_str_into(out, s);
+        out.push(b'"');
+    }
+
+    fn number(out: &mut Vec<u8>, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&digits[at..]);
+    }
+
+    fn optional(out: &mut Vec<u8>, n: Option<u64>) {
+        match n {
+            Some(n) => number(out, n),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+
+    /// Appends `m` as Python's `json.dumps` writes it.
+    pub(super) fn write(out: &mut Vec<u8>, m: &Message) {
+        out.extend_from_slice(b"{\"message\": ");
+        match &m.message {
+            Value::String(body) => string(out, body),
+            other => value(out, other),
+        }
+        out.extend_from_slice(b", \"queue\": ");
+        string(out, &m.queue);
+        out.extend_from_slice(b", \"timeout\": ");
+        optional(out, m.timeout);
+        out.extend_from_slice(b", \"id\": ");
+        string(out, &m.id);
+        out.extend_from_slice(b", \"priority\": ");
+        number(out, m.priority);
+        out.extend_from_slice(b", \"queue_number\": ");
+        number(out, m.queue_number);
+        out.extend_from_slice(b", \"filename\": ");
+        string(out, &m.filename);
+        out.extend_from_slice(b", \"requeue\": ");
+        match m.requeue {
+            Requeue::Drop => out.extend_from_slice(b"false"),
+            Requeue::QueuePriority => out.extend_from_slice(b"true"),
+            Requeue::Priority(p) => number(out, p),
+        }
+        out.extend_from_slice(b", \"requeue_counter\": ");
+        number(out, m.requeue_counter);
+        out.extend_from_slice(b", \"requeue_limit\": ");
+        optional(out, m.requeue_limit);
+        for (key, v) in &m.extra {
+            out.extend_from_slice(b", ");
+            string(out, key);
+            out.extend_from_slice(b": ");
+            value(out, v);
+        }
+        out.push(b'}');
+    }
+
+    /// A reader of the one layout [`write`] gives.
+    struct Cursor<'a> {
+        bytes: &'a [u8],
+        at: usize,
+    }
+
+    impl<'a> Cursor<'a> {
+        fn expect(&mut self, text: &[u8]) -> Option<()> {
+            let end = self.at + text.len();
+            (self.bytes.get(self.at..end)? == text).then(|| self.at = end)
+        }
+
+        /// A string's inside, up to its closing quote (passed over); escapes left as written.
+        fn raw_string(&mut self) -> Option<&'a [u8]> {
+            let start = self.at;
+            let mut i = start;
+            loop {
+                match *self.bytes.get(i)? {
+                    b'"' => break,
+                    b'\\' => i += 2,
+                    // Raw controls are not JSON: the lenient reader gives the error.
+                    0..0x20 => return None,
+                    _ => i += 1,
+                }
+            }
+            self.at = i + 1;
+            Some(&self.bytes[start..i])
+        }
+
+        fn string(&mut self) -> Option<String> {
+            self.expect(b"\"")?;
+            let raw = self.raw_string()?;
+            if !raw.contains(&b'\\') {
+                return String::from_utf8(raw.to_vec()).ok();
+            }
+            let mut text = Vec::with_capacity(raw.len());
+            if unescape_into(&mut text, raw)? != raw.len() {
+                return None;
+            }
+            String::from_utf8(text).ok()
+        }
+
+        /// An integer as JSON writes one (no sign, fraction, exponent or leading zero) that
+        /// fits in a u64.
+        fn number(&mut self) -> Option<u64> {
+            let digits = self.bytes[self.at..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            let text = &self.bytes[self.at..self.at + digits];
+            if digits == 0 || (digits > 1 && text[0] == b'0') {
+                return None;
+            }
+            if matches!(self.bytes.get(self.at + digits), Some(b'.' | b'e' | b'E')) {
+                return None;
+            }
+            let mut n: u64 = 0;
+            for d in text {
+                n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+            }
+            self.at += digits;
+            Some(n)
+        }
+
+        fn optional(&mut self) -> Option<Option<u64>> {
+            if self.expect(b"null").is_some() {
+                return Some(None);
+            }
+            self.number().map(Some)
+        }
+    }
+
+    /// The record in `bytes` if it is laid out as [`write`] lays out one with a string body
+    /// and no extra keys.
+    pub(super) fn parse(bytes: &[u8]) -> Option<Message> {
+        let mut c = Cursor { bytes, at: 0 };
+        c.expect(b"{\"message\": ")?;
+        let message = Value::String(c.string()?);
+        c.expect(b", \"queue\": ")?;
+        let queue = c.string()?;
+        c.expect(b", \"timeout\": ")?;
+        let timeout = c.optional()?;
+        c.expect(b", \"id\": ")?;
+        let id = c.string()?;
+        c.expect(b", \"priority\": ")?;
+        let priority = c.number()?;
+        c.expect(b", \"queue_number\": ")?;
+        let queue_number = c.number()?;
+        c.expect(b", \"filename\": ")?;
+        let filename = c.string()?;
+        c.expect(b", \"requeue\": ")?;
+        let requeue = if c.expect(b"false").is_some() {
+            Requeue::Drop
+        } else if c.expect(b"true").is_some() {
+            Requeue::QueuePriority
+        } else {
+            // The lenient reader goes through a float: only what a float holds exactly.
+            match c.number()? {
+                0 => Requeue::Drop,
+                p if p <= 1 << 53 => Requeue::Priority(p),
+                _ => return None,
+            }
+        };
+        c.expect(b", \"requeue_counter\": ")?;
+        let requeue_counter = c.number()?;
+        c.expect(b", \"requeue_limit\": ")?;
+        let requeue_limit = c.optional()?;
+        c.expect(b"}")?;
+        if c.at != bytes.len() {
+            return None;
+        }
+        Some(Message {
+            message,
+            queue,
+            timeout,
+            id,
+            priority,
+            queue_number,
+            filename,
+            requeue,
+            requeue_counter,
+            requeue_limit,
+            extra: Default::default(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,6 +594,145 @@ mod tests {
         assert_eq!(unescape_into(&mut back, br"ab\ud83d\ude0"), Some(2));
         assert_eq!(unescape_into(&mut back, br"\"), Some(0));
         assert_eq!(unescape_into(&mut back, br"\q"), None);
+    }
+
+    /// The direct writer and reader agree with serde's: the same bytes out, the same record
+    /// (or the same error) in, whatever the record holds.
+    mod direct_as_serde {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[ -~]{0,12}",
+                any::<String>(),
+                Just("a\u{7f}\"\\\n\u{0}\u{e9}\u{1f600}".to_string()),
+            ]
+        }
+
+        fn body() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                6 => text().prop_map(Value::String),
+                1 => Just(Value::Null),
+                1 => any::<i64>().prop_map(Value::from),
+                1 => proptest::collection::vec(text().prop_map(Value::String), 0..3)
+                    .prop_map(Value::Array),
+            ]
+        }
+
+        fn number() -> impl Strategy<Value = u64> {
+            prop_oneof![0..1000u64, any::<u64>()]
+        }
+
+        const FIELDS: [&str; 10] = [
+            "message",
+            "queue",
+            "timeout",
+            "id",
+            "priority",
+            "queue_number",
+            "filename",
+            "requeue",
+            "requeue_counter",
+            "requeue_limit",
+        ];
+
+        prop_compose! {
+            fn message()(
+                message in body(),
+                queue in text(),
+                timeout in proptest::option::of(number()),
+                id in text(),
+                priority in number(),
+                queue_number in number(),
+                filename in text(),
+                requeue in prop_oneof![
+                    Just(Requeue::Drop),
+                    Just(Requeue::QueuePriority),
+                    (1..1u64 << 53).prop_map(Requeue::Priority),
+                ],
+                requeue_counter in number(),
+                requeue_limit in proptest::option::of(number()),
+                extra in proptest::collection::btree_map("[a-z_]{1,6}", body(), 0..2),
+            ) -> Message {
+                let extra = extra
+                    .into_iter()
+                    .filter(|(k, _)| !FIELDS.contains(&k.as_str()))
+                    .collect();
+                Message {
+                    message,
+                    queue,
+                    timeout,
+                    id,
+                    priority,
+                    queue_number,
+                    filename,
+                    requeue,
+                    requeue_counter,
+                    requeue_limit,
+                    extra,
+                }
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn written_as_serde_writes_and_read_back_as_serde_reads(m in message()) {
+                let json = m.to_json();
+                prop_assert_eq!(&json, &to_python_json(&m));
+                let direct = Message::from_json(json.as_bytes()).unwrap();
+                let lenient: Message = serde_json::from_slice(json.as_bytes()).unwrap();
+                prop_assert_eq!(&direct, &lenient);
+            }
+
+            /// A record changed by a byte reads as serde reads it, or fails as it does.
+            #[test]
+            fn a_changed_record_reads_as_serde_reads_it(
+                m in message(),
+                at in any::<prop::sample::Index>(),
+                byte in prop_oneof![
+                    Just(b'\\'), Just(b'"'), Just(b'0'), Just(b'9'), Just(b'.'), Just(b'-'),
+                    Just(b' '), Just(b'u'), Just(b'+'), Just(0u8), Just(0x7f), Just(0xc3),
+                    any::<u8>(),
+                ],
+                insert in any::<bool>(),
+            ) {
+                let mut bytes = m.to_json().into_bytes();
+                let i = at.index(bytes.len());
+                if insert {
+                    bytes.insert(i, byte)
+                } else {
+                    bytes[i] = byte
+                }
+                let direct = Message::from_json(&bytes).ok();
+                let lenient = serde_json::from_slice::<Message>(&bytes).ok();
+                prop_assert_eq!(direct, lenient);
+            }
+        }
+
+        #[test]
+        fn numbers_and_escapes_at_their_edges() {
+            let base = r#"{"message": "M", "queue": "q", "timeout": T, "id": "ab", "priority": 1, "queue_number": 2, "filename": "f", "requeue": R, "requeue_counter": 0, "requeue_limit": null}"#;
+            let record =
+                |m: &str, t: &str, r: &str| base.replace('M', m).replace('T', t).replace('R', r);
+            for (m, t, r) in [
+                ("x", "null", "false"),
+                (r#"\u00e9\ud83d\ude00\"\\\/\n"#, "0", "true"),
+                (r"\u00E9", "18446744073709551615", "9007199254740993"),
+                (r"\u+0e9", "18446744073709551616", "7"),
+                (r"\ud83d", "01", "0"),
+                ("\u{e9}\u{7f}", "1.0", "1e3"),
+                ("a\tb", "-1", "null"),
+            ] {
+                let json = record(m, t, r);
+                let direct = Message::from_json(json.as_bytes()).ok();
+                let lenient = serde_json::from_slice::<Message>(json.as_bytes()).ok();
+                assert_eq!(direct, lenient, "{json}");
+            }
+            let own = record(r"a\u00e9", "5", "3");
+            assert!(fast::parse(own.as_bytes()).is_some(), "read directly");
+            assert!(fast::parse(format!("{own}\n").as_bytes()).is_none());
+        }
     }
 
     #[test]

@@ -30,7 +30,7 @@
 use crate::locking::LockRecovering;
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -42,27 +42,99 @@ use super::{Access, FsErrorKind, QueueFs, Result, SetAttr, err};
 /// How long a directory's or file's owner and mode are reused (a chmod of ROOT shows within this).
 const STAT_TTL: Duration = Duration::from_secs(1);
 
-/// Owners and modes read lately, by path: `ls -l` of a deep queue asks for the same queue
-/// directory once per entry. Only successful reads are kept (a caller refused a stat must not
-/// make the node look closed to the next caller).
+/// What of ROOT an owner and mode are read from: the root itself, or a queue's directory, its
+/// `work/` or its settings file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backing {
+    Root,
+    QueueDir,
+    WorkDir,
+    Config,
+}
+
+impl Backing {
+    /// Where a queue's reads of this are kept (the root's are kept apart).
+    fn slot(self) -> usize {
+        match self {
+            Backing::Root | Backing::QueueDir => 0,
+            Backing::WorkDir => 1,
+            Backing::Config => 2,
+        }
+    }
+}
+
+/// The owner, group and mode bits of a file or directory of ROOT, as read.
+#[derive(Clone, Copy, Debug)]
+struct Stat {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+}
+
+/// A read of one backing file, and when it was made.
+type Read = Option<(Stat, Instant)>;
+
+/// Owners and modes read lately: `ls -l` of a deep queue asks for the same queue directory once
+/// per entry, and every LOOKUP, GETATTR and permission check of a queue's files needs its
+/// directory's. Kept by queue name (no path is made or hashed unless a read is due). Only
+/// successful reads are kept (a caller refused a stat must not make the node look closed to
+/// the next caller).
 #[derive(Default)]
-pub struct StatCache(Mutex<HashMap<PathBuf, (std::fs::Metadata, Instant)>>);
+pub struct StatCache(Mutex<StatReads>);
+
+#[derive(Default)]
+struct StatReads {
+    root: Read,
+    /// A queue's directory, its work/ and its settings file, by queue name.
+    queues: HashMap<String, [Read; 3]>,
+}
 
 impl StatCache {
-    fn stat(&self, path: &Path) -> Option<std::fs::Metadata> {
-        let now = Instant::now();
-        if let Some((meta, read)) = self.0.lock_recovering().get(path)
-            && now.duration_since(*read) < STAT_TTL
+    /// The owner and mode of `what` (of queue `queue`, unless it is the root), read within
+    /// [`STAT_TTL`] of `now` or read now.
+    fn stat(&self, root: &Path, queue: &str, what: Backing, now: Instant) -> Option<Stat> {
+        let fresh = |read: &Read| read.filter(|(_, at)| now.duration_since(*at) < STAT_TTL);
         {
-            return Some(meta.clone());
+            let reads = self.0.lock_recovering();
+            let read = match what {
+                Backing::Root => fresh(&reads.root),
+                part => reads.queues.get(queue).and_then(|q| fresh(&q[part.slot()])),
+            };
+            if let Some((stat, _)) = read {
+                return Some(stat);
+            }
         }
+        let path = match what {
+            Backing::Root => root.to_path_buf(),
+            Backing::QueueDir => root.join(queue),
+            Backing::WorkDir => root.join(queue).join("work"),
+            Backing::Config => root.join(queue).join(crate::engine::config::CONFIG_FILE),
+        };
         let meta = std::fs::metadata(path).ok()?;
-        let mut cache = self.0.lock_recovering();
-        if cache.len() >= 4096 {
-            cache.retain(|_, (_, read)| now.duration_since(*read) < STAT_TTL);
+        let stat = Stat {
+            uid: meta.uid(),
+            gid: meta.gid(),
+            mode: meta.mode(),
+        };
+        let mut reads = self.0.lock_recovering();
+        if what == Backing::Root {
+            reads.root = Some((stat, now));
+            return Some(stat);
         }
-        cache.insert(path.to_path_buf(), (meta.clone(), now));
-        Some(meta)
+        if reads.queues.len() >= 4096 {
+            reads
+                .queues
+                .retain(|_, q| q.iter().any(|read| fresh(read).is_some()));
+        }
+        match reads.queues.get_mut(queue) {
+            Some(q) => q[what.slot()] = Some((stat, now)),
+            None => {
+                let mut q = [None; 3];
+                q[what.slot()] = Some((stat, now));
+                reads.queues.insert(queue.to_string(), q);
+            }
+        }
+        Some(stat)
     }
 }
 
@@ -75,11 +147,11 @@ pub struct Ownership {
 }
 
 impl Ownership {
-    fn of(meta: &std::fs::Metadata, mask: u32) -> Ownership {
+    fn of(stat: Stat, mask: u32) -> Ownership {
         Ownership {
-            uid: meta.uid(),
-            gid: meta.gid(),
-            perm: meta.mode() & mask,
+            uid: stat.uid,
+            gid: stat.gid,
+            perm: stat.mode & mask,
         }
     }
 
@@ -233,12 +305,13 @@ impl QueueFs {
 
 /// The ownership `node` takes from ROOT (at `root`), or None when what it stands for is gone.
 pub fn derive(cache: &StatCache, root: &Path, node: &Node) -> Option<Ownership> {
-    let stat = |p: &Path| cache.stat(p);
-    let dir = |p: &Path| stat(p).map(|m| Ownership::of(&m, DIR_BITS));
-    let queue_dir = |q: &str| dir(&root.join(q));
-    let work_dir = |q: &str| dir(&root.join(q).join("work"));
+    // One clock read for every stat a node needs.
+    let now = Instant::now();
+    let stat = |q: &str, what: Backing| cache.stat(root, q, what, now);
+    let queue_dir = |q: &str| stat(q, Backing::QueueDir).map(|s| Ownership::of(s, DIR_BITS));
+    let work_dir = |q: &str| stat(q, Backing::WorkDir).map(|s| Ownership::of(s, DIR_BITS));
     Some(match node {
-        Node::Root => dir(root)?,
+        Node::Root => Ownership::of(stat("", Backing::Root)?, DIR_BITS),
         Node::Queue(q) => queue_dir(q)?,
         Node::Dir(q, DirKind::Work) => work_dir(q).or_else(|| queue_dir(q))?,
         Node::Dir(q, DirKind::Messages) => {
@@ -257,31 +330,29 @@ pub fn derive(cache: &StatCache, root: &Path, node: &Node) -> Option<Ownership> 
                 }
                 FileKind::Ack | FileKind::Nack => d.grant(W | X, work_dir(q), W),
                 FileKind::Status => d.grant(R | X, None, R),
-                FileKind::Config => {
-                    match stat(&root.join(q).join(crate::engine::config::CONFIG_FILE)) {
-                        Some(file) => {
-                            let file = Ownership::of(&file, 0o666);
-                            let writers = d.grant(W | X, None, W);
-                            let writable = if (file.uid, file.gid) == (d.uid, d.gid) {
-                                writers.perm
-                            } else {
-                                0o222
-                            };
-                            Ownership {
-                                perm: file.perm & (0o444 | writable),
-                                ..file
-                            }
-                        }
-                        None => {
-                            let readers = d.grant(R | X, None, R);
-                            let writers = d.grant(W | X, None, W);
-                            Ownership {
-                                perm: readers.perm | writers.perm,
-                                ..d
-                            }
+                FileKind::Config => match stat(q, Backing::Config) {
+                    Some(file) => {
+                        let file = Ownership::of(file, 0o666);
+                        let writers = d.grant(W | X, None, W);
+                        let writable = if (file.uid, file.gid) == (d.uid, d.gid) {
+                            writers.perm
+                        } else {
+                            0o222
+                        };
+                        Ownership {
+                            perm: file.perm & (0o444 | writable),
+                            ..file
                         }
                     }
-                }
+                    None => {
+                        let readers = d.grant(R | X, None, R);
+                        let writers = d.grant(W | X, None, W);
+                        Ownership {
+                            perm: readers.perm | writers.perm,
+                            ..d
+                        }
+                    }
+                },
             }
         }
         Node::Entry(q, DirKind::Messages, _) => queue_dir(q)?.grant(R | X, None, R),

@@ -12,6 +12,11 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+/// A queue name or message id in a node: shared, so that handing a node around (several times
+/// per request) copies no string. Hashes as the `str` it holds.
+pub type Name = Arc<str>;
 
 /// The root directory's inode number (fixed by FUSE).
 pub const ROOT_INO: u64 = 1;
@@ -21,13 +26,13 @@ pub const ROOT_INO: u64 = 1;
 pub enum Node {
     Root,
     /// `<queue>/`
-    Queue(String),
+    Queue(Name),
     /// One of the fixed files of a queue.
-    File(String, FileKind),
+    File(Name, FileKind),
     /// `<queue>/work/` or `<queue>/messages/`
-    Dir(String, DirKind),
+    Dir(Name, DirKind),
     /// `<queue>/work/<id>` or `<queue>/messages/<id>`
-    Entry(String, DirKind, String),
+    Entry(Name, DirKind, Name),
 }
 
 /// The fixed files of a queue directory.
@@ -102,7 +107,7 @@ impl Node {
     pub fn path(&self) -> String {
         match self {
             Node::Root => "/".to_string(),
-            Node::Queue(q) => q.clone(),
+            Node::Queue(q) => q.to_string(),
             Node::File(q, k) => format!("{q}/{}", k.name()),
             Node::Dir(q, d) => format!("{q}/{}", d.name()),
             Node::Entry(q, d, id) => format!("{q}/{}/{id}", d.name()),

@@ -300,13 +300,11 @@ impl QueueFs {
     /// The child `name` of `parent`, by the tree's shape alone (whether it exists is asked later).
     fn child(parent: &Node, name: &str) -> Option<Node> {
         match parent {
-            Node::Root => engine::is_valid_queue_name(name).then(|| Node::Queue(name.to_string())),
+            Node::Root => engine::is_valid_queue_name(name).then(|| Node::Queue(name.into())),
             Node::Queue(q) => FileKind::from_name(name)
                 .map(|k| Node::File(q.clone(), k))
                 .or_else(|| DirKind::from_name(name).map(|d| Node::Dir(q.clone(), d))),
-            Node::Dir(q, d) => {
-                is_valid_id(name).then(|| Node::Entry(q.clone(), *d, name.to_string()))
-            }
+            Node::Dir(q, d) => is_valid_id(name).then(|| Node::Entry(q.clone(), *d, name.into())),
             Node::File(..) | Node::Entry(..) => None,
         }
     }
@@ -574,10 +572,10 @@ impl QueueFs {
 
     fn list(&self, node: &Node) -> Result<Vec<(Node, String)>> {
         const OP: &str = "readdir";
-        let ids = |names: Vec<String>, d: DirKind, q: &str| {
+        let ids = |names: Vec<String>, d: DirKind, q: &inodes::Name| {
             names
                 .into_iter()
-                .map(|id| (Node::Entry(q.to_string(), d, id.clone()), id))
+                .map(|id| (Node::Entry(q.clone(), d, id.as_str().into()), id))
                 .collect()
         };
         match node {
@@ -585,7 +583,7 @@ impl QueueFs {
                 let queues = self.broker.list_queues().map_err(|e| err(OP, node, e))?;
                 Ok(queues
                     .into_iter()
-                    .map(|q| (Node::Queue(q.clone()), q))
+                    .map(|q| (Node::Queue(q.as_str().into()), q))
                     .collect())
             }
             Node::Queue(q) => {
@@ -743,7 +741,7 @@ impl QueueFs {
     pub fn mkdir(&self, parent: u64, name: &str) -> Result<Attr> {
         const OP: &str = "mkdir";
         let parent = self.node(OP, parent)?;
-        let node = Node::Queue(name.to_string());
+        let node = Node::Queue(name.into());
         if parent != Node::Root {
             return Err(FsError::new(
                 OP,
@@ -775,7 +773,7 @@ impl QueueFs {
                 if !self.exists(OP, &node)? {
                     return Err(err(OP, &node, FsErrorKind::NotFound));
                 }
-                self.queues_seen.lock_recovering().remove(q);
+                self.queues_seen.lock_recovering().remove(&**q);
                 self.broker
                     .delete_queue(q, true)
                     .map_err(|e| err(OP, &node, e))
@@ -806,7 +804,7 @@ impl QueueFs {
                 // Acked by its current name: one unlink, no search of work/.
                 let name = self
                     .find_in_flight(OP, &node, id)?
-                    .map_or_else(|| id.clone(), |w| w.to_string());
+                    .map_or_else(|| id.to_string(), |w| w.to_string());
                 let queue = self.queue(OP, &node)?;
                 // Files of this mount holding it must not take this for a lost lease.
                 let settling = self.leases.settling(node.queue().unwrap_or_default(), id);

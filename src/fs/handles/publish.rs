@@ -5,7 +5,7 @@ use super::{Ctx, OpenHandle};
 use crate::engine::{self, PublishOptions, Queue};
 use crate::fs::body::Body;
 use crate::fs::{FsError, FsErrorKind, Result};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Why the pending body of an `in` will not be published.
@@ -58,8 +58,6 @@ pub(in crate::fs) struct PublishHandle {
     /// File offset where the pending message starts (non-append writes are placed relative
     /// to it, so seeks and holes give what a file would hold).
     start: u64,
-    /// The queue's directory, where a large body is kept while it is written.
-    dir: PathBuf,
     body: Body,
     /// Something was written (or truncated into existence) since the last publish.
     pending: bool,
@@ -81,7 +79,6 @@ impl PublishHandle {
             .map_err(|e| ctx.fail("open", e))?
             .max_message_bytes;
         Ok(PublishHandle {
-            dir: queue.dir().to_path_buf(),
             queue,
             limit,
             opener,
@@ -100,7 +97,7 @@ impl PublishHandle {
         self.refusal_reported = true;
         // Its bytes are never needed: free them now (the file position still counts them).
         self.start += std::mem::take(&mut self.body).len();
-        ctx.fail("write", r.kind(&self.dir))
+        ctx.fail("write", r.kind(self.queue.dir()))
     }
 
     /// Ends the pending message without publishing it; the next write starts a new one.
@@ -133,7 +130,7 @@ impl PublishHandle {
 impl OpenHandle for PublishHandle {
     fn write(&mut self, ctx: &Ctx, offset: u64, data: &[u8]) -> Result<u32> {
         if let Some(r) = self.refused {
-            return Err(ctx.fail("write", r.kind(&self.dir)));
+            return Err(ctx.fail("write", r.kind(self.queue.dir())));
         }
         let at = if self.append {
             self.body.len()
@@ -193,7 +190,7 @@ impl OpenHandle for PublishHandle {
             return if reported {
                 Ok(())
             } else {
-                Err(ctx.fail(OP, r.kind(&self.dir)))
+                Err(ctx.fail(OP, r.kind(self.queue.dir())))
             };
         }
         if !self.pending {
