@@ -516,7 +516,12 @@ fn runners_sigkilled_at_random_lose_no_task() {
     let ran: BTreeSet<String> = lines(&done).into_iter().collect();
     let want: BTreeSet<String> = bodies.into_iter().collect();
     assert_eq!(ran, want, "every task ran at least once");
-    assert!(farm.waiting().is_empty() && farm.in_work().is_empty());
+    assert_eq!(
+        (farm.waiting(), farm.in_work()),
+        (vec![], vec![]),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

@@ -4,6 +4,8 @@
 //! the protocol's atomic calls.
 
 use super::Result;
+use super::files::for_each_entry;
+use super::names::{TakeKind, TakeName, WorkName};
 use super::queue::{CleanReport, Queue};
 
 impl Queue {
@@ -12,7 +14,19 @@ impl Queue {
     pub fn has_expired_leases(&self) -> Result<bool> {
         self.refresh_clock()?;
         let now = self.fs_now_secs();
-        Ok(self.in_flight()?.iter().any(|w| w.expiry < now))
+        let mut expired = false;
+        // Leases under `work/` names, and held ones (`.held-` names carry their end too).
+        for_each_entry(&self.work, |name| {
+            expired |= match WorkName::parse_bytes(name) {
+                Some(w) => w.expiry < now,
+                None => std::str::from_utf8(name)
+                    .ok()
+                    .and_then(TakeName::parse)
+                    .is_some_and(|t| t.kind == TakeKind::Held && t.time < now),
+            };
+        })
+        .map_err(|e| self.missing_queue_or("list", &self.work, e))?;
+        Ok(expired)
     }
 
     /// Requeues (or drops, or dead-letters) every in-flight message whose lease ran out, now,
