@@ -633,14 +633,7 @@ impl Queue {
         taken: &TakeName,
         force_requeue: bool,
     ) -> Result<RequeueOutcome> {
-        let from = self.work.join(taken.to_string());
-        let claim = self.work.join(claim_name(self.fs_now_secs()));
-        match retry_stale(|| std::fs::rename(&from, &claim)) {
-            Ok(()) => {}
-            Err(e) if is_not_found(&e) => return Ok(RequeueOutcome::NotFound),
-            Err(e) => return Err(io_err("claim", &from, e)),
-        }
-        self.finish_claim(&claim, force_requeue, &taken.waiting.to_string())
+        self.claim_and_requeue(&taken.to_string(), &taken.waiting, force_requeue)
     }
 
     // ------------------------------------------------ a long-running consumer's in-flight messages
@@ -823,14 +816,24 @@ impl Queue {
         w: &WorkName,
         force_requeue: bool,
     ) -> Result<RequeueOutcome> {
-        let from = self.work.join(w.to_string());
+        self.claim_and_requeue(&w.to_string(), &w.waiting, force_requeue)
+    }
+
+    /// The claim rename of `work/<name>`, the message `waiting`, then [`Queue::finish_claim`].
+    fn claim_and_requeue(
+        &self,
+        name: &str,
+        waiting: &WaitingName,
+        force_requeue: bool,
+    ) -> Result<RequeueOutcome> {
+        let from = self.work.join(name);
         let claim = self.work.join(claim_name(self.fs_now_secs()));
         match retry_stale(|| std::fs::rename(&from, &claim)) {
             Ok(()) => {}
             Err(e) if is_not_found(&e) => return Ok(RequeueOutcome::NotFound),
             Err(e) => return Err(io_err("claim", &from, e)),
         }
-        self.finish_claim(&claim, force_requeue, &w.waiting.to_string())
+        self.finish_claim(&claim, force_requeue, &waiting.to_string())
     }
 
     /// Requeues, drops or dead-letters the message held under the claim name `claim`, which this
