@@ -1349,3 +1349,41 @@ fn the_binary_as_mount_fuse_ddmq_mounts_as_mount8_runs_it() {
     assert!(out.status.success(), "{out:?}");
     assert!(!is_mounted(&mnt));
 }
+
+/// An open `next` takes its message with one rename: in ROOT's `work/` it is under a `.held-`
+/// name, and a reader done within a second acks it from there; one open longer gets its
+/// `work/` name from the daemon's first renewal.
+#[test]
+fn a_quick_next_is_acked_from_its_held_name_and_a_slow_one_gets_its_work_name() {
+    let m = Mounted::new("");
+    m.sh_ok("echo quick > \"$MNT/q/in\"; echo slow > \"$MNT/q/in\"");
+    let out = m.python(
+        r#"
+import json, os, time
+MNT, ROOT = os.environ["MNT"], os.environ["ROOT"]
+def work():
+    names = os.listdir(ROOT + "/q/work")
+    return (sum(n.startswith(".held-") for n in names),
+            sum(".ddmq" in n and not n.startswith(".") for n in names))
+seen = []
+with open(MNT + "/q/next") as f:
+    seen.append(work())
+    seen.append(f.read())
+seen.append(work())
+with open(MNT + "/q/next") as f:
+    deadline = time.time() + 20
+    while work() != (0, 1) and time.time() < deadline:
+        time.sleep(0.1)
+    seen.append(work())
+    seen.append(f.read())
+seen.append(work())
+print(json.dumps(seen))
+"#,
+    );
+    let seen: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        seen,
+        serde_json::json!([[1, 0], "quick\n", [0, 0], [0, 1], "slow\n", [0, 0]])
+    );
+    m.expect_counts("q", (0, 0), "both acked at close");
+}

@@ -158,9 +158,11 @@ impl Team {
             .collect()
     }
 
+    /// Waiting and in flight, as `status` counts them: a message of an open `next` is in flight
+    /// under its held name before it has a `work/` name.
     fn counts(&self) -> (usize, usize) {
-        let q = self.queue();
-        (q.waiting().unwrap().len(), q.in_flight().unwrap().len())
+        let s = self.queue().status(false).unwrap();
+        (s.waiting, s.in_flight)
     }
 
     fn uid(&self, user: &str) -> u32 {

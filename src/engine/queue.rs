@@ -687,10 +687,33 @@ impl Queue {
         poll: Duration,
         give_up: &dyn Fn() -> bool,
     ) -> Result<Option<Delivery>> {
+        self.wait_for(limit, poll, give_up, || self.consume_one())
+    }
+
+    /// [`Queue::consume_wait`] with the one-rename claim of [`Queue::consume_held`] (no
+    /// housekeeping): for a consumer that renews what it holds.
+    pub fn consume_wait_held(
+        &self,
+        limit: Duration,
+        poll: Duration,
+        give_up: &dyn Fn() -> bool,
+    ) -> Result<Option<HeldDelivery>> {
+        let opts = ConsumeOptions { clean: false };
+        self.wait_for(limit, poll, give_up, || self.consume_held(&opts))
+    }
+
+    /// Calls `take` until it finds a message, watching the directory between looks.
+    fn wait_for<T>(
+        &self,
+        limit: Duration,
+        poll: Duration,
+        give_up: &dyn Fn() -> bool,
+        take: impl Fn() -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
         let deadline = Instant::now() + limit;
         let mut watch = DirWatch::default();
         loop {
-            if let Some(d) = self.consume_one()? {
+            if let Some(d) = take()? {
                 return Ok(Some(d));
             }
             watch.looked(self);
@@ -727,6 +750,25 @@ impl Queue {
             return self.find_in_flight(|c| c.waiting.id == *name_or_id);
         }
         Err(Error::InvalidMessageName(name_or_id.to_string()))
+    }
+
+    /// Where a message one consumer has in flight is now: a held one where it was (only its
+    /// consumer renames it), a leased one by [`Queue::resolve_in_flight`] (another client may
+    /// have extended its lease). None if it is gone.
+    pub fn locate_in_flight(&self, m: &InFlight) -> Result<Option<InFlight>> {
+        match m {
+            InFlight::Held(taken) => {
+                let path = self.work.join(taken.to_string());
+                match path.symlink_metadata() {
+                    Ok(_) => Ok(Some(m.clone())),
+                    Err(e) if is_not_found(&e) => Ok(None),
+                    Err(e) => Err(io_err("stat", &path, e)),
+                }
+            }
+            InFlight::Leased(w) => Ok(self
+                .resolve_in_flight(&w.to_string())?
+                .map(InFlight::Leased)),
+        }
     }
 
     fn find_in_flight(&self, wanted: impl Fn(&WorkName) -> bool) -> Result<Option<WorkName>> {

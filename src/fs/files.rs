@@ -9,7 +9,7 @@ use super::lease::Lease;
 use super::{
     Access, DirKind, FileKind, FsError, FsErrorKind, Node, OpenFile, QueueFs, Result, err,
 };
-use crate::engine::{Delivery, Queue, now_secs};
+use crate::engine::{ConsumeOptions, HeldDelivery, Queue, now_secs};
 use crate::locking::LockRecovering;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -175,13 +175,15 @@ impl QueueFs {
             Node::File(_, kind @ (FileKind::Next | FileKind::Wait | FileKind::Claim)) => {
                 read_only_file("read-only: opening it takes a message")?;
                 self.writable(OP, &node)?;
-                let (queue, delivery) = self.deliver(&node, *kind, pid)?;
-                Box::new(DeliverHandle::new(
-                    &path,
-                    &queue,
-                    delivery,
-                    *kind == FileKind::Claim,
-                ))
+                let queue = self.queue(OP, &node)?;
+                if *kind == FileKind::Claim {
+                    let delivery = queue.consume_one().map_err(|e| err(OP, &node, e))?;
+                    let delivery = delivery.ok_or_else(|| err(OP, &node, FsErrorKind::Empty))?;
+                    Box::new(DeliverHandle::claimed(&path, &queue, delivery))
+                } else {
+                    let held = self.take_held(&queue, &node, *kind, pid)?;
+                    Box::new(DeliverHandle::held(&path, &queue, held))
+                }
             }
             Node::File(_, FileKind::Status) => {
                 read_only_file("read-only")?;
@@ -286,30 +288,38 @@ impl QueueFs {
         self.last_errors.lock_recovering().get(queue).cloned()
     }
 
-    /// Claims a message for an open of next, wait or claim.
-    fn deliver(&self, node: &Node, kind: FileKind, pid: u32) -> Result<(Arc<Queue>, Delivery)> {
+    /// Takes a message for an open of next or wait, with one rename: the reader acks it at
+    /// close, most often before its first renewal gives it a `work/` name (see [`Lease`]).
+    /// No housekeeping (the daemon's own loop runs it).
+    fn take_held(
+        &self,
+        queue: &Queue,
+        node: &Node,
+        kind: FileKind,
+        pid: u32,
+    ) -> Result<HeldDelivery> {
         const OP: &str = "open";
-        let queue = self.queue(OP, node)?;
-        let delivery: Option<Delivery> = if kind == FileKind::Wait {
+        let held = if kind == FileKind::Wait {
             let give_up = || self.shutting_down.load(Ordering::Relaxed) || (self.interrupted)(pid);
             let got = queue
-                .consume_wait(self.opts.wait_limit, self.opts.wait_poll, &give_up)
+                .consume_wait_held(self.opts.wait_limit, self.opts.wait_poll, &give_up)
                 .map_err(|e| err(OP, node, e))?;
             if (self.interrupted)(pid) {
                 // The reader is dying: it must not take the message with it.
-                if let Some(d) = &got {
+                if let Some(h) = &got {
                     queue
-                        .give_back(&d.work_name)
+                        .give_back_in_flight(&h.in_flight)
                         .map_err(|e| err(OP, node, e))?;
                 }
                 return Err(err(OP, node, FsErrorKind::Interrupted));
             }
             got
         } else {
-            queue.consume_one().map_err(|e| err(OP, node, e))?
+            queue
+                .consume_held(&ConsumeOptions { clean: false })
+                .map_err(|e| err(OP, node, e))?
         };
-        let d = delivery.ok_or_else(|| err(OP, node, FsErrorKind::Empty))?;
-        Ok((queue, d))
+        held.ok_or_else(|| err(OP, node, FsErrorKind::Empty))
     }
 
     /// Runs `f` on the open file `fh`, with the context its handle acts in.

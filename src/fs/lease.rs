@@ -9,9 +9,14 @@
 //! [`super::FsErrorKind::LeaseLost`]), and `status` says so: never a silent success. What this
 //! mount itself settles (an ack or nack written to `ack`/`nack`, an `rm work/<id>`) is marked
 //! settled first, so that it is not taken for a loss.
+//!
+//! `next` and `wait` take their message with one rename ([`Queue::consume_held`]): it stays
+//! under its `.held-` name, not in `work/`, until the first renewal gives it its `work/` name
+//! after [`HOLD_FOR`] (as `ddmq work` does), so a reader done within a second costs one rename
+//! and the unlink of its ack.
 
 use crate::engine::names::MessageId;
-use crate::engine::{self, Queue, WorkName, now_secs};
+use crate::engine::{self, HeldDelivery, InFlight, Queue, WorkName, now_secs};
 use crate::locking::LockRecovering;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,6 +25,11 @@ use std::time::{Duration, Instant};
 /// Shortest and longest pause between two renewals of one lease.
 const MIN_PERIOD: Duration = Duration::from_millis(200);
 const MAX_PERIOD: Duration = Duration::from_secs(60);
+
+/// How long a message of an open `next` or `wait` stays under its held name before its first
+/// renewal writes its `work/` name: most readers close first (sooner when a quarter of the
+/// held name's lease is shorter).
+pub(super) const HOLD_FOR: Duration = Duration::from_secs(1);
 
 /// The lease of one open file on its message.
 pub(super) struct Lease {
@@ -31,8 +41,12 @@ pub(super) struct Lease {
 }
 
 struct LeaseState {
-    /// The message's current name in `work/` (each renewal renames it).
-    work: WorkName,
+    /// Where the message is now: under its held name, or its name in `work/` (each renewal
+    /// renames it).
+    in_flight: InFlight,
+    /// The lease the first renewal of a held message writes (its [`HeldDelivery::timeout`]);
+    /// a leased message's renewals read its own timeout.
+    held_timeout: u64,
     next_renewal: Instant,
     /// Settled through this mount (acked, nacked, removed): nothing to renew or report.
     settled: bool,
@@ -44,6 +58,14 @@ struct LeaseState {
 fn renewal_after(expiry: u64) -> Instant {
     let left = Duration::from_secs(expiry.saturating_sub(now_secs()));
     Instant::now() + (left / 4).clamp(MIN_PERIOD, MAX_PERIOD)
+}
+
+/// When to renew `m` first: a held message after [`HOLD_FOR`] at most.
+fn first_renewal(m: &InFlight) -> Instant {
+    match m {
+        InFlight::Held(t) => renewal_after(t.time).min(Instant::now() + HOLD_FOR),
+        InFlight::Leased(w) => renewal_after(w.expiry),
+    }
 }
 
 /// What a renewal found.
@@ -58,14 +80,25 @@ pub(super) enum Renewal {
 }
 
 impl Lease {
+    /// The lease on a message leased under its `work/` name.
     pub fn new(path: &str, queue: &str, work: WorkName) -> Arc<Lease> {
+        Self::in_flight(path, queue, InFlight::Leased(work), 0)
+    }
+
+    /// The lease on a message taken by [`Queue::consume_held`].
+    pub fn held(path: &str, queue: &str, held: HeldDelivery) -> Arc<Lease> {
+        Self::in_flight(path, queue, held.in_flight, held.timeout)
+    }
+
+    fn in_flight(path: &str, queue: &str, in_flight: InFlight, held_timeout: u64) -> Arc<Lease> {
         Arc::new(Lease {
             path: path.to_string(),
             queue: queue.to_string(),
-            id: work.waiting.id.clone(),
+            id: in_flight.waiting().id.clone(),
             state: Mutex::new(LeaseState {
-                next_renewal: renewal_after(work.expiry),
-                work,
+                next_renewal: first_renewal(&in_flight),
+                in_flight,
+                held_timeout,
                 settled: false,
                 lost: false,
             }),
@@ -81,16 +114,17 @@ impl Lease {
         !s.settled && !s.lost && now >= s.next_renewal
     }
 
-    /// Extends the lease by the message's timeout from now, if it is due.
+    /// Extends the lease by the message's timeout from now, if it is due: a held message gets
+    /// its `work/` name.
     pub fn renew(&self, queue: &Queue) -> engine::Result<Renewal> {
         let mut s = self.state.lock_recovering();
         if s.settled || s.lost || Instant::now() < s.next_renewal {
             return Ok(Renewal::Idle);
         }
-        match queue.touch(&s.work.to_string()) {
+        match queue.renew(&s.in_flight, s.held_timeout) {
             Ok(Some(renewed)) => {
                 s.next_renewal = renewal_after(renewed.expiry);
-                s.work = renewed.clone();
+                s.in_flight = InFlight::Leased(renewed.clone());
                 Ok(Renewal::Renewed(renewed))
             }
             Ok(None) => {
@@ -115,9 +149,9 @@ impl Lease {
         if s.lost {
             return Ok(false);
         }
-        match queue.resolve_in_flight(&s.work.to_string())? {
-            Some(w) => {
-                s.work = w;
+        match queue.locate_in_flight(&s.in_flight)? {
+            Some(m) => {
+                s.in_flight = m;
                 Ok(true)
             }
             None => {
@@ -127,12 +161,12 @@ impl Lease {
         }
     }
 
-    /// Settles the message by `settle` (given its current name), which returns whether it found
-    /// it; not found marks the lease lost. Renewals wait meanwhile, and stop once it is settled.
+    /// Settles the message by `settle` (given where it is), which returns whether it found it;
+    /// not found marks the lease lost. Renewals wait meanwhile, and stop once it is settled.
     /// A message this mount settled already (through another of its files) is done: true.
     pub fn settle_with(
         &self,
-        settle: impl FnOnce(&WorkName) -> engine::Result<bool>,
+        settle: impl FnOnce(&InFlight) -> engine::Result<bool>,
     ) -> engine::Result<bool> {
         let mut s = self.state.lock_recovering();
         if s.settled {
@@ -141,7 +175,7 @@ impl Lease {
         if s.lost {
             return Ok(false);
         }
-        let found = settle(&s.work)?;
+        let found = settle(&s.in_flight)?;
         if found {
             s.settled = true;
         } else {
@@ -227,7 +261,7 @@ impl Leases {
         for l in self.0.lock_recovering().values() {
             if l.queue == queue && l.id == name.waiting.id {
                 let mut s = l.state.lock_recovering();
-                s.work = name.clone();
+                s.in_flight = InFlight::Leased(name.clone());
                 s.next_renewal = renewal_after(name.expiry);
             }
         }

@@ -2,7 +2,7 @@
 //! by the rule in the module docs of [`super`].
 
 use super::{Ctx, OpenHandle, lease_lost, slice_at};
-use crate::engine::{self, AckOutcome, Delivery, Queue};
+use crate::engine::{self, AckOutcome, Delivery, HeldDelivery, Queue};
 use crate::fs::Result;
 use crate::fs::lease::Lease;
 use std::sync::Arc;
@@ -25,17 +25,26 @@ pub(in crate::fs) struct DeliverHandle {
 }
 
 impl DeliverHandle {
-    /// A handle for a message just claimed from `queue`: `claim` reads its record as JSON and
-    /// leaves it in flight; `next` and `wait` read its body and ack it once it was read whole.
-    pub fn new(path: &str, queue: &Queue, delivery: Delivery, record: bool) -> DeliverHandle {
-        let bytes = if record {
-            format!("{}\n", delivery.message.to_json()).into_bytes()
-        } else {
-            delivery.message.body_text().into_bytes()
-        };
+    /// `claim` of a message just claimed from `queue` (leased under its `work/` name, so that
+    /// its id is found there at once): reads its record as JSON and leaves it in flight.
+    pub fn claimed(path: &str, queue: &Queue, delivery: Delivery) -> DeliverHandle {
+        let bytes = format!("{}\n", delivery.message.to_json()).into_bytes();
+        let lease = Lease::new(path, queue.name(), delivery.work_name);
+        Self::with(queue, lease, bytes, true)
+    }
+
+    /// `next` or `wait` of a message just taken from `queue` with one rename: reads its body
+    /// and acks it once it was read whole.
+    pub fn held(path: &str, queue: &Queue, held: HeldDelivery) -> DeliverHandle {
+        let bytes = held.message.body_text().into_bytes();
+        let lease = Lease::held(path, queue.name(), held);
+        Self::with(queue, lease, bytes, false)
+    }
+
+    fn with(queue: &Queue, lease: Arc<Lease>, bytes: Vec<u8>, record: bool) -> DeliverHandle {
         DeliverHandle {
             queue: queue.name().to_string(),
-            lease: Lease::new(path, queue.name(), delivery.work_name),
+            lease,
             bytes,
             handed: 0,
             finished_by: Vec::new(),
@@ -61,7 +70,7 @@ impl DeliverHandle {
         let q = ctx.queue(op, &self.queue)?;
         let held = if self.ack_when_done {
             self.lease
-                .settle_with(|name| Ok(q.ack(&name.to_string())? != AckOutcome::NotFound))
+                .settle_with(|m| Ok(q.ack_in_flight(m)? != AckOutcome::NotFound))
         } else {
             self.lease.check(&q)
         };
@@ -122,10 +131,10 @@ impl OpenHandle for DeliverHandle {
         let q = ctx.queue(OP, &self.queue)?;
         // Under the lease's lock, so that no renewal renames it meanwhile.
         self.lease
-            .settle_with(|name| {
-                // The lease may have been extended by another client: find its current name.
-                if let Some(w) = q.resolve_in_flight(&name.to_string())? {
-                    q.give_back(&w)?;
+            .settle_with(|m| {
+                // A leased one's lease may have been extended by another client: find it.
+                if let Some(now) = q.locate_in_flight(m)? {
+                    q.give_back_in_flight(&now)?;
                 }
                 Ok(true)
             })

@@ -2,6 +2,9 @@
 //! entries: the semantics a team's mount relies on, without a mount.
 
 use super::*;
+use crate::engine::InFlight;
+use crate::engine::names::{TakeKind, TakeName};
+use crate::fs::lease::HOLD_FOR;
 use std::os::unix::fs::PermissionsExt;
 
 fn chmod(path: &std::path::Path, mode: u32) {
@@ -113,6 +116,10 @@ fn an_open_reader_keeps_its_lease_and_a_lost_one_fails_its_close() {
     f.engine_publish("q", "lost");
     let q = f.other.queue("q").unwrap();
     let slow = f.fs.open(f.ino("q/next"), Access::Read, PID).unwrap();
+    // Held first; its first renewal (a quarter of the lease) gives it its work/ name.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(f.fs.leases_due(), [slow]);
+    f.fs.renew_lease(slow).unwrap();
     let before = q.in_flight().unwrap()[0].clone();
     // Due after a quarter of the lease: renewed, by rename to a later expiry.
     std::thread::sleep(Duration::from_millis(1300));
@@ -133,8 +140,11 @@ fn an_open_reader_keeps_its_lease_and_a_lost_one_fails_its_close() {
     // Another client takes the message back while the reader holds it: the renewal finds it
     // gone, status says so, and the reader's close fails.
     let lost = f.fs.open(f.ino("q/next"), Access::Read, PID).unwrap();
-    let w = q.in_flight().unwrap()[0].clone();
-    q.nack(&w.to_string(), true).unwrap();
+    let [held] = &held_names(&f)[..] else {
+        panic!("one held message")
+    };
+    q.nack_in_flight(&InFlight::Held(held.clone()), true)
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     assert!(f.fs.leases_due().contains(&lost));
     assert_eq!(errno(f.fs.renew_lease(lost)), libc::EIO);
@@ -153,6 +163,64 @@ fn an_open_reader_keeps_its_lease_and_a_lost_one_fails_its_close() {
         "the message is waiting again, not lost"
     );
     assert!(f.fs.leases_due().is_empty());
+}
+
+/// The `.held-` names in the queue's `work/` (messages of open `next` and `wait` files).
+fn held_names(f: &Fixture) -> Vec<TakeName> {
+    let work = f.fs.broker().root().join("q/work");
+    std::fs::read_dir(work)
+        .unwrap()
+        .filter_map(|e| TakeName::parse(e.unwrap().file_name().to_str()?))
+        .filter(|t| t.kind == TakeKind::Held)
+        .collect()
+}
+
+#[test]
+fn a_next_closed_within_a_second_is_acked_held_and_one_kept_open_gets_its_work_name() {
+    let f = fixture();
+    let q = f.other.queue("q").unwrap();
+    f.engine_publish("q", "quick");
+    let quick = f.fs.open(f.ino("q/next"), Access::Read, PID).unwrap();
+    // One rename: held under its take name, counted in flight, not in work/ by name.
+    assert_eq!(held_names(&f).len(), 1);
+    assert!(q.in_flight().unwrap().is_empty());
+    assert_eq!(f.counts("q"), (0, 1));
+    assert!(f.fs.leases_due().is_empty(), "no renewal before a second");
+    assert_eq!(f.fs.read(quick, 0, 100, PID).unwrap(), b"quick");
+    assert_eq!(f.fs.read(quick, 5, 100, PID).unwrap(), b"");
+    f.fs.flush(quick, PID).unwrap();
+    f.fs.release(quick).unwrap();
+    assert_eq!(f.counts("q"), (0, 0), "acked from its held name");
+    assert!(held_names(&f).is_empty());
+
+    let id = f.engine_publish("q", "slow");
+    let slow = f.fs.open(f.ino("q/wait"), Access::Read, PID).unwrap();
+    assert_eq!(held_names(&f).len(), 1);
+    std::thread::sleep(HOLD_FOR + Duration::from_millis(500));
+    assert_eq!(f.fs.leases_due(), [slow], "due after a second");
+    f.fs.renew_lease(slow).unwrap();
+    assert!(held_names(&f).is_empty());
+    let leased = q.in_flight().unwrap();
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].waiting.id.to_string(), id);
+    assert_eq!(
+        String::from_utf8(f.cat(&format!("q/work/{id}")).unwrap()).unwrap(),
+        "slow"
+    );
+    f.fs.read(slow, 0, 100, PID).unwrap();
+    f.fs.read(slow, 4, 100, PID).unwrap();
+    f.fs.flush(slow, PID).unwrap();
+    f.fs.release(slow).unwrap();
+    assert_eq!(f.counts("q"), (0, 0), "acked by its work/ name");
+
+    // Not read whole: given back from its held name, uncounted.
+    f.engine_publish("q", "left");
+    let left = f.fs.open(f.ino("q/next"), Access::Read, PID).unwrap();
+    f.fs.release(left).unwrap();
+    assert_eq!(f.counts("q"), (1, 0));
+    assert!(held_names(&f).is_empty());
+    let again = q.consume_one().unwrap().unwrap();
+    assert_eq!(again.message.requeue_counter, 0);
 }
 
 #[test]
@@ -178,6 +246,10 @@ fn what_this_mount_settles_is_no_lost_lease_for_its_other_files() {
     let id = f.engine_publish("q", "removed");
     let next = f.fs.open(f.ino("q/next"), Access::Read, PID).unwrap();
     let work = f.ino("q/work");
+    // Held, it is not in work/ yet: once its first renewal gave it its name, it is.
+    assert_eq!(errno(f.fs.unlink(work, &id)), libc::ENOENT);
+    std::thread::sleep(HOLD_FOR + Duration::from_millis(100));
+    f.fs.renew_lease(next).unwrap();
     f.fs.unlink(work, &id).unwrap();
     f.fs.read(next, 0, 100, PID).unwrap();
     f.fs.read(next, 7, 100, PID).unwrap();
