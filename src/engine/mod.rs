@@ -125,8 +125,8 @@ pub use message::{Message, Requeue};
 pub use names::{WaitingName, WorkName, is_valid_queue_name, next_queue_number, now_secs};
 pub use prepared::PreparedMessage;
 pub use queue::{
-    AckOutcome, CleanReport, ConsumeOptions, Delivery, HeldDelivery, InFlight, PublishOptions,
-    Queue, QueueStatus, RequeueOutcome,
+    AckOutcome, CleanReport, ConsumeOptions, Delivery, HOLD_FOR, HeldDelivery, InFlight,
+    PublishOptions, Queue, QueueStatus, RequeueOutcome,
 };
 pub use survey::Survey;
 pub use waiting::{LONGEST_WAIT, Wait};

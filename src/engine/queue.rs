@@ -91,6 +91,12 @@ pub struct HeldDelivery {
     pub timeout: u64,
 }
 
+/// How long a consumer keeps a [`HeldDelivery`] under its `.held-` name before its first
+/// renewal gives it its `work/` name (sooner when a quarter of the held name's lease is
+/// shorter): most `ddmq work` tasks and mount readers are done first, and are acked without
+/// that rename (a network filesystem's server counts a LOOKUP and a RENAME less per message).
+pub const HOLD_FOR: Duration = Duration::from_secs(1);
+
 /// Where a message one consumer has in flight is now: under its take name (held) or its
 /// `work/` name (leased). What a long-running consumer settles or renews.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -16,7 +16,7 @@
 //! and the unlink of its ack.
 
 use crate::engine::names::MessageId;
-use crate::engine::{self, HeldDelivery, InFlight, Queue, WorkName, now_secs};
+use crate::engine::{self, HOLD_FOR, HeldDelivery, InFlight, Queue, WorkName, now_secs};
 use crate::locking::LockRecovering;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,11 +25,6 @@ use std::time::{Duration, Instant};
 /// Shortest and longest pause between two renewals of one lease.
 const MIN_PERIOD: Duration = Duration::from_millis(200);
 const MAX_PERIOD: Duration = Duration::from_secs(60);
-
-/// How long a message of an open `next` or `wait` stays under its held name before its first
-/// renewal writes its `work/` name: most readers close first (sooner when a quarter of the
-/// held name's lease is shorter).
-pub(super) const HOLD_FOR: Duration = Duration::from_secs(1);
 
 /// The lease of one open file on its message.
 pub(super) struct Lease {

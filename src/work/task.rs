@@ -4,7 +4,7 @@
 
 use super::output::{LineBuffer, Output, Stream};
 use super::signals::DRAIN_SIGNAL;
-use crate::engine::{HeldDelivery, InFlight, WorkName};
+use crate::engine::{HOLD_FOR, HeldDelivery, InFlight, WorkName};
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::CommandExt;
@@ -62,12 +62,6 @@ pub struct OutputPipe<R> {
     pub pipe: R,
     lines: LineBuffer,
 }
-
-/// How long a task's message stays under its `.held-` take name before it gets its `work/`
-/// name and lease: most tasks of a busy farm end first and are acked without that rename (a
-/// network filesystem's server counts a LOOKUP and a RENAME less per message). Sooner when a
-/// quarter of the held name's lease (the queue's `message_timeout`) is shorter.
-pub const HOLD_FOR: Duration = Duration::from_secs(1);
 
 /// The lease on the message: written at [`HOLD_FOR`], then renewed well before it runs out.
 pub struct Lease {

@@ -2,9 +2,9 @@
 //! entries: the semantics a team's mount relies on, without a mount.
 
 use super::*;
+use crate::engine::HOLD_FOR;
 use crate::engine::InFlight;
 use crate::engine::names::{TakeKind, TakeName};
-use crate::fs::lease::HOLD_FOR;
 use std::os::unix::fs::PermissionsExt;
 
 fn chmod(path: &std::path::Path, mode: u32) {
