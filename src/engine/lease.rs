@@ -52,10 +52,6 @@ impl Queue {
     /// [`Queue::lease_left_secs`] of a message in flight, held (its name carries the lease's
     /// end too) or leased.
     pub fn in_flight_left_secs(&self, m: &super::InFlight) -> u64 {
-        let ends = match m {
-            super::InFlight::Held(t) => t.time,
-            super::InFlight::Leased(w) => w.expiry,
-        };
-        ends.saturating_sub(self.fs_now_secs())
+        m.expiry().saturating_sub(self.fs_now_secs())
     }
 }

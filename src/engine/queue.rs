@@ -112,6 +112,22 @@ impl InFlight {
             InFlight::Leased(w) => &w.waiting,
         }
     }
+
+    /// When its lease ends, in epoch seconds of the filesystem's clock: both names carry it.
+    pub fn expiry(&self) -> u64 {
+        match self {
+            InFlight::Held(t) => t.time,
+            InFlight::Leased(w) => w.expiry,
+        }
+    }
+
+    /// Its file name in `work/`.
+    pub fn file_name(&self) -> String {
+        match self {
+            InFlight::Held(t) => t.to_string(),
+            InFlight::Leased(w) => w.to_string(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -485,10 +501,7 @@ impl Queue {
             } else {
                 InFlight::Held(held)
             };
-            message.filename = match &in_flight {
-                InFlight::Held(t) => t.to_string(),
-                InFlight::Leased(w) => w.to_string(),
-            };
+            message.filename = in_flight.file_name();
             return Ok(Some(HeldDelivery {
                 message,
                 in_flight,

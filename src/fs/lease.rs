@@ -57,9 +57,10 @@ fn renewal_after(expiry: u64) -> Instant {
 
 /// When to renew `m` first: a held message after [`HOLD_FOR`] at most.
 fn first_renewal(m: &InFlight) -> Instant {
+    let due = renewal_after(m.expiry());
     match m {
-        InFlight::Held(t) => renewal_after(t.time).min(Instant::now() + HOLD_FOR),
-        InFlight::Leased(w) => renewal_after(w.expiry),
+        InFlight::Held(_) => due.min(Instant::now() + HOLD_FOR),
+        InFlight::Leased(_) => due,
     }
 }
 
